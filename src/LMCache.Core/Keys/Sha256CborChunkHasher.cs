@@ -1,0 +1,144 @@
+using System.Buffers;
+using System.Buffers.Binary;
+using System.Security.Cryptography;
+using System.Text;
+
+namespace LMCache.Core.Keys;
+
+/// <summary>
+/// vLLM's <c>sha256_cbor</c> chunk hash: SHA-256 over the canonical CBOR encoding of the tuple
+/// <c>(previous_hash_bytes, token_ids)</c>, with <c>NONE_HASH = sha256(cbor(seed_text))</c>.
+/// </summary>
+/// <remarks>
+/// <para>Specified bytes, so the same tokens give the same keys in every process, on every run and machine — unlike the
+/// original's default <c>builtin</c> hash, which depends on <c>PYTHONHASHSEED</c> (its most common user failure).</para>
+/// <para>Encoding (RFC 8949 deterministic): array header <c>0x82</c> (or <c>0x83</c> with an extra key), the previous
+/// hash as a 32-byte byte string <c>58 20 …</c>, then the tokens as an array of shortest-form integers. The extra key
+/// (cache salt) is a one-element array holding a text string, like vLLM's <c>extra_keys</c> tuple.</para>
+/// <para>The seed defaults to <c>"0"</c>, which is what vLLM computes when <c>PYTHONHASHSEED=0</c>; Python engines
+/// that run <c>pre_caching_hash_algorithm: sha256_cbor</c> with that seed produce the same hashes.</para>
+/// </remarks>
+public sealed class Sha256CborChunkHasher : IChunkHasher
+{
+    /// <summary>The configuration name.</summary>
+    public const string AlgorithmName = "sha256_cbor";
+
+    /// <summary>The default seed text.</summary>
+    public const string DefaultSeed = "0";
+
+    private const int StackLimit = 4096;
+
+    /// <summary>Creates a hasher whose initial hash is derived from <paramref name="seed"/>.</summary>
+    public Sha256CborChunkHasher(string seed = DefaultSeed)
+    {
+        ArgumentNullException.ThrowIfNull(seed);
+        Seed = seed;
+        var encoded = new ArrayBufferWriter<byte>(seed.Length + 9);
+        WriteText(encoded, seed);
+        Span<byte> digest = stackalloc byte[ChunkHash.Size];
+        SHA256.HashData(encoded.WrittenSpan, digest);
+        InitialHash = new ChunkHash(digest);
+    }
+
+    /// <inheritdoc />
+    public string Name => AlgorithmName;
+
+    /// <summary>The seed text the initial hash was derived from.</summary>
+    public string Seed { get; }
+
+    /// <inheritdoc />
+    public ChunkHash InitialHash { get; }
+
+    /// <summary>Upper bound of the CBOR encoding of one chunk of <paramref name="tokenCount"/> tokens.</summary>
+    public static int MaxEncodedLength(int tokenCount, string? extraKey) =>
+        1 + 2 + ChunkHash.Size + 5 + (tokenCount * 5) + (extraKey is null ? 0 : 1 + 9 + Encoding.UTF8.GetMaxByteCount(extraKey.Length));
+
+    /// <inheritdoc />
+    public ChunkHash Hash(in ChunkHash previous, ReadOnlySpan<int> tokens, string? extraKey = null)
+    {
+        var max = MaxEncodedLength(tokens.Length, extraKey);
+        byte[]? rented = null;
+        var buffer = max <= StackLimit ? stackalloc byte[StackLimit] : (rented = ArrayPool<byte>.Shared.Rent(max));
+        try
+        {
+            var written = Encode(previous, tokens, extraKey, buffer);
+            Span<byte> digest = stackalloc byte[ChunkHash.Size];
+            SHA256.HashData(buffer[..written], digest);
+            return new ChunkHash(digest);
+        }
+        finally
+        {
+            if (rented is not null)
+            {
+                ArrayPool<byte>.Shared.Return(rented);
+            }
+        }
+    }
+
+    /// <summary>Writes the CBOR encoding of <c>(previous, tokens[, (extraKey,)])</c>; returns the bytes written.</summary>
+    public static int Encode(in ChunkHash previous, ReadOnlySpan<int> tokens, string? extraKey, Span<byte> destination)
+    {
+        var position = 0;
+        destination[position++] = extraKey is null ? (byte)0x82 : (byte)0x83;
+        destination[position++] = 0x58;
+        destination[position++] = ChunkHash.Size;
+        previous.WriteTo(destination[position..]);
+        position += ChunkHash.Size;
+        position += WriteHead(destination[position..], 4, (ulong)tokens.Length);
+        foreach (var token in tokens)
+        {
+            position += token >= 0
+                ? WriteHead(destination[position..], 0, (ulong)token)
+                : WriteHead(destination[position..], 1, (ulong)(-1L - token));
+        }
+        if (extraKey is not null)
+        {
+            destination[position++] = 0x81;
+            var length = Encoding.UTF8.GetByteCount(extraKey);
+            position += WriteHead(destination[position..], 3, (ulong)length);
+            position += Encoding.UTF8.GetBytes(extraKey, destination[position..]);
+        }
+        return position;
+    }
+
+    /// <summary>Writes a CBOR head (major type + shortest-form argument); returns its length.</summary>
+    internal static int WriteHead(Span<byte> destination, int majorType, ulong value)
+    {
+        var major = (byte)(majorType << 5);
+        if (value < 24)
+        {
+            destination[0] = (byte)(major | (byte)value);
+            return 1;
+        }
+        if (value <= byte.MaxValue)
+        {
+            destination[0] = (byte)(major | 24);
+            destination[1] = (byte)value;
+            return 2;
+        }
+        if (value <= ushort.MaxValue)
+        {
+            destination[0] = (byte)(major | 25);
+            BinaryPrimitives.WriteUInt16BigEndian(destination[1..], (ushort)value);
+            return 3;
+        }
+        if (value <= uint.MaxValue)
+        {
+            destination[0] = (byte)(major | 26);
+            BinaryPrimitives.WriteUInt32BigEndian(destination[1..], (uint)value);
+            return 5;
+        }
+        destination[0] = (byte)(major | 27);
+        BinaryPrimitives.WriteUInt64BigEndian(destination[1..], value);
+        return 9;
+    }
+
+    private static void WriteText(IBufferWriter<byte> writer, string text)
+    {
+        var length = Encoding.UTF8.GetByteCount(text);
+        var span = writer.GetSpan(9 + length);
+        var head = WriteHead(span, 3, (ulong)length);
+        Encoding.UTF8.GetBytes(text, span[head..]);
+        writer.Advance(head + length);
+    }
+}
