@@ -1,0 +1,16 @@
+using System.CommandLine;
+
+namespace LMCache.Cli.Commands;
+
+/// <summary>
+/// Every top-level command. To add one, write a static class with a <c>Create()</c> returning a
+/// <see cref="Command"/> in this folder and list it here (one line), or add a subcommand to an existing group
+/// (<c>BenchCommands</c> for benchmarks).
+/// </summary>
+internal static class CommandCatalog
+{
+    public static IEnumerable<Command> All()
+    {
+        yield return ConfigCommands.Create();
+    }
+}
