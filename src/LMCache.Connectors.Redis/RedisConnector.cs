@@ -1,0 +1,746 @@
+using System.IO.Hashing;
+using System.Net;
+using System.Runtime.CompilerServices;
+using LMCache.Core.Keys;
+using LMCache.Core.Memory;
+using LMCache.Storage.Remote;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using StackExchange.Redis;
+
+namespace LMCache.Connectors.Redis;
+
+/// <summary>
+/// The remote connector for Redis, Redis Sentinel, Redis Cluster and Valkey, in the original's layout: per chunk,
+/// <c>key + "kv_bytes"</c> holds the payload and <c>key + "metadata"</c> the 28-byte metadata (plus our checksum
+/// trailer), payload written first.
+/// </summary>
+/// <remarks>
+/// <list type="bullet">
+/// <item>Creating it never blocks and never fails on an unreachable server: it connects in the background, and every
+/// operation throws (a miss for the <see cref="RemoteBackend"/>) until the connection is up.</item>
+/// <item>Lookups pipeline one <c>EXISTS</c> per key in one batch (one round trip; on a cluster one per node, in
+/// parallel); reads pipeline the metadata and payload <c>GET</c>s of every key in one batch, grouped per node by the
+/// client, and copy each payload once from a pooled lease into the allocator's object.</item>
+/// <item>Every read validates the metadata against the payload and the key, and verifies the checksum when present; an
+/// invalid or half-present pair is a miss and is deleted.</item>
+/// </list>
+/// </remarks>
+public sealed class RedisConnector : IRemoteConnector
+{
+    /// <summary>Suffix of the payload key (plain concatenation, as in the original).</summary>
+    public const string PayloadSuffix = "kv_bytes";
+
+    /// <summary>Suffix of the metadata key.</summary>
+    public const string MetadataSuffix = "metadata";
+
+    private const int ScanPageSize = 512;
+
+    private readonly RedisUrl _url;
+    private readonly RedisConnectorOptions _options;
+    private readonly ILogger _logger;
+    private readonly Lock _gate = new();
+    private Task<ConnectionMultiplexer>? _connecting;
+    private ConnectionMultiplexer? _multiplexer;
+    private ConnectionMultiplexer? _sentinel;
+    private long _nextAttemptTicks;
+    private int _connectionDown;
+    private bool _disposed;
+
+    /// <summary>Creates the connector and starts connecting in the background.</summary>
+    /// <param name="url">The parsed URL.</param>
+    /// <param name="options">Timeouts and checksum policy.</param>
+    /// <param name="logger">Logger; null for none.</param>
+    public RedisConnector(RedisUrl url, RedisConnectorOptions options, ILogger? logger = null)
+    {
+        ArgumentNullException.ThrowIfNull(url);
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        _url = url;
+        _options = options;
+        _logger = logger ?? NullLogger.Instance;
+        _ = GetConnectingTaskAsync();
+    }
+
+    /// <inheritdoc />
+    public string Description => _url.Redacted;
+
+    /// <summary>The parsed URL.</summary>
+    public RedisUrl Url => _url;
+
+    /// <inheritdoc />
+    public RemoteCapabilities Capabilities =>
+        RemoteCapabilities.BatchedExists | RemoteCapabilities.BatchedGet | RemoteCapabilities.Ping | RemoteCapabilities.List | RemoteCapabilities.Remove;
+
+    /// <summary>True once connected and while at least one server is reachable.</summary>
+    public bool IsConnected => Volatile.Read(ref _multiplexer) is { IsConnected: true };
+
+    /// <summary>The endpoint of the current master (standalone and Sentinel), or null when not connected.</summary>
+    public EndPoint? CurrentMaster =>
+        Volatile.Read(ref _multiplexer)?.GetServers().FirstOrDefault(s => s.IsConnected && !s.IsReplica)?.EndPoint;
+
+    /// <summary>The payload key of <paramref name="keyString"/>.</summary>
+    public static string PayloadKey(string keyString) => keyString + PayloadSuffix;
+
+    /// <summary>The metadata key of <paramref name="keyString"/>.</summary>
+    public static string MetadataKey(string keyString) => keyString + MetadataSuffix;
+
+    /// <summary>Waits until connected (for tools and tests); throws when <paramref name="cancellationToken"/> fires first.</summary>
+    public async Task WaitUntilConnectedAsync(CancellationToken cancellationToken)
+    {
+        while (true)
+        {
+            try
+            {
+                var db = await GetDatabaseAsync(cancellationToken).ConfigureAwait(false);
+                if (db.Multiplexer.IsConnected)
+                {
+                    await db.PingAsync().WaitAsync(cancellationToken).ConfigureAwait(false);
+                    return;
+                }
+            }
+            catch (Exception ex) when (ex is RedisException or TimeoutException && !cancellationToken.IsCancellationRequested)
+            {
+                // Not yet.
+            }
+            await Task.Delay(100, cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    /// <inheritdoc />
+    public async ValueTask<int> ExistsPrefixAsync(ReadOnlyMemory<CacheEngineKey> keys, CancellationToken cancellationToken)
+    {
+        if (keys.IsEmpty)
+        {
+            return 0;
+        }
+        var db = await GetDatabaseAsync(cancellationToken).ConfigureAwait(false);
+        var tasks = new Task<bool>[keys.Length];
+        var batch = db.CreateBatch();
+        var span = keys.Span;
+        for (var i = 0; i < tasks.Length; i++)
+        {
+            tasks[i] = batch.KeyExistsAsync(MetadataKey(span[i].ToString()));
+        }
+        batch.Execute();
+        await Task.WhenAll(tasks).WaitAsync(cancellationToken).ConfigureAwait(false);
+        for (var i = 0; i < tasks.Length; i++)
+        {
+            if (!await tasks[i].ConfigureAwait(false))
+            {
+                return i;
+            }
+        }
+        return tasks.Length;
+    }
+
+    /// <inheritdoc />
+    public async ValueTask<MemoryObject?> GetAsync(CacheEngineKey key, IMemoryAllocator allocator, CancellationToken cancellationToken)
+    {
+        var one = new MemoryObject?[1];
+        var count = await GetPrefixAsync(new[] { key }, one, allocator, cancellationToken).ConfigureAwait(false);
+        return count == 1 ? one[0] : null;
+    }
+
+    /// <inheritdoc />
+    public async ValueTask<int> GetPrefixAsync(
+        ReadOnlyMemory<CacheEngineKey> keys, Memory<MemoryObject?> destination, IMemoryAllocator allocator, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(allocator);
+        if (keys.IsEmpty)
+        {
+            return 0;
+        }
+        if (destination.Length < keys.Length)
+        {
+            throw new ArgumentException("The destination is shorter than the key list.", nameof(destination));
+        }
+        var db = await GetDatabaseAsync(cancellationToken).ConfigureAwait(false);
+        var n = keys.Length;
+        var names = new string[n];
+        var metadata = new Task<RedisValue>[n];
+        var payloads = new Task<Lease<byte>?>[n];
+        var batch = db.CreateBatch();
+        for (var i = 0; i < n; i++)
+        {
+            names[i] = keys.Span[i].ToString();
+            metadata[i] = batch.StringGetAsync(MetadataKey(names[i]));
+            payloads[i] = batch.StringGetLeaseAsync(PayloadKey(names[i]));
+        }
+        batch.Execute();
+
+        var count = 0;
+        var consumed = 0;
+        try
+        {
+            for (; consumed < n; consumed++)
+            {
+                var meta = await metadata[consumed].WaitAsync(cancellationToken).ConfigureAwait(false);
+                var lease = await payloads[consumed].WaitAsync(cancellationToken).ConfigureAwait(false);
+                MemoryObject? item;
+                using (lease)
+                {
+                    item = Materialize(db, keys.Span[consumed], names[consumed], meta, lease, allocator);
+                }
+                if (item is null)
+                {
+                    consumed++;
+                    break;
+                }
+                destination.Span[consumed] = item;
+                count++;
+            }
+            return count;
+        }
+        catch
+        {
+            var output = destination.Span;
+            for (var i = 0; i < count; i++)
+            {
+                output[i]?.Release();
+                output[i] = null;
+            }
+            throw;
+        }
+        finally
+        {
+            // Leases of keys after the first miss (or after a failure) still arrive: give their buffers back.
+            for (var i = consumed; i < n; i++)
+            {
+                _ = payloads[i].ContinueWith(static t =>
+                {
+                    if (t.IsCompletedSuccessfully)
+                    {
+                        t.Result?.Dispose();
+                    }
+                    else
+                    {
+                        _ = t.Exception;
+                    }
+                }, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+                _ = metadata[i].ContinueWith(static t => _ = t.Exception, CancellationToken.None,
+                    TaskContinuationOptions.OnlyOnFaulted | TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+            }
+        }
+    }
+
+    /// <inheritdoc />
+    /// <remarks>
+    /// The payload <c>SET</c> is not abandoned on cancellation (the client may still be reading the caller's memory);
+    /// it ends by itself within <see cref="RedisConnectorOptions.OperationTimeout"/>. The metadata is written only
+    /// after the payload was acknowledged.
+    /// </remarks>
+    public async ValueTask PutAsync(CacheEngineKey key, MemoryObject payload, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(payload);
+        var db = await GetDatabaseAsync(cancellationToken).ConfigureAwait(false);
+        var name = key.ToString();
+        ulong? checksum = _options.WriteChecksum ? XxHash3.HashToUInt64(payload.Span) : null;
+        var metadata = RemoteMetadata.For(payload.Metadata, payload.Length, checksum).ToArray();
+        await db.StringSetAsync(PayloadKey(name), (ReadOnlyMemory<byte>)payload.Memory).ConfigureAwait(false);
+        cancellationToken.ThrowIfCancellationRequested();
+        await db.StringSetAsync(MetadataKey(name), metadata).ConfigureAwait(false);
+        RedisMetrics.BytesWritten.Add(payload.Length);
+    }
+
+    /// <inheritdoc />
+    public async ValueTask<bool> PingAsync(CancellationToken cancellationToken)
+    {
+        var db = await GetDatabaseAsync(cancellationToken).ConfigureAwait(false);
+        if (!db.Multiplexer.IsConnected)
+        {
+            return false;
+        }
+        await db.PingAsync().WaitAsync(cancellationToken).ConfigureAwait(false);
+        return true;
+    }
+
+    /// <inheritdoc />
+    public ValueTask<bool> RemoveAsync(CacheEngineKey key, CancellationToken cancellationToken) =>
+        RemoveAsync(key.ToString(), cancellationToken);
+
+    /// <summary>Deletes both keys of the entry named <paramref name="keyString"/>; true if either existed.</summary>
+    public async ValueTask<bool> RemoveAsync(string keyString, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(keyString);
+        var db = await GetDatabaseAsync(cancellationToken).ConfigureAwait(false);
+        var batch = db.CreateBatch();
+        var payload = batch.KeyDeleteAsync(PayloadKey(keyString));
+        var metadata = batch.KeyDeleteAsync(MetadataKey(keyString));
+        batch.Execute();
+        var results = await Task.WhenAll(payload, metadata).WaitAsync(cancellationToken).ConfigureAwait(false);
+        return results[0] || results[1];
+    }
+
+    /// <inheritdoc />
+    public IAsyncEnumerable<RemoteEntryInfo> ListAsync(CancellationToken cancellationToken) => ListAsync(null, cancellationToken);
+
+    /// <summary>
+    /// Enumerates entries with <c>SCAN</c> on every master (never <c>KEYS</c>): complete pairs, pairs with invalid
+    /// metadata, and half pairs, each with a note in <see cref="RemoteEntryInfo.Detail"/>.
+    /// </summary>
+    /// <param name="model">Only entries of this model (the key's second field), or null for all.</param>
+    /// <param name="cancellationToken">Stops the enumeration.</param>
+    public async IAsyncEnumerable<RemoteEntryInfo> ListAsync(string? model, [EnumeratorCancellation] CancellationToken cancellationToken)
+    {
+        var db = await GetDatabaseAsync(cancellationToken).ConfigureAwait(false);
+        var servers = db.Multiplexer.GetServers().Where(s => s.IsConnected && !s.IsReplica).ToList();
+        if (servers.Count == 0)
+        {
+            throw new InvalidOperationException($"{Description}: no master is connected");
+        }
+        var prefix = model is null ? "*" : "*@" + GlobEscape(model) + "@*";
+        foreach (var server in servers)
+        {
+            var page = new List<string>(ScanPageSize);
+            await foreach (var redisKey in server.KeysAsync(_url.Database, prefix + MetadataSuffix, ScanPageSize).WithCancellation(cancellationToken).ConfigureAwait(false))
+            {
+                page.Add(((string)redisKey!)[..^MetadataSuffix.Length]);
+                if (page.Count == ScanPageSize)
+                {
+                    foreach (var entry in await DescribeAsync(db, page, model, cancellationToken).ConfigureAwait(false))
+                    {
+                        yield return entry;
+                    }
+                    page.Clear();
+                }
+            }
+            foreach (var entry in await DescribeAsync(db, page, model, cancellationToken).ConfigureAwait(false))
+            {
+                yield return entry;
+            }
+            page.Clear();
+            await foreach (var redisKey in server.KeysAsync(_url.Database, prefix + PayloadSuffix, ScanPageSize).WithCancellation(cancellationToken).ConfigureAwait(false))
+            {
+                page.Add(((string)redisKey!)[..^PayloadSuffix.Length]);
+                if (page.Count == ScanPageSize)
+                {
+                    foreach (var entry in await DescribeOrphansAsync(db, page, model, cancellationToken).ConfigureAwait(false))
+                    {
+                        yield return entry;
+                    }
+                    page.Clear();
+                }
+            }
+            foreach (var entry in await DescribeOrphansAsync(db, page, model, cancellationToken).ConfigureAwait(false))
+            {
+                yield return entry;
+            }
+        }
+    }
+
+    /// <summary>
+    /// Reads one entry completely and reports what is stored: sizes, decoded metadata, whether it would be served, and
+    /// (when a trailer is present) whether the checksum matches.
+    /// </summary>
+    public async Task<RedisEntryReport> InspectAsync(string keyString, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(keyString);
+        var db = await GetDatabaseAsync(cancellationToken).ConfigureAwait(false);
+        var batch = db.CreateBatch();
+        var metaTask = batch.StringGetAsync(MetadataKey(keyString));
+        var payloadTask = batch.StringGetLeaseAsync(PayloadKey(keyString));
+        batch.Execute();
+        var meta = await metaTask.WaitAsync(cancellationToken).ConfigureAwait(false);
+        using var lease = await payloadTask.WaitAsync(cancellationToken).ConfigureAwait(false);
+        CacheEngineKey.TryParse(keyString, out var key);
+        RemoteMetadata? decoded = null;
+        bool? checksumOk = null;
+        string? problem = null;
+        MemoryObjectMetadata? objectMetadata = null;
+        if (meta.IsNull)
+        {
+            problem = lease is null ? "not found" : "payload without metadata";
+        }
+        else if (!RemoteMetadata.TryRead((byte[])meta!, out var m, out problem))
+        {
+            problem ??= "invalid metadata";
+        }
+        else
+        {
+            decoded = m;
+            if (lease is null)
+            {
+                problem = "metadata without payload";
+            }
+            else if (!m.TryValidate(lease.Length, key, out var om, out problem))
+            {
+                problem ??= "invalid metadata";
+            }
+            else
+            {
+                objectMetadata = om;
+                if (m.Checksum is { } expected)
+                {
+                    checksumOk = XxHash3.HashToUInt64(lease.Span) == expected;
+                    problem = checksumOk.Value ? null : "checksum mismatch";
+                }
+            }
+        }
+        return new RedisEntryReport(keyString, meta.IsNull ? null : ((byte[])meta!).Length, lease?.Length, decoded, objectMetadata, checksumOk, problem);
+    }
+
+    /// <inheritdoc />
+    public async ValueTask DisposeAsync()
+    {
+        Task<ConnectionMultiplexer>? connecting;
+        lock (_gate)
+        {
+            if (_disposed)
+            {
+                return;
+            }
+            _disposed = true;
+            connecting = _connecting;
+        }
+        if (connecting is not null)
+        {
+            try
+            {
+                await connecting.ConfigureAwait(false);
+            }
+            catch (Exception)
+            {
+                // A failed connection leaves nothing to close.
+            }
+        }
+        var multiplexer = Interlocked.Exchange(ref _multiplexer, null);
+        var sentinel = Interlocked.Exchange(ref _sentinel, null);
+        if (multiplexer is not null)
+        {
+            await multiplexer.CloseAsync(allowCommandsToComplete: false).ConfigureAwait(false);
+            await multiplexer.DisposeAsync().ConfigureAwait(false);
+        }
+        if (sentinel is not null)
+        {
+            await sentinel.CloseAsync(allowCommandsToComplete: false).ConfigureAwait(false);
+            await sentinel.DisposeAsync().ConfigureAwait(false);
+        }
+    }
+
+    private MemoryObject? Materialize(IDatabase db, in CacheEngineKey key, string name, RedisValue meta, Lease<byte>? lease, IMemoryAllocator allocator)
+    {
+        if (meta.IsNull)
+        {
+            if (lease is not null)
+            {
+                // A payload without metadata: evicted metadata, or a put between its two SETs. Either way a miss;
+                // deleting it is harmless (a concurrent put then leaves metadata without payload, cleaned by the next read).
+                Invalid(db, name, "payload_missing_metadata", "payload without metadata", deletePayload: true, deleteMetadata: false);
+            }
+            return null;
+        }
+        if (lease is null)
+        {
+            Invalid(db, name, "metadata_missing_payload", "metadata without payload (payload evicted)", deletePayload: false, deleteMetadata: true);
+            return null;
+        }
+        if (!RemoteMetadata.TryRead((byte[])meta!, out var stored, out var error)
+            || !stored.TryValidate(lease.Length, key, out var objectMetadata, out error))
+        {
+            Invalid(db, name, "metadata", error ?? "invalid metadata", deletePayload: true, deleteMetadata: true);
+            return null;
+        }
+        if (stored.Checksum is { } expected && XxHash3.HashToUInt64(lease.Span) != expected)
+        {
+            Invalid(db, name, "checksum", "payload checksum mismatch", deletePayload: true, deleteMetadata: true);
+            return null;
+        }
+        if (!allocator.TryAllocate(objectMetadata, out var item))
+        {
+            return null;
+        }
+        if (item.Length != lease.Length)
+        {
+            item.Release();
+            return null;
+        }
+        lease.Span.CopyTo(item.Span);
+        RedisMetrics.BytesRead.Add(item.Length);
+        return item;
+    }
+
+    private void Invalid(IDatabase db, string name, string reason, string description, bool deletePayload, bool deleteMetadata)
+    {
+        RedisMetrics.InvalidEntries.Add(1, new KeyValuePair<string, object?>("reason", reason));
+        RedisLog.InvalidEntry(_logger, Description, name, description);
+        try
+        {
+            if (deletePayload)
+            {
+                db.KeyDelete(PayloadKey(name), CommandFlags.FireAndForget);
+            }
+            if (deleteMetadata)
+            {
+                db.KeyDelete(MetadataKey(name), CommandFlags.FireAndForget);
+            }
+        }
+        catch (RedisException)
+        {
+            // Best effort: the next read finds the same problem and tries again.
+        }
+    }
+
+    private async Task<List<RemoteEntryInfo>> DescribeAsync(IDatabase db, List<string> names, string? model, CancellationToken cancellationToken)
+    {
+        var result = new List<RemoteEntryInfo>(names.Count);
+        if (names.Count == 0)
+        {
+            return result;
+        }
+        var batch = db.CreateBatch();
+        var metas = new Task<RedisValue>[names.Count];
+        var lengths = new Task<long>[names.Count];
+        for (var i = 0; i < names.Count; i++)
+        {
+            metas[i] = batch.StringGetAsync(MetadataKey(names[i]));
+            lengths[i] = batch.StringLengthAsync(PayloadKey(names[i]));
+        }
+        batch.Execute();
+        await Task.WhenAll(Task.WhenAll(metas), Task.WhenAll(lengths)).WaitAsync(cancellationToken).ConfigureAwait(false);
+        for (var i = 0; i < names.Count; i++)
+        {
+            var parsed = CacheEngineKey.TryParse(names[i], out var key);
+            if (model is not null && (!parsed || key.ModelName != model))
+            {
+                continue;
+            }
+            var meta = await metas[i].ConfigureAwait(false);
+            var payloadLength = await lengths[i].ConfigureAwait(false);
+            if (meta.IsNull)
+            {
+                continue; // Deleted between SCAN and GET.
+            }
+            var bytes = (byte[])meta!;
+            if (!RemoteMetadata.TryRead(bytes, out var stored, out var error))
+            {
+                result.Add(new RemoteEntryInfo(names[i], payloadLength == 0 ? null : payloadLength, null, "invalid metadata: " + error));
+                continue;
+            }
+            if (payloadLength == 0)
+            {
+                result.Add(new RemoteEntryInfo(names[i], null, null, "metadata without payload (" + stored + ")"));
+                continue;
+            }
+            if (!stored.TryValidate(payloadLength, key, out var objectMetadata, out error))
+            {
+                result.Add(new RemoteEntryInfo(names[i], payloadLength, null, "invalid metadata: " + error));
+                continue;
+            }
+            var detail = stored.Checksum is { } c ? $"xxh3 {c:x16} (LMCache.NET)" : "no checksum (original layout)";
+            if (!parsed)
+            {
+                detail += "; key is not an LMCache key string";
+            }
+            result.Add(new RemoteEntryInfo(names[i], payloadLength, objectMetadata, detail));
+        }
+        return result;
+    }
+
+    private static async Task<List<RemoteEntryInfo>> DescribeOrphansAsync(IDatabase db, List<string> names, string? model, CancellationToken cancellationToken)
+    {
+        var result = new List<RemoteEntryInfo>();
+        if (names.Count == 0)
+        {
+            return result;
+        }
+        var batch = db.CreateBatch();
+        var exists = new Task<bool>[names.Count];
+        var lengths = new Task<long>[names.Count];
+        for (var i = 0; i < names.Count; i++)
+        {
+            exists[i] = batch.KeyExistsAsync(MetadataKey(names[i]));
+            lengths[i] = batch.StringLengthAsync(PayloadKey(names[i]));
+        }
+        batch.Execute();
+        await Task.WhenAll(Task.WhenAll(exists), Task.WhenAll(lengths)).WaitAsync(cancellationToken).ConfigureAwait(false);
+        for (var i = 0; i < names.Count; i++)
+        {
+            var payloadLength = await lengths[i].ConfigureAwait(false);
+            if (await exists[i].ConfigureAwait(false) || payloadLength == 0)
+            {
+                continue;
+            }
+            if (model is not null && (!CacheEngineKey.TryParse(names[i], out var key) || key.ModelName != model))
+            {
+                continue;
+            }
+            result.Add(new RemoteEntryInfo(names[i], payloadLength, null, "payload without metadata"));
+        }
+        return result;
+    }
+
+    private static string GlobEscape(string text)
+    {
+        var builder = new System.Text.StringBuilder(text.Length + 4);
+        foreach (var c in text)
+        {
+            if (c is '*' or '?' or '[' or ']' or '\\')
+            {
+                builder.Append('\\');
+            }
+            builder.Append(c);
+        }
+        return builder.ToString();
+    }
+
+    private async ValueTask<IDatabase> GetDatabaseAsync(CancellationToken cancellationToken)
+    {
+        var multiplexer = Volatile.Read(ref _multiplexer)
+            ?? await GetConnectingTaskAsync().WaitAsync(cancellationToken).ConfigureAwait(false);
+        return multiplexer.GetDatabase(_url.Database);
+    }
+
+    private Task<ConnectionMultiplexer> GetConnectingTaskAsync()
+    {
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            if (_connecting is { IsFaulted: true } or { IsCanceled: true } && Environment.TickCount64 >= Volatile.Read(ref _nextAttemptTicks))
+            {
+                _connecting = null;
+            }
+            return _connecting ??= Task.Run(ConnectAsync);
+        }
+    }
+
+    private async Task<ConnectionMultiplexer> ConnectAsync()
+    {
+        ConnectionMultiplexer? sentinel = null;
+        ConnectionMultiplexer? multiplexer = null;
+        try
+        {
+            var config = CreateConfiguration(_url.EndPoints, _url.User, _url.Password, _url.UseTls);
+            if (_url.Topology == RedisTopology.Sentinel)
+            {
+                var sentinelConfig = CreateConfiguration(_url.EndPoints, null, _url.SentinelPassword, useTls: false);
+                sentinelConfig.ServiceName = _url.ServiceName;
+                sentinelConfig.DefaultDatabase = null;
+                sentinel = await ConnectionMultiplexer.SentinelConnectAsync(sentinelConfig).ConfigureAwait(false);
+                config.EndPoints.Clear();
+                config.ServiceName = _url.ServiceName;
+                // Finding the master is synchronous in SE.Redis (it polls the sentinels); keep it off the caller's thread.
+                multiplexer = sentinel.GetSentinelMasterConnection(config);
+                var service = _url.ServiceName!;
+                multiplexer.ConfigurationChanged += (_, e) => RedisLog.MasterChanged(_logger, Description, service, e.EndPoint?.ToString() ?? "?");
+            }
+            else
+            {
+                multiplexer = await ConnectionMultiplexer.ConnectAsync(config).ConfigureAwait(false);
+            }
+            multiplexer.ConnectionFailed += OnConnectionFailed;
+            multiplexer.ConnectionRestored += OnConnectionRestored;
+            lock (_gate)
+            {
+                if (_disposed)
+                {
+                    throw new ObjectDisposedException(nameof(RedisConnector));
+                }
+                _sentinel = sentinel;
+                Volatile.Write(ref _multiplexer, multiplexer);
+            }
+            RedisLog.Connected(_logger, Description, string.Join(", ", multiplexer.GetServers().Select(s => $"{s.EndPoint} {(s.IsReplica ? "replica" : "master")}{(s.IsConnected ? "" : " (down)")}")));
+            return multiplexer;
+        }
+        catch (Exception ex)
+        {
+            Volatile.Write(ref _nextAttemptTicks, Environment.TickCount64 + (long)_options.ReconnectInterval.TotalMilliseconds);
+            RedisLog.ConnectFailed(_logger, Description, ex.Message, (long)_options.ReconnectInterval.TotalMilliseconds);
+            if (multiplexer is not null)
+            {
+                await multiplexer.DisposeAsync().ConfigureAwait(false);
+            }
+            if (sentinel is not null)
+            {
+                await sentinel.DisposeAsync().ConfigureAwait(false);
+            }
+            throw;
+        }
+    }
+
+    private ConfigurationOptions CreateConfiguration(IEnumerable<EndPoint> endPoints, string? user, string? password, bool useTls)
+    {
+        var timeoutMs = (int)Math.Clamp(_options.OperationTimeout.TotalMilliseconds, 1, int.MaxValue);
+        var config = new ConfigurationOptions
+        {
+            AbortOnConnectFail = false,
+            ConnectTimeout = (int)Math.Clamp(_options.ConnectTimeout.TotalMilliseconds, 1, int.MaxValue),
+            SyncTimeout = timeoutMs,
+            AsyncTimeout = timeoutMs,
+            ConnectRetry = 1,
+            KeepAlive = _options.KeepAliveSeconds,
+            BacklogPolicy = BacklogPolicy.FailFast,
+            ReconnectRetryPolicy = new LinearRetry((int)Math.Clamp(_options.ReconnectInterval.TotalMilliseconds, 50, int.MaxValue)),
+            ClientName = "lmcache",
+            User = user,
+            Password = password,
+            Ssl = useTls,
+            DefaultDatabase = _url.Database,
+        };
+        foreach (var endPoint in endPoints)
+        {
+            config.EndPoints.Add(endPoint);
+        }
+        if (useTls)
+        {
+            if (_url.FirstHostEndPoint is { } host)
+            {
+                config.SslHost = host.Host;
+            }
+            if (!_url.TlsVerifyServer)
+            {
+                config.CertificateValidation += static (_, _, _, _) => true;
+            }
+            else if (_url.TlsCaCertificates is { } ca)
+            {
+                config.TrustIssuer(ca);
+            }
+            if (_url.TlsClientCertificate is { } client)
+            {
+                config.SetUserPemCertificate(client.Certificate, client.Key);
+            }
+        }
+        return config;
+    }
+
+    private void OnConnectionFailed(object? sender, ConnectionFailedEventArgs e)
+    {
+        RedisMetrics.ConnectionFailures.Add(1, new KeyValuePair<string, object?>("type", e.FailureType.ToString()));
+        if (Interlocked.Exchange(ref _connectionDown, 1) == 1)
+        {
+            return; // One message per outage; SE.Redis reports every reconnect attempt.
+        }
+        var endPoint = e.EndPoint?.ToString() ?? "?";
+        if (e.FailureType == ConnectionFailureType.AuthenticationFailure)
+        {
+            RedisLog.AuthenticationFailed(_logger, Description, endPoint, e.Exception?.Message ?? "rejected");
+        }
+        else
+        {
+            RedisLog.ConnectionLost(_logger, Description, endPoint, e.FailureType.ToString());
+        }
+    }
+
+    private void OnConnectionRestored(object? sender, ConnectionFailedEventArgs e)
+    {
+        if (Interlocked.Exchange(ref _connectionDown, 0) == 1)
+        {
+            RedisLog.ConnectionRestored(_logger, Description, e.EndPoint?.ToString() ?? "?");
+        }
+    }
+}
+
+/// <summary>What <see cref="RedisConnector.InspectAsync"/> found for one entry.</summary>
+/// <param name="Key">The key string (without suffix).</param>
+/// <param name="MetadataBytes">Size of the stored metadata value (28 original, 44 with our checksum), or null when absent.</param>
+/// <param name="PayloadBytes">Size of the stored payload, or null when absent.</param>
+/// <param name="Metadata">The decoded metadata, when it could be decoded.</param>
+/// <param name="ObjectMetadata">What a read would allocate, when the entry is valid.</param>
+/// <param name="ChecksumMatches">Whether the payload matches the stored checksum; null when there is none.</param>
+/// <param name="Problem">Why the entry would be a miss, or null when it would be served.</param>
+public sealed record RedisEntryReport(
+    string Key, int? MetadataBytes, int? PayloadBytes, RemoteMetadata? Metadata, MemoryObjectMetadata? ObjectMetadata, bool? ChecksumMatches, string? Problem)
+{
+    /// <summary>True when a read would return this entry.</summary>
+    public bool IsValid => Problem is null;
+}
