@@ -45,6 +45,7 @@ public sealed class RedisConnector : IRemoteConnector
     private ConnectionMultiplexer? _sentinel;
     private long _nextAttemptTicks;
     private int _connectionDown;
+    private int _authenticationReported;
     private bool _disposed;
 
     /// <summary>Creates the connector and starts connecting in the background.</summary>
@@ -114,6 +115,18 @@ public sealed class RedisConnector : IRemoteConnector
         {
             return 0;
         }
+        try
+        {
+            return await ExistsPrefixCoreAsync(keys, cancellationToken).ConfigureAwait(false);
+        }
+        catch (RedisConnectionException ex) when (IsAuthenticationFailure(ex))
+        {
+            throw AuthenticationError(ex);
+        }
+    }
+
+    private async Task<int> ExistsPrefixCoreAsync(ReadOnlyMemory<CacheEngineKey> keys, CancellationToken cancellationToken)
+    {
         var db = await GetDatabaseAsync(cancellationToken).ConfigureAwait(false);
         var tasks = new Task<bool>[keys.Length];
         var batch = db.CreateBatch();
@@ -155,7 +168,15 @@ public sealed class RedisConnector : IRemoteConnector
         {
             throw new ArgumentException("The destination is shorter than the key list.", nameof(destination));
         }
-        var db = await GetDatabaseAsync(cancellationToken).ConfigureAwait(false);
+        IDatabase db;
+        try
+        {
+            db = await GetDatabaseAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch (RedisConnectionException ex) when (IsAuthenticationFailure(ex))
+        {
+            throw AuthenticationError(ex);
+        }
         var n = keys.Length;
         var names = new string[n];
         var metadata = new Task<RedisValue>[n];
@@ -192,13 +213,17 @@ public sealed class RedisConnector : IRemoteConnector
             }
             return count;
         }
-        catch
+        catch (Exception ex)
         {
             var output = destination.Span;
             for (var i = 0; i < count; i++)
             {
                 output[i]?.Release();
                 output[i] = null;
+            }
+            if (ex is RedisConnectionException connectionException && IsAuthenticationFailure(connectionException))
+            {
+                throw AuthenticationError(connectionException);
             }
             throw;
         }
@@ -237,9 +262,16 @@ public sealed class RedisConnector : IRemoteConnector
         var name = key.ToString();
         ulong? checksum = _options.WriteChecksum ? XxHash3.HashToUInt64(payload.Span) : null;
         var metadata = RemoteMetadata.For(payload.Metadata, payload.Length, checksum).ToArray();
-        await db.StringSetAsync(PayloadKey(name), (ReadOnlyMemory<byte>)payload.Memory).ConfigureAwait(false);
-        cancellationToken.ThrowIfCancellationRequested();
-        await db.StringSetAsync(MetadataKey(name), metadata).ConfigureAwait(false);
+        try
+        {
+            await db.StringSetAsync(PayloadKey(name), (ReadOnlyMemory<byte>)payload.Memory).ConfigureAwait(false);
+            cancellationToken.ThrowIfCancellationRequested();
+            await db.StringSetAsync(MetadataKey(name), metadata).ConfigureAwait(false);
+        }
+        catch (RedisConnectionException ex) when (IsAuthenticationFailure(ex))
+        {
+            throw AuthenticationError(ex);
+        }
         RedisMetrics.BytesWritten.Add(payload.Length);
     }
 
@@ -251,7 +283,14 @@ public sealed class RedisConnector : IRemoteConnector
         {
             return false;
         }
-        await db.PingAsync().WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            await db.PingAsync().WaitAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch (RedisConnectionException ex) when (IsAuthenticationFailure(ex))
+        {
+            throw AuthenticationError(ex);
+        }
         return true;
     }
 
@@ -378,6 +417,42 @@ public sealed class RedisConnector : IRemoteConnector
             }
         }
         return new RedisEntryReport(keyString, meta.IsNull ? null : ((byte[])meta!).Length, lease?.Length, decoded, objectMetadata, checksumOk, problem);
+    }
+
+    /// <summary>True when <paramref name="exception"/> (or one it wraps) is the server refusing our credentials.</summary>
+    internal static bool IsAuthenticationFailure(Exception exception)
+    {
+        for (Exception? e = exception; e is not null; e = e.InnerException)
+        {
+            if (e is RedisConnectionException { FailureType: ConnectionFailureType.AuthenticationFailure }
+                || e.Message.Contains("WRONGPASS", StringComparison.Ordinal) || e.Message.Contains("NOAUTH", StringComparison.Ordinal))
+            {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    private RedisAuthenticationException AuthenticationError(RedisConnectionException exception)
+    {
+        var detail = exception.InnerException?.Message ?? exception.Message;
+        if (Interlocked.Exchange(ref _authenticationReported, 1) == 0)
+        {
+            RedisLog.AuthenticationFailed(_logger, Description, _url.EndPoints[0].ToString() ?? "?", FirstLine(exception.Message));
+        }
+        return new RedisAuthenticationException(
+            $"{Description}: authentication failed; check the user and password in the URL ({FirstLine(exception.Message)})", exception);
+
+        static string FirstLine(string text)
+        {
+            var semicolon = text.IndexOf("; SimpleError: ", StringComparison.Ordinal);
+            if (semicolon >= 0)
+            {
+                text = text[(semicolon + 15)..];
+            }
+            var end = text.IndexOfAny(['.', '\n']);
+            return end > 0 ? text[..end] : text;
+        }
     }
 
     /// <inheritdoc />
@@ -723,6 +798,7 @@ public sealed class RedisConnector : IRemoteConnector
 
     private void OnConnectionRestored(object? sender, ConnectionFailedEventArgs e)
     {
+        Volatile.Write(ref _authenticationReported, 0);
         if (Interlocked.Exchange(ref _connectionDown, 0) == 1)
         {
             RedisLog.ConnectionRestored(_logger, Description, e.EndPoint?.ToString() ?? "?");
@@ -743,4 +819,14 @@ public sealed record RedisEntryReport(
 {
     /// <summary>True when a read would return this entry.</summary>
     public bool IsValid => Problem is null;
+}
+
+/// <summary>The Redis server refused the URL's credentials (wrong user or password, or none given where one is needed).</summary>
+public sealed class RedisAuthenticationException : Exception
+{
+    /// <summary>Creates the exception.</summary>
+    public RedisAuthenticationException(string message, Exception innerException)
+        : base(message, innerException)
+    {
+    }
 }

@@ -1,0 +1,413 @@
+using System.IO.Hashing;
+using LMCache.Core.Keys;
+using LMCache.Core.Memory;
+using LMCache.Core.Serde;
+using LMCache.Storage.Remote;
+using LMCache.Testing;
+using Microsoft.Extensions.Logging.Testing;
+using StackExchange.Redis;
+
+namespace LMCache.Connectors.Redis.Tests;
+
+/// <summary>Round trips, authentication, layout compatibility and invalid entries against one real redis-server.</summary>
+public sealed class StandaloneTests(RedisServerFixture fixture) : IClassFixture<RedisServerFixture>
+{
+    public static TheoryData<string> Schemes => new() { "redis-password", "redis-acl-user", "valkey", "unix", "redis-db" };
+
+    private string UrlFor(string form) => form switch
+    {
+        "redis-password" => $"redis://:{RedisServerFixture.DefaultPassword}@127.0.0.1:{fixture.Server.Port}",
+        "redis-acl-user" => $"redis://{RedisServerFixture.User}:{RedisServerFixture.UserPassword}@127.0.0.1:{fixture.Server.Port}/0",
+        "valkey" => $"valkey://{RedisServerFixture.User}:{RedisServerFixture.UserPassword}@127.0.0.1:{fixture.Server.Port}",
+        "unix" => $"unix://{fixture.SocketPath}?password={RedisServerFixture.DefaultPassword}",
+        "redis-db" => $"redis://:{RedisServerFixture.DefaultPassword}@127.0.0.1:{fixture.Server.Port}/2",
+        _ => throw new ArgumentOutOfRangeException(nameof(form)),
+    };
+
+    [Theory]
+    [MemberData(nameof(Schemes))]
+    public async Task Round_trip_for_every_standalone_form(string form)
+    {
+        TestSupport.RequireRedis();
+        var ct = TestContext.Current.CancellationToken;
+        await using var connector = await TestSupport.ConnectedAsync(UrlFor(form));
+        using var allocator = TestSupport.Allocator();
+        var keys = Enumerable.Range(0, 4).Select(i => TestChunks.Key(i, "roundtrip/" + form)).ToArray();
+        for (var i = 0; i < keys.Length; i++)
+        {
+            using var chunk = TestChunks.Create(allocator, 1000 + i);
+            await connector.PutAsync(keys[i], chunk, ct);
+        }
+
+        Assert.Equal(4, await connector.ExistsPrefixAsync(keys, ct));
+        var output = new MemoryObject?[4];
+        Assert.Equal(4, await connector.GetPrefixAsync(keys, output, allocator, ct));
+        for (var i = 0; i < 4; i++)
+        {
+            Assert.True(TestChunks.Matches(output[i]!, 1000 + i));
+            Assert.Equal(TestChunks.SmallChunk(), output[i]!.Metadata);
+            output[i]!.Release();
+        }
+
+        if (form == "redis-db")
+        {
+            await using var raw = await TestSupport.RawAsync(fixture.Server);
+            Assert.True(await raw.GetDatabase(2).KeyExistsAsync(RedisConnector.MetadataKey(keys[0].ToString())));
+            Assert.False(await raw.GetDatabase(0).KeyExistsAsync(RedisConnector.MetadataKey(keys[0].ToString())));
+        }
+
+        Assert.True(await connector.RemoveAsync(keys[0], ct));
+        Assert.Equal(0, await connector.ExistsPrefixAsync(keys, ct));
+        Assert.Equal(0, allocator.OutstandingObjects);
+    }
+
+    [Fact]
+    public async Task Prefix_operations_stop_at_the_first_missing_chunk_and_release_the_rest()
+    {
+        TestSupport.RequireRedis();
+        var ct = TestContext.Current.CancellationToken;
+        await using var connector = await TestSupport.ConnectedAsync(fixture.Url);
+        using var allocator = TestSupport.Allocator();
+        var keys = Enumerable.Range(0, 10).Select(i => TestChunks.Key(i, "prefix")).ToArray();
+        for (var i = 0; i < keys.Length; i++)
+        {
+            if (i == 6)
+            {
+                continue;
+            }
+            using var chunk = TestChunks.Create(allocator, i);
+            await connector.PutAsync(keys[i], chunk, ct);
+        }
+        Assert.Equal(6, await connector.ExistsPrefixAsync(keys, ct));
+        var output = new MemoryObject?[10];
+        Assert.Equal(6, await connector.GetPrefixAsync(keys, output, allocator, ct));
+        Assert.All(output[6..], Assert.Null);
+        for (var i = 0; i < 6; i++)
+        {
+            Assert.True(TestChunks.Matches(output[i]!, i));
+            output[i]!.Release();
+        }
+        Assert.Equal(0, allocator.OutstandingObjects);
+        Assert.Null(await connector.GetAsync(keys[6], allocator, ct));
+    }
+
+    [Fact]
+    public async Task Through_the_remote_backend_puts_are_queued_and_reads_round_trip()
+    {
+        TestSupport.RequireRedis();
+        var ct = TestContext.Current.CancellationToken;
+        using var allocator = TestSupport.Allocator();
+        await using var backend = new RemoteBackend(await TestSupport.ConnectedAsync(fixture.Url), new NaiveSerde(), allocator, TestSupport.BackendOptions());
+        var keys = Enumerable.Range(0, 8).Select(i => TestChunks.Key(i, "backend")).ToArray();
+        for (var i = 0; i < keys.Length; i++)
+        {
+            using var chunk = TestChunks.Create(allocator, 50 + i);
+            backend.SubmitPut(keys[i], chunk);
+        }
+        await backend.FlushAsync(ct);
+        Assert.Equal(8, await backend.ContainsPrefixAsync(keys, ct));
+        var output = new MemoryObject?[8];
+        Assert.Equal(8, await backend.GetPrefixAsync(keys, output, ct));
+        for (var i = 0; i < 8; i++)
+        {
+            Assert.True(TestChunks.Matches(output[i]!, 50 + i));
+            output[i]!.Release();
+        }
+        Assert.Equal(0, backend.Statistics.PutsDropped);
+    }
+
+    [Fact]
+    public async Task Wrong_password_is_a_clear_error_and_every_operation_misses()
+    {
+        TestSupport.RequireRedis();
+        var ct = TestContext.Current.CancellationToken;
+        var logs = new FakeLogCollector();
+        using var allocator = TestSupport.Allocator();
+        var connector = TestSupport.Connect($"redis://{RedisServerFixture.User}:wrong@127.0.0.1:{fixture.Server.Port}", logs);
+        await using var backend = new RemoteBackend(connector, new NaiveSerde(), allocator, TestSupport.BackendOptions());
+        var key = TestChunks.Key(1, "wrongpw");
+        using (var chunk = TestChunks.Create(allocator, 1))
+        {
+            backend.SubmitPut(key, chunk);
+        }
+        await backend.FlushAsync(ct);
+        Assert.Equal(0, await backend.ContainsPrefixAsync(new[] { key }, ct));
+        Assert.Null(await backend.GetAsync(key, ct));
+        await TestSupport.EventuallyAsync(() => Task.FromResult(logs.Hits(3103) > 0), "an authentication error in the log", TimeSpan.FromSeconds(10), logs.Messages);
+        var message = logs.GetSnapshot().First(r => r.Id.Id == 3103).Message;
+        Assert.Contains("authentication failed", message, StringComparison.Ordinal);
+        Assert.DoesNotContain("wrong@", message, StringComparison.Ordinal);
+        Assert.Equal(0, allocator.OutstandingObjects);
+
+        await using var raw = await TestSupport.RawAsync(fixture.Server);
+        Assert.False(await raw.GetDatabase().KeyExistsAsync(RedisConnector.PayloadKey(key.ToString())));
+    }
+
+    [Fact]
+    public async Task Puts_write_the_original_layout_payload_first_with_a_checksum_trailer()
+    {
+        TestSupport.RequireRedis();
+        var ct = TestContext.Current.CancellationToken;
+        using var allocator = TestSupport.Allocator();
+        await using var raw = await TestSupport.RawAsync(fixture.Server);
+        var db = raw.GetDatabase();
+        var key = TestChunks.Key(7, "layout");
+        using var chunk = TestChunks.Create(allocator, 7);
+
+        await using (var connector = await TestSupport.ConnectedAsync(fixture.Url))
+        {
+            await connector.PutAsync(key, chunk, ct);
+        }
+        var payload = (byte[])(await db.StringGetAsync(key + RedisConnector.PayloadSuffix))!;
+        var metadata = (byte[])(await db.StringGetAsync(key + RedisConnector.MetadataSuffix))!;
+        Assert.Equal(chunk.Span.ToArray(), payload);
+        Assert.Equal(44, metadata.Length);
+        var expected = new byte[28];
+        RemoteMetadata.For(chunk.Metadata, chunk.Length, null).Write(expected);
+        Assert.Equal(expected, metadata[..28]);
+        Assert.Equal(XxHash3.HashToUInt64(payload), BitConverter.ToUInt64(metadata, 36));
+
+        var options = TestSupport.Options();
+        options.WriteChecksum = false;
+        await using (var connector = await TestSupport.ConnectedAsync(fixture.Url, options: options))
+        {
+            await connector.PutAsync(key, chunk, ct);
+        }
+        Assert.Equal(expected, (byte[])(await db.StringGetAsync(key + RedisConnector.MetadataSuffix))!);
+    }
+
+    [Fact]
+    public async Task Entries_written_with_the_originals_layout_are_read()
+    {
+        TestSupport.RequireRedis();
+        var ct = TestContext.Current.CancellationToken;
+        using var allocator = TestSupport.Allocator();
+        await using var raw = await TestSupport.RawAsync(fixture.Server);
+        var db = raw.GetDatabase();
+        await using var connector = await TestSupport.ConnectedAsync(fixture.Url);
+
+        // Mid-2025 6-field key with an int hash rendered by format(int, 'x') (negative) and a tag, bf16 KV_2LTD chunk.
+        var text = "vllm@meta-llama/Llama-3.1-8B-Instruct@1@0@-1a2b3c@bfloat16@lang%en";
+        var key = CacheEngineKey.Parse(text);
+        Assert.Equal(text, key.ToString());
+        var shape = new KvShape(2, 2, 16, 64);
+        var bytes = new byte[2 * 2 * 16 * 64 * 2];
+        new Random(99).NextBytes(bytes);
+        await WriteOriginalAsync(db, text, bytes, fmt: 1, dtypeCode: 3, shape);
+        var read = await connector.GetAsync(key, allocator, ct);
+        Assert.NotNull(read);
+        Assert.Equal(new MemoryObjectMetadata(shape, KvDType.BFloat16, MemoryFormat.KV2LTD), read.Metadata);
+        Assert.Equal(bytes, read.Span.ToArray());
+        read.Release();
+
+        // dtype code 1 (the original's other float16 entry), 5-field key.
+        var halfKey = TestChunks.Key(3, "orig-half");
+        await WriteOriginalAsync(db, halfKey.ToString(), bytes, fmt: 1, dtypeCode: 1, shape);
+        read = await connector.GetAsync(halfKey, allocator, ct);
+        Assert.NotNull(read);
+        Assert.Equal(KvDType.Float16, read.Metadata.DType);
+        read.Release();
+
+        // A partial last chunk stored under full-chunk metadata: 5 of 16 tokens.
+        var partialKey = TestChunks.Key(4, "orig-partial");
+        var partial = bytes.AsSpan(0, 2 * 2 * 5 * 64 * 2).ToArray();
+        await WriteOriginalAsync(db, partialKey.ToString(), partial, fmt: 1, dtypeCode: 3, shape, length: partial.Length);
+        read = await connector.GetAsync(partialKey, allocator, ct);
+        Assert.NotNull(read);
+        Assert.Equal(new KvShape(2, 2, 5, 64), read.Metadata.Shape);
+        Assert.Equal(partial, read.Span.ToArray());
+        read.Release();
+
+        // A cachegen-style opaque buffer: BINARY_BUFFER, dtype 0, shape [n,0,0,0].
+        var opaqueKey = TestChunks.Key(5, "orig-opaque");
+        await WriteOriginalAsync(db, opaqueKey.ToString(), bytes[..1000], fmt: 5, dtypeCode: 0, KvShape.Bytes(1000));
+        read = await connector.GetAsync(opaqueKey, allocator, ct);
+        Assert.NotNull(read);
+        Assert.Equal(MemoryObjectMetadata.Opaque(1000), read.Metadata);
+        read.Release();
+        Assert.Equal(0, allocator.OutstandingObjects);
+    }
+
+    public static TheoryData<string> Damage => new()
+    {
+        "corrupted-payload", "length-field", "dtype-code", "metadata-size", "trailer-magic", "key-dtype", "truncated-payload",
+    };
+
+    [Theory]
+    [MemberData(nameof(Damage))]
+    public async Task Damaged_entries_are_misses_and_are_removed(string damage)
+    {
+        TestSupport.RequireRedis();
+        var ct = TestContext.Current.CancellationToken;
+        using var allocator = TestSupport.Allocator();
+        await using var raw = await TestSupport.RawAsync(fixture.Server);
+        var db = raw.GetDatabase();
+        var logs = new FakeLogCollector();
+        await using var connector = await TestSupport.ConnectedAsync(fixture.Url, logs);
+        var key = damage == "key-dtype" ? CacheEngineKey.Parse("vllm@damage@1@0@abcdef@half") : TestChunks.Key(11, "damage/" + damage);
+        var name = key.ToString();
+        using (var chunk = TestChunks.Create(allocator, 11))
+        {
+            await connector.PutAsync(key, chunk, ct);
+        }
+        var payloadKey = RedisConnector.PayloadKey(name);
+        var metadataKey = RedisConnector.MetadataKey(name);
+        var metadata = (byte[])(await db.StringGetAsync(metadataKey))!;
+        switch (damage)
+        {
+            case "corrupted-payload":
+                var original = (byte[])(await db.StringGetRangeAsync(payloadKey, 100, 100))!;
+                await db.StringSetRangeAsync(payloadKey, 100, new[] { (byte)(original[0] ^ 0x40) });
+                break;
+            case "length-field":
+                BitConverter.TryWriteBytes(metadata.AsSpan(0, 4), BitConverter.ToInt32(metadata) - 512);
+                await db.StringSetAsync(metadataKey, metadata);
+                break;
+            case "dtype-code":
+                metadata[8] = 42;
+                await db.StringSetAsync(metadataKey, metadata);
+                break;
+            case "metadata-size":
+                await db.StringSetAsync(metadataKey, metadata[..30]);
+                break;
+            case "trailer-magic":
+                metadata[30] ^= 0xFF;
+                await db.StringSetAsync(metadataKey, metadata);
+                break;
+            case "key-dtype":
+                // The key says half, the metadata bf16: written by hand with the original's 28 bytes.
+                await db.StringSetAsync(metadataKey, metadata[..28]);
+                break;
+            case "truncated-payload":
+                var full = (byte[])(await db.StringGetAsync(payloadKey))!;
+                await db.StringSetAsync(payloadKey, full[..^512]);
+                await db.StringSetAsync(metadataKey, metadata[..28]); // original layout: no checksum to catch it
+                break;
+        }
+
+        Assert.Null(await connector.GetAsync(key, allocator, ct));
+        Assert.Equal(0, allocator.OutstandingObjects);
+        Assert.Equal(1, logs.Hits(3106));
+        await TestSupport.EventuallyAsync(async () => !await db.KeyExistsAsync(payloadKey) && !await db.KeyExistsAsync(metadataKey), "both keys removed");
+        Assert.Equal(0, await connector.ExistsPrefixAsync(new[] { key }, ct));
+    }
+
+    [Fact]
+    public async Task Metadata_without_payload_is_a_miss_and_is_removed()
+    {
+        TestSupport.RequireRedis();
+        var ct = TestContext.Current.CancellationToken;
+        using var allocator = TestSupport.Allocator();
+        await using var raw = await TestSupport.RawAsync(fixture.Server);
+        var db = raw.GetDatabase();
+        await using var connector = await TestSupport.ConnectedAsync(fixture.Url);
+        var key = TestChunks.Key(21, "half-evicted");
+        using (var chunk = TestChunks.Create(allocator, 21))
+        {
+            await connector.PutAsync(key, chunk, ct);
+        }
+        await db.KeyDeleteAsync(RedisConnector.PayloadKey(key.ToString()));
+        Assert.Equal(1, await connector.ExistsPrefixAsync(new[] { key }, ct)); // lookup sees the metadata, as the original does
+        Assert.Null(await connector.GetAsync(key, allocator, ct));
+        await TestSupport.EventuallyAsync(async () => !await db.KeyExistsAsync(RedisConnector.MetadataKey(key.ToString())), "metadata removed");
+        Assert.Equal(0, await connector.ExistsPrefixAsync(new[] { key }, ct));
+        Assert.Equal(0, allocator.OutstandingObjects);
+    }
+
+    [Fact]
+    public async Task Payload_without_metadata_is_a_miss_and_is_removed()
+    {
+        TestSupport.RequireRedis();
+        var ct = TestContext.Current.CancellationToken;
+        using var allocator = TestSupport.Allocator();
+        await using var raw = await TestSupport.RawAsync(fixture.Server);
+        var db = raw.GetDatabase();
+        await using var connector = await TestSupport.ConnectedAsync(fixture.Url);
+        var key = TestChunks.Key(22, "half-evicted");
+        using (var chunk = TestChunks.Create(allocator, 22))
+        {
+            await connector.PutAsync(key, chunk, ct);
+        }
+        await db.KeyDeleteAsync(RedisConnector.MetadataKey(key.ToString()));
+        Assert.Equal(0, await connector.ExistsPrefixAsync(new[] { key }, ct));
+        Assert.Null(await connector.GetAsync(key, allocator, ct));
+        await TestSupport.EventuallyAsync(async () => !await db.KeyExistsAsync(RedisConnector.PayloadKey(key.ToString())), "payload removed");
+        Assert.Equal(0, allocator.OutstandingObjects);
+    }
+
+    [Fact]
+    public async Task A_full_allocator_is_a_miss_without_removing_the_entry()
+    {
+        TestSupport.RequireRedis();
+        var ct = TestContext.Current.CancellationToken;
+        using var big = TestSupport.Allocator();
+        using var tiny = new NativeSlabAllocator(4096);
+        await using var connector = await TestSupport.ConnectedAsync(fixture.Url);
+        var key = TestChunks.Key(23, "nomemory");
+        using (var chunk = TestChunks.Create(big, 23))
+        {
+            await connector.PutAsync(key, chunk, ct);
+        }
+        Assert.Null(await connector.GetAsync(key, tiny, ct));
+        Assert.Equal(1, await connector.ExistsPrefixAsync(new[] { key }, ct));
+        using var read = await connector.GetAsync(key, big, ct);
+        Assert.True(TestChunks.Matches(read!, 23));
+    }
+
+    [Fact]
+    public async Task List_inspect_and_remove_see_complete_and_half_entries()
+    {
+        TestSupport.RequireRedis();
+        var ct = TestContext.Current.CancellationToken;
+        using var allocator = TestSupport.Allocator();
+        await using var raw = await TestSupport.RawAsync(fixture.Server);
+        var db = raw.GetDatabase();
+        await using var connector = await TestSupport.ConnectedAsync(fixture.Url);
+        var modelA = "list/a-" + Guid.NewGuid().ToString("N")[..6];
+        var modelB = "list/b-" + Guid.NewGuid().ToString("N")[..6];
+        for (var i = 0; i < 5; i++)
+        {
+            using var chunk = TestChunks.Create(allocator, i);
+            await connector.PutAsync(TestChunks.Key(i, modelA), chunk, ct);
+            await connector.PutAsync(TestChunks.Key(i, modelB), chunk, ct);
+        }
+        await db.KeyDeleteAsync(RedisConnector.MetadataKey(TestChunks.Key(3, modelB).ToString()));
+        await db.KeyDeleteAsync(RedisConnector.PayloadKey(TestChunks.Key(4, modelB).ToString()));
+
+        var listA = await connector.ListAsync(modelA, ct).ToListAsync(ct);
+        Assert.Equal(5, listA.Count);
+        Assert.All(listA, e => Assert.Equal(TestChunks.SmallChunk(), e.Metadata));
+        Assert.All(listA, e => Assert.Equal(TestChunks.SmallChunk().ByteLength, e.PayloadBytes));
+
+        var listB = await connector.ListAsync(modelB, ct).ToListAsync(ct);
+        Assert.Equal(5, listB.Count);
+        Assert.Contains(listB, e => e.Key == TestChunks.Key(3, modelB).ToString() && e.Detail == "payload without metadata");
+        Assert.Contains(listB, e => e.Key == TestChunks.Key(4, modelB).ToString() && e.Detail!.StartsWith("metadata without payload", StringComparison.Ordinal));
+
+        var all = await connector.ListAsync(ct).ToListAsync(ct);
+        Assert.Superset(listA.Select(e => e.Key).ToHashSet(), all.Select(e => e.Key).ToHashSet());
+
+        var report = await connector.InspectAsync(TestChunks.Key(0, modelA).ToString(), ct);
+        Assert.True(report.IsValid);
+        Assert.True(report.ChecksumMatches);
+        Assert.Equal(44, report.MetadataBytes);
+        Assert.Equal(TestChunks.SmallChunk(), report.ObjectMetadata);
+        Assert.Equal("not found", (await connector.InspectAsync("vllm@nothing@1@0@00", ct)).Problem);
+
+        foreach (var entry in listB)
+        {
+            Assert.True(await connector.RemoveAsync(entry.Key, ct));
+        }
+        Assert.Empty(await connector.ListAsync(modelB, ct).ToListAsync(ct));
+        Assert.Equal(5, (await connector.ListAsync(modelA, ct).ToListAsync(ct)).Count);
+    }
+
+    internal static async Task WriteOriginalAsync(IDatabase db, string key, byte[] payload, int fmt, int dtypeCode, KvShape shape, int? length = null)
+    {
+        // Exactly what the original's RedisConnector.put does: SET kv_bytes, then SET metadata (struct "iiiiiii").
+        var metadata = new byte[28];
+        new RemoteMetadata(length ?? payload.Length, fmt, dtypeCode, shape, null).Write(metadata);
+        await db.StringSetAsync(key + "kv_bytes", payload);
+        await db.StringSetAsync(key + "metadata", metadata);
+    }
+}
