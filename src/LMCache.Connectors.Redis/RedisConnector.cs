@@ -323,7 +323,7 @@ public sealed class RedisConnector : IRemoteConnector
     public async IAsyncEnumerable<RemoteEntryInfo> ListAsync(string? model, [EnumeratorCancellation] CancellationToken cancellationToken)
     {
         var db = await GetDatabaseAsync(cancellationToken).ConfigureAwait(false);
-        var servers = db.Multiplexer.GetServers().Where(s => s.IsConnected && !s.IsReplica).ToList();
+        var servers = DistinctMasters(db.Multiplexer);
         if (servers.Count == 0)
         {
             throw new InvalidOperationException($"{Description}: no master is connected");
@@ -645,6 +645,27 @@ public sealed class RedisConnector : IRemoteConnector
         return result;
     }
 
+    private static List<IServer> DistinctMasters(IConnectionMultiplexer multiplexer)
+    {
+        // One server may be known under two endpoints (a host name and the address the cluster reports): scan it once.
+        var result = new List<IServer>();
+        var seen = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var server in multiplexer.GetServers().Where(s => s.IsConnected && !s.IsReplica))
+        {
+            var identity = server.ClusterConfiguration?.Nodes.FirstOrDefault(n => n.IsMyself)?.NodeId ?? server.EndPoint switch
+            {
+                DnsEndPoint dns => $"{dns.Host}:{dns.Port}",
+                IPEndPoint ip => $"{ip.Address}:{ip.Port}",
+                var other => other.ToString() ?? "",
+            };
+            if (seen.Add(identity))
+            {
+                result.Add(server);
+            }
+        }
+        return result;
+    }
+
     private static string GlobEscape(string text)
     {
         var builder = new System.Text.StringBuilder(text.Length + 4);
@@ -758,7 +779,7 @@ public sealed class RedisConnector : IRemoteConnector
         }
         if (useTls)
         {
-            if (_url.FirstHostEndPoint is { } host)
+            if (_url.FirstHost is { } host)
             {
                 config.SslHost = host.Host;
             }

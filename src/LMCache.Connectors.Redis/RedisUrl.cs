@@ -106,8 +106,13 @@ public sealed class RedisUrl
         }
     }
 
-    /// <summary>The first host:port endpoint, for tools such as <c>redis-benchmark</c> (null for unix sockets).</summary>
-    public DnsEndPoint? FirstHostEndPoint => EndPoints.OfType<DnsEndPoint>().FirstOrDefault();
+    /// <summary>The first host and port, for tools such as <c>redis-benchmark</c> (null for unix sockets).</summary>
+    public (string Host, int Port)? FirstHost => EndPoints.FirstOrDefault() switch
+    {
+        DnsEndPoint dns => (dns.Host, dns.Port),
+        IPEndPoint ip => (ip.Address.ToString(), ip.Port),
+        _ => null,
+    };
 
     /// <summary>Parses <paramref name="url"/>; a malformed URL is an <see cref="LMCacheConfigurationException"/> naming the problem.</summary>
     /// <param name="url">The remote URL.</param>
@@ -277,7 +282,7 @@ public sealed class RedisUrl
         return list.Count == 0 ? throw Error(url, "needs at least one host:port") : list;
     }
 
-    private static DnsEndPoint ParseHostPort(string url, string text, int defaultPort)
+    private static EndPoint ParseHostPort(string url, string text, int defaultPort)
     {
         if (text.Length == 0)
         {
@@ -307,7 +312,12 @@ public sealed class RedisUrl
                 port = ParsePort(url, text[(colon + 1)..]);
             }
         }
-        return host.Length == 0 ? throw Error(url, "the host is missing") : new DnsEndPoint(host, port);
+        if (host.Length == 0)
+        {
+            throw Error(url, "the host is missing");
+        }
+        // IP literals stay IP endpoints so they match the addresses a cluster reports for its nodes (no duplicate connections).
+        return IPAddress.TryParse(host, out var address) ? new IPEndPoint(address, port) : new DnsEndPoint(host, port);
     }
 
     private static int ParsePort(string url, string text) =>

@@ -72,7 +72,8 @@ public sealed class RedisUrlTests
         var url = RedisUrl.Parse("redis-cluster://10.0.0.1:7000,10.0.0.2:7001,[::1]:7002");
         Assert.Equal(RedisTopology.Cluster, url.Topology);
         Assert.Equal(3, url.EndPoints.Count);
-        Assert.Equal(new DnsEndPoint("::1", 7002), url.EndPoints[2]);
+        Assert.Equal(new IPEndPoint(IPAddress.Parse("10.0.0.1"), 7000), url.EndPoints[0]);
+        Assert.Equal(new IPEndPoint(IPAddress.IPv6Loopback, 7002), url.EndPoints[2]);
     }
 
     [Theory]
