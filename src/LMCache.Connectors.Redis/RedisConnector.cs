@@ -100,6 +100,10 @@ public sealed class RedisConnector : IRemoteConnector
                     return;
                 }
             }
+            catch (RedisConnectionException ex) when (IsAuthenticationFailure(ex))
+            {
+                throw AuthenticationError(ex);
+            }
             catch (Exception ex) when (ex is RedisException or TimeoutException && !cancellationToken.IsCancellationRequested)
             {
                 // Not yet.

@@ -12,5 +12,7 @@ internal static class CommandCatalog
     public static IEnumerable<Command> All()
     {
         yield return ConfigCommands.Create();
+        yield return KeysCommands.Create();
+        yield return BenchCommands.Create();
     }
 }

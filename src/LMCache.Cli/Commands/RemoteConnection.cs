@@ -1,0 +1,81 @@
+using System.CommandLine;
+using LMCache.Connectors.Redis;
+using LMCache.Core.Configuration;
+using LMCache.Core.Diagnostics;
+using LMCache.Storage.Remote;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+
+namespace LMCache.Cli.Commands;
+
+/// <summary>Opens a remote connector from <c>--remote-url</c> (or the configuration's <c>remote_url</c>) for the tools.</summary>
+internal static class RemoteConnection
+{
+    /// <summary><c>--remote-url URL</c>.</summary>
+    public static Option<string?> UrlOption() => new("--remote-url")
+    {
+        Description = "Remote store URL (redis://, rediss://, unix://, redis-sentinel://, redis-cluster://, valkey://); defaults to remote_url of the configuration.",
+    };
+
+    /// <summary>The registry of every connector this executable knows.</summary>
+    public static RemoteConnectorRegistry Registry() => new RemoteConnectorRegistry().Add(new RedisConnectorFactory());
+
+    /// <summary>
+    /// Resolves the URL, creates the connector and waits until it answers (at most <c>blocking_timeout_secs</c>, at
+    /// least 10 s). Returns null after printing the reason to stderr.
+    /// </summary>
+    public static async Task<IRemoteConnector?> OpenAsync(string? url, FileInfo? configFile, CancellationToken cancellationToken, ILoggerFactory? loggerFactory = null, int? timeoutSeconds = null)
+    {
+        LMCacheEngineOptions options;
+        try
+        {
+            options = CommonOptions.LoadConfiguration(configFile, quiet: true).Options;
+        }
+        catch (LMCacheConfigurationException ex)
+        {
+            await Console.Error.WriteLineAsync($"error: {ex.Message}");
+            return null;
+        }
+        if (timeoutSeconds is { } seconds)
+        {
+            options.BlockingTimeoutSecs = seconds;
+        }
+        url ??= options.RemoteUrl;
+        if (string.IsNullOrWhiteSpace(url))
+        {
+            await Console.Error.WriteLineAsync("error: no remote store: pass --remote-url URL or set remote_url in the configuration (LMCACHE_REMOTE_URL).");
+            return null;
+        }
+        IRemoteConnector connector;
+        try
+        {
+            connector = Registry().Create(url, new RemoteConnectorContext(options, loggerFactory ?? NullLoggerFactory.Instance));
+        }
+        catch (LMCacheConfigurationException ex)
+        {
+            await Console.Error.WriteLineAsync($"error: {ex.Message}");
+            return null;
+        }
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        timeout.CancelAfter(TimeSpan.FromSeconds(Math.Max(10, options.BlockingTimeoutSecs)));
+        try
+        {
+            if (connector is RedisConnector redis)
+            {
+                await redis.WaitUntilConnectedAsync(timeout.Token);
+            }
+            else if (!await connector.PingAsync(timeout.Token))
+            {
+                throw new InvalidOperationException("the store did not answer a ping");
+            }
+            return connector;
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
+        {
+            var reason = ex is OperationCanceledException ? $"no answer within {Math.Max(10, options.BlockingTimeoutSecs)} s" : ex.Message;
+            await Console.Error.WriteLineAsync($"error: cannot reach {connector.Description}: {reason}");
+            await connector.DisposeAsync();
+            return null;
+        }
+    }
+}
