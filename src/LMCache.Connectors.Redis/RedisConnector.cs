@@ -196,12 +196,14 @@ public sealed class RedisConnector : IRemoteConnector
 
         var count = 0;
         var consumed = 0;
+        var owned = 0;
         try
         {
             for (; consumed < n; consumed++)
             {
                 var meta = await metadata[consumed].WaitAsync(cancellationToken).ConfigureAwait(false);
                 var lease = await payloads[consumed].WaitAsync(cancellationToken).ConfigureAwait(false);
+                owned = consumed + 1; // this lease is ours now: disposed below, not by the clean-up
                 MemoryObject? item;
                 using (lease)
                 {
@@ -234,7 +236,7 @@ public sealed class RedisConnector : IRemoteConnector
         finally
         {
             // Leases of keys after the first miss (or after a failure) still arrive: give their buffers back.
-            for (var i = consumed; i < n; i++)
+            for (var i = owned; i < n; i++)
             {
                 _ = payloads[i].ContinueWith(static t =>
                 {
