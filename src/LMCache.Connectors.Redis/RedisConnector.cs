@@ -20,8 +20,9 @@ namespace LMCache.Connectors.Redis;
 /// <item>Creating it never blocks and never fails on an unreachable server: it connects in the background, and every
 /// operation throws (a miss for the <see cref="RemoteBackend"/>) until the connection is up.</item>
 /// <item>Lookups pipeline one <c>EXISTS</c> per key in one batch (one round trip; on a cluster one per node, in
-/// parallel); reads pipeline the metadata and payload <c>GET</c>s of every key in one batch, grouped per node by the
-/// client, and copy each payload once from a pooled lease into the allocator's object.</item>
+/// parallel); reads pipeline the metadata <c>GET</c>s of every key (with the first payload) in one batch, grouped per
+/// node by the client, then pipeline the payload <c>GET</c>s within <see cref="RedisConnectorOptions.ReadWindowBytes"/>,
+/// and copy each payload once from a pooled lease into the allocator's object.</item>
 /// <item>Every read validates the metadata against the payload and the key, and verifies the checksum when present; an
 /// invalid or half-present pair is a miss and is deleted.</item>
 /// </list>
@@ -184,26 +185,62 @@ public sealed class RedisConnector : IRemoteConnector
         var n = keys.Length;
         var names = new string[n];
         var metadata = new Task<RedisValue>[n];
-        var payloads = new Task<Lease<byte>?>[n];
+        var payloads = new Task<Lease<byte>?>?[n];
+        var expected = new long[n];
         var batch = db.CreateBatch();
         for (var i = 0; i < n; i++)
         {
             names[i] = keys.Span[i].ToString();
             metadata[i] = batch.StringGetAsync(MetadataKey(names[i]));
-            payloads[i] = batch.StringGetLeaseAsync(PayloadKey(names[i]));
         }
+        // The first payload rides in the same batch, so a single-chunk read is one round trip.
+        payloads[0] = batch.StringGetLeaseAsync(PayloadKey(names[0]));
         batch.Execute();
 
         var count = 0;
         var consumed = 0;
         var owned = 0;
+        var issued = 1;
+        long inFlightBytes = 0;
+        var window = _options.ReadWindowBytes;
         try
         {
-            for (; consumed < n; consumed++)
+            // Metadata values are tiny and their replies come first: one round trip tells how far the prefix can go
+            // and how large each payload is.
+            await Task.WhenAll(metadata).WaitAsync(cancellationToken).ConfigureAwait(false);
+            var limit = n;
+            for (var i = 0; i < n; i++)
             {
-                var meta = await metadata[consumed].WaitAsync(cancellationToken).ConfigureAwait(false);
-                var lease = await payloads[consumed].WaitAsync(cancellationToken).ConfigureAwait(false);
+                var meta = await metadata[i].ConfigureAwait(false);
+                if (meta.IsNull)
+                {
+                    limit = i;
+                    break;
+                }
+                expected[i] = meta.Length() >= 4 ? Math.Max(0, System.Buffers.Binary.BinaryPrimitives.ReadInt32LittleEndian(((byte[])meta!).AsSpan(0, 4))) : 0;
+            }
+            inFlightBytes = expected[0];
+
+            // Payload GETs are pipelined within a byte window: enough in flight to keep the connection busy, few
+            // enough that large values reuse pooled buffers instead of piling up leases.
+            void Issue()
+            {
+                while (issued < limit && (issued == consumed || inFlightBytes + expected[issued] <= window))
+                {
+                    payloads[issued] = db.StringGetLeaseAsync(PayloadKey(names[issued]));
+                    inFlightBytes += expected[issued];
+                    issued++;
+                }
+            }
+
+            Issue();
+            for (; consumed < Math.Max(limit, 1); consumed++)
+            {
+                var lease = await payloads[consumed]!.WaitAsync(cancellationToken).ConfigureAwait(false);
                 owned = consumed + 1; // this lease is ours now: disposed below, not by the clean-up
+                inFlightBytes -= expected[consumed];
+                Issue();
+                var meta = await metadata[consumed].ConfigureAwait(false);
                 MemoryObject? item;
                 using (lease)
                 {
@@ -212,10 +249,15 @@ public sealed class RedisConnector : IRemoteConnector
                 if (item is null)
                 {
                     consumed++;
-                    break;
+                    return count;
                 }
                 destination.Span[consumed] = item;
                 count++;
+            }
+            if (limit > 0 && limit < n)
+            {
+                // The prefix ends at a key without metadata; a payload left there (evicted metadata) is garbage.
+                _ = db.KeyDeleteAsync(PayloadKey(names[limit]), CommandFlags.FireAndForget);
             }
             return count;
         }
@@ -235,10 +277,10 @@ public sealed class RedisConnector : IRemoteConnector
         }
         finally
         {
-            // Leases of keys after the first miss (or after a failure) still arrive: give their buffers back.
+            // Leases issued but not consumed (after the first miss, or after a failure) still arrive: give them back.
             for (var i = owned; i < n; i++)
             {
-                _ = payloads[i].ContinueWith(static t =>
+                _ = payloads[i]?.ContinueWith(static t =>
                 {
                     if (t.IsCompletedSuccessfully)
                     {
@@ -249,7 +291,10 @@ public sealed class RedisConnector : IRemoteConnector
                         _ = t.Exception;
                     }
                 }, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
-                _ = metadata[i].ContinueWith(static t => _ = t.Exception, CancellationToken.None,
+            }
+            foreach (var task in metadata)
+            {
+                _ = task.ContinueWith(static t => _ = t.Exception, CancellationToken.None,
                     TaskContinuationOptions.OnlyOnFaulted | TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
             }
         }
@@ -258,8 +303,9 @@ public sealed class RedisConnector : IRemoteConnector
     /// <inheritdoc />
     /// <remarks>
     /// The payload <c>SET</c> is not abandoned on cancellation (the client may still be reading the caller's memory);
-    /// it ends by itself within <see cref="RedisConnectorOptions.OperationTimeout"/>. The metadata is written only
-    /// after the payload was acknowledged.
+    /// it ends by itself within <see cref="RedisConnectorOptions.OperationTimeout"/>. The payload is sent first; the
+    /// metadata follows on the same connection (pipelined, with the checksum on) or after the payload was acknowledged
+    /// (on a cluster, or without the checksum).
     /// </remarks>
     public async ValueTask PutAsync(CacheEngineKey key, MemoryObject payload, CancellationToken cancellationToken)
     {
@@ -270,9 +316,21 @@ public sealed class RedisConnector : IRemoteConnector
         var metadata = RemoteMetadata.For(payload.Metadata, payload.Length, checksum).ToArray();
         try
         {
-            await db.StringSetAsync(PayloadKey(name), (ReadOnlyMemory<byte>)payload.Memory).ConfigureAwait(false);
-            cancellationToken.ThrowIfCancellationRequested();
-            await db.StringSetAsync(MetadataKey(name), metadata).ConfigureAwait(false);
+            if (checksum is not null && _url.Topology != RedisTopology.Cluster)
+            {
+                // One connection executes commands in order, so the payload still lands first; pipelining the pair saves
+                // a round trip. Should the payload SET fail after all, the checksum makes the new metadata a miss.
+                var payloadSet = db.StringSetAsync(PayloadKey(name), (ReadOnlyMemory<byte>)payload.Memory);
+                var metadataSet = db.StringSetAsync(MetadataKey(name), metadata);
+                await Task.WhenAll(payloadSet, metadataSet).ConfigureAwait(false);
+            }
+            else
+            {
+                // On a cluster the two keys may live on different nodes: write the metadata only after the payload.
+                await db.StringSetAsync(PayloadKey(name), (ReadOnlyMemory<byte>)payload.Memory).ConfigureAwait(false);
+                cancellationToken.ThrowIfCancellationRequested();
+                await db.StringSetAsync(MetadataKey(name), metadata).ConfigureAwait(false);
+            }
         }
         catch (RedisConnectionException ex) when (IsAuthenticationFailure(ex))
         {

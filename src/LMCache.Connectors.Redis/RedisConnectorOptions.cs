@@ -31,6 +31,13 @@ public sealed class RedisConnectorOptions
     /// </summary>
     public bool WriteChecksum { get; set; } = true;
 
+    /// <summary>
+    /// Payload bytes a read keeps requested ahead of the one being copied (at least one payload is always in flight).
+    /// Large enough to keep the connection busy with small chunks, small enough that multi-MiB payloads reuse pooled
+    /// buffers. Defaults to 8 MiB (<c>extra_config.redis_read_window_mib</c>).
+    /// </summary>
+    public long ReadWindowBytes { get; set; } = 8L << 20;
+
     /// <summary>Idle seconds before the client sends a keep-alive PING. Defaults to 5 s.</summary>
     public int KeepAliveSeconds { get; set; } = 5;
 
@@ -46,15 +53,16 @@ public sealed class RedisConnectorOptions
             ConnectTimeout = connect,
             ReconnectInterval = TimeSpan.FromSeconds(options.GetExtraDouble("redis_reconnect_interval_secs", 1)),
             WriteChecksum = options.GetExtraBool("redis_checksum", true),
+            ReadWindowBytes = (long)(options.GetExtraDouble("redis_read_window_mib", 8) * (1 << 20)),
         };
     }
 
     internal void Validate()
     {
-        if (OperationTimeout <= TimeSpan.Zero || ConnectTimeout <= TimeSpan.Zero || ReconnectInterval <= TimeSpan.Zero || KeepAliveSeconds < 1)
+        if (OperationTimeout <= TimeSpan.Zero || ConnectTimeout <= TimeSpan.Zero || ReconnectInterval <= TimeSpan.Zero || KeepAliveSeconds < 1 || ReadWindowBytes < 0)
         {
             throw new Core.Diagnostics.LMCacheConfigurationException(
-                "redis connector options: operation and connect timeouts and the reconnect interval must be positive, keep-alive at least 1 s.");
+                "redis connector options: operation and connect timeouts and the reconnect interval must be positive, keep-alive at least 1 s, the read window not negative.");
         }
     }
 }
