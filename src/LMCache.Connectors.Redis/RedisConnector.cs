@@ -221,11 +221,11 @@ public sealed class RedisConnector : IRemoteConnector
             }
             inFlightBytes = expected[0];
 
-            // Payload GETs are pipelined within a byte window: enough in flight to keep the connection busy, few
-            // enough that large values reuse pooled buffers instead of piling up leases.
+            // Payload GETs are pipelined within a byte window (and always one ahead of the one being copied): enough in
+            // flight to keep the connection busy, few enough that large values reuse pooled buffers.
             void Issue()
             {
-                while (issued < limit && (issued == consumed || inFlightBytes + expected[issued] <= window))
+                while (issued < limit && (issued <= consumed + 1 || inFlightBytes + expected[issued] <= window))
                 {
                     payloads[issued] = db.StringGetLeaseAsync(PayloadKey(names[issued]));
                     inFlightBytes += expected[issued];

@@ -61,14 +61,18 @@ public sealed class StandaloneTests(RedisServerFixture fixture) : IClassFixture<
         Assert.Equal(0, allocator.OutstandingObjects);
     }
 
-    [Fact]
-    public async Task Prefix_operations_stop_at_the_first_missing_chunk_and_release_the_rest()
+    [Theory]
+    [InlineData(0L)]            // one payload ahead at most
+    [InlineData(8L << 20)]      // the default window: every payload at once
+    public async Task Prefix_operations_stop_at_the_first_missing_chunk_and_release_the_rest(long readWindow)
     {
         TestSupport.RequireRedis();
         var ct = TestContext.Current.CancellationToken;
-        await using var connector = await TestSupport.ConnectedAsync(fixture.Url);
+        var options = TestSupport.Options();
+        options.ReadWindowBytes = readWindow;
+        await using var connector = await TestSupport.ConnectedAsync(fixture.Url, options: options);
         using var allocator = TestSupport.Allocator();
-        var keys = Enumerable.Range(0, 10).Select(i => TestChunks.Key(i, "prefix")).ToArray();
+        var keys = Enumerable.Range(0, 10).Select(i => TestChunks.Key(i, "prefix" + readWindow)).ToArray();
         for (var i = 0; i < keys.Length; i++)
         {
             if (i == 6)
@@ -89,6 +93,36 @@ public sealed class StandaloneTests(RedisServerFixture fixture) : IClassFixture<
         }
         Assert.Equal(0, allocator.OutstandingObjects);
         Assert.Null(await connector.GetAsync(keys[6], allocator, ct));
+    }
+
+    [Fact]
+    public async Task Four_MiB_chunks_round_trip_through_the_read_window()
+    {
+        TestSupport.RequireRedis();
+        var ct = TestContext.Current.CancellationToken;
+        await using var connector = await TestSupport.ConnectedAsync(fixture.Url);
+        using var allocator = TestSupport.Allocator(96L << 20);
+        var metadata = new MemoryObjectMetadata(KvShape.Kv2Ltd(32, 32, 1024), KvDType.BFloat16, MemoryFormat.KV2LTD);
+        Assert.Equal(4L << 20, metadata.ByteLength);
+        var keys = Enumerable.Range(0, 6).Select(i => TestChunks.Key(i, "large")).ToArray();
+        for (var i = 0; i < keys.Length; i++)
+        {
+            using var chunk = TestChunks.Create(allocator, 900 + i, metadata);
+            await connector.PutAsync(keys[i], chunk, ct);
+        }
+        var output = new MemoryObject?[6];
+        Assert.Equal(6, await connector.GetPrefixAsync(keys, output, allocator, ct));
+        for (var i = 0; i < 6; i++)
+        {
+            Assert.Equal(metadata, output[i]!.Metadata);
+            Assert.True(TestChunks.Matches(output[i]!, 900 + i));
+            output[i]!.Release();
+        }
+        foreach (var key in keys)
+        {
+            await connector.RemoveAsync(key, ct);
+        }
+        Assert.Equal(0, allocator.OutstandingObjects);
     }
 
     [Fact]
