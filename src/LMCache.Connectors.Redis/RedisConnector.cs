@@ -312,22 +312,23 @@ public sealed class RedisConnector : IRemoteConnector
         ArgumentNullException.ThrowIfNull(payload);
         var db = await GetDatabaseAsync(cancellationToken).ConfigureAwait(false);
         var name = key.ToString();
-        ulong? checksum = _options.WriteChecksum ? XxHash3.HashToUInt64(payload.Span) : null;
-        var metadata = RemoteMetadata.For(payload.Metadata, payload.Length, checksum).ToArray();
         try
         {
+            // The payload SET goes out first; the checksum is computed while the client sends it.
+            var payloadSet = db.StringSetAsync(PayloadKey(name), (ReadOnlyMemory<byte>)payload.Memory);
+            ulong? checksum = _options.WriteChecksum ? XxHash3.HashToUInt64(payload.Span) : null;
+            var metadata = RemoteMetadata.For(payload.Metadata, payload.Length, checksum).ToArray();
             if (checksum is not null && _url.Topology != RedisTopology.Cluster)
             {
                 // One connection executes commands in order, so the payload still lands first; pipelining the pair saves
                 // a round trip. Should the payload SET fail after all, the checksum makes the new metadata a miss.
-                var payloadSet = db.StringSetAsync(PayloadKey(name), (ReadOnlyMemory<byte>)payload.Memory);
                 var metadataSet = db.StringSetAsync(MetadataKey(name), metadata);
                 await Task.WhenAll(payloadSet, metadataSet).ConfigureAwait(false);
             }
             else
             {
                 // On a cluster the two keys may live on different nodes: write the metadata only after the payload.
-                await db.StringSetAsync(PayloadKey(name), (ReadOnlyMemory<byte>)payload.Memory).ConfigureAwait(false);
+                await payloadSet.ConfigureAwait(false);
                 cancellationToken.ThrowIfCancellationRequested();
                 await db.StringSetAsync(MetadataKey(name), metadata).ConfigureAwait(false);
             }
