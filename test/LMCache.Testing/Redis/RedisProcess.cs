@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
+using System.Runtime.InteropServices;
 
 namespace LMCache.Testing.Redis;
 
@@ -284,17 +285,17 @@ public sealed class RedisProcess : IAsyncDisposable
         }
     }
 
-    private async Task SignalAsync(string signal, bool paused)
+    private Task SignalAsync(string signal, bool paused)
     {
         var pid = ProcessId ?? throw new InvalidOperationException($"redis on port {Port} is not running");
-        using var kill = Process.Start(new ProcessStartInfo("kill", ["-" + signal, pid.ToString(System.Globalization.CultureInfo.InvariantCulture)]) { UseShellExecute = false })
-            ?? throw new InvalidOperationException("could not run kill");
-        await kill.WaitForExitAsync().ConfigureAwait(false);
-        if (kill.ExitCode != 0)
+        // Linux signal numbers (x86-64 and aarch64): SIGSTOP 19, SIGCONT 18.
+        var number = signal == "STOP" ? 19 : 18;
+        if (NativeMethods.Kill(pid, number) != 0)
         {
-            throw new InvalidOperationException($"kill -{signal} {pid} failed");
+            throw new InvalidOperationException($"kill -{signal} {pid} failed (errno {Marshal.GetLastPInvokeError()})");
         }
         _paused = paused;
+        return Task.CompletedTask;
     }
 
     private async Task<bool> IsAnsweringAsync(CancellationToken cancellationToken)
@@ -335,4 +336,10 @@ public sealed class RedisProcess : IAsyncDisposable
             return false;
         }
     }
+}
+
+internal static class NativeMethods
+{
+    [DllImport("libc", EntryPoint = "kill", SetLastError = true)]
+    internal static extern int Kill(int pid, int signal);
 }
