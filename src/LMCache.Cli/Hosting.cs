@@ -1,3 +1,4 @@
+using LMCache.Connectors.Redis;
 using LMCache.Core.Serde;
 using LMCache.Engine;
 using LMCache.Storage.Remote;
@@ -11,7 +12,7 @@ namespace LMCache.Cli;
 /// </summary>
 internal static class Hosting
 {
-    public static RemoteConnectorRegistry CreateConnectorRegistry() => new();
+    public static RemoteConnectorRegistry CreateConnectorRegistry() => new RemoteConnectorRegistry().Add(new RedisConnectorFactory());
 
     public static SerdeRegistry CreateSerdeRegistry() => new();
 

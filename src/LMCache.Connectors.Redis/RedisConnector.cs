@@ -87,19 +87,21 @@ public sealed class RedisConnector : IRemoteConnector
     /// <summary>The metadata key of <paramref name="keyString"/>.</summary>
     public static string MetadataKey(string keyString) => keyString + MetadataSuffix;
 
-    /// <summary>Waits until connected (for tools and tests); throws when <paramref name="cancellationToken"/> fires first.</summary>
+    /// <summary>
+    /// Waits until the server answers a PING (for tools and tests). Wrong credentials throw
+    /// <see cref="RedisAuthenticationException"/> at once; when <paramref name="cancellationToken"/> fires first, a
+    /// <see cref="TimeoutException"/> carries the last connection error.
+    /// </summary>
     public async Task WaitUntilConnectedAsync(CancellationToken cancellationToken)
     {
+        Exception? last = null;
         while (true)
         {
             try
             {
                 var db = await GetDatabaseAsync(cancellationToken).ConfigureAwait(false);
-                if (db.Multiplexer.IsConnected)
-                {
-                    await db.PingAsync().WaitAsync(cancellationToken).ConfigureAwait(false);
-                    return;
-                }
+                await db.PingAsync().WaitAsync(cancellationToken).ConfigureAwait(false);
+                return;
             }
             catch (RedisConnectionException ex) when (IsAuthenticationFailure(ex))
             {
@@ -107,9 +109,20 @@ public sealed class RedisConnector : IRemoteConnector
             }
             catch (Exception ex) when (ex is RedisException or TimeoutException && !cancellationToken.IsCancellationRequested)
             {
-                // Not yet.
+                last = ex;
             }
-            await Task.Delay(100, cancellationToken).ConfigureAwait(false);
+            catch (OperationCanceledException) when (last is not null)
+            {
+                throw new TimeoutException($"not connected ({Brief(last.Message)})", last);
+            }
+            try
+            {
+                await Task.Delay(100, cancellationToken).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException) when (last is not null)
+            {
+                throw new TimeoutException($"not connected ({Brief(last.Message)})", last);
+            }
         }
     }
 
@@ -484,6 +497,14 @@ public sealed class RedisConnector : IRemoteConnector
         return new RedisEntryReport(keyString, meta.IsNull ? null : ((byte[])meta!).Length, lease?.Length, decoded, objectMetadata, checksumOk, problem);
     }
 
+    /// <summary>The first line of an SE.Redis message without its diagnostic tail (", mc: ..., IOCP: ...").</summary>
+    private static string Brief(string message)
+    {
+        var line = message.Split('\n')[0];
+        var tail = line.IndexOf(", mc: ", StringComparison.Ordinal);
+        return tail > 0 ? line[..tail] : line;
+    }
+
     /// <summary>True when <paramref name="exception"/> (or one it wraps) is the server refusing our credentials.</summary>
     internal static bool IsAuthenticationFailure(Exception exception)
     {
@@ -506,7 +527,7 @@ public sealed class RedisConnector : IRemoteConnector
             RedisLog.AuthenticationFailed(_logger, Description, _url.EndPoints[0].ToString() ?? "?", FirstLine(exception.Message));
         }
         return new RedisAuthenticationException(
-            $"{Description}: authentication failed; check the user and password in the URL ({FirstLine(exception.Message)})", exception);
+            $"authentication failed; check the user and password in the URL ({FirstLine(exception.Message)})", exception);
 
         static string FirstLine(string text)
         {

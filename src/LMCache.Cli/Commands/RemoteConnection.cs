@@ -17,9 +17,6 @@ internal static class RemoteConnection
         Description = "Remote store URL (redis://, rediss://, unix://, redis-sentinel://, redis-cluster://, valkey://); defaults to remote_url of the configuration.",
     };
 
-    /// <summary>The registry of every connector this executable knows.</summary>
-    public static RemoteConnectorRegistry Registry() => new RemoteConnectorRegistry().Add(new RedisConnectorFactory());
-
     /// <summary>
     /// Resolves the URL, creates the connector and waits until it answers (at most <c>blocking_timeout_secs</c>, at
     /// least 10 s). Returns null after printing the reason to stderr.
@@ -49,7 +46,7 @@ internal static class RemoteConnection
         IRemoteConnector connector;
         try
         {
-            connector = Registry().Create(url, new RemoteConnectorContext(options, loggerFactory ?? NullLoggerFactory.Instance));
+            connector = Hosting.CreateConnectorRegistry().Create(url, new RemoteConnectorContext(options, loggerFactory ?? NullLoggerFactory.Instance));
         }
         catch (LMCacheConfigurationException ex)
         {
