@@ -69,7 +69,7 @@ internal static class JinjaFilters
                     _ => Arg(0, "default", 0.0),
                 };
             case "abs":
-                return value is long al ? Math.Abs(al) : Math.Abs(ToDouble(value));
+                return value is long al ? (object)Math.Abs(al) : Math.Abs(ToDouble(value));
             case "round":
                 var precision = (int)ToDouble(Arg(0, "precision", 0L));
                 return Math.Round(ToDouble(value), precision, MidpointRounding.ToEven);
@@ -151,7 +151,7 @@ internal static class JinjaFilters
                 {
                     var attr = Arg(0, "attribute", null);
                     var items = Iterate(value).Select(x => attr is null ? x : Attr(x, ToText(attr))).ToList();
-                    return items.All(x => x is long) ? items.Sum(x => (long)x!) : items.Sum(ToDouble);
+                    return items.All(x => x is long) ? (object)items.Sum(x => (long)x!) : items.Sum(ToDouble);
                 }
             case "min":
                 return Iterate(value).Order(Comparer<object?>.Create(JinjaValues.Compare)).FirstOrDefault();

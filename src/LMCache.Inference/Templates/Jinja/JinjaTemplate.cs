@@ -372,7 +372,7 @@ public sealed class JinjaTemplate
                         return u.Op switch
                         {
                             "not" => !IsTrue(v),
-                            "-" => v is long l ? -l : -ToDouble(v),
+                            "-" => v is long l ? (object)(-l) : -ToDouble(v),
                             _ => throw new JinjaException($"unknown unary operator {u.Op}."),
                         };
                     }
@@ -476,7 +476,7 @@ public sealed class JinjaTemplate
                 case "/":
                     return ToDouble(l) / ToDouble(r);
                 case "//":
-                    return l is long a && r is long c ? (long)Math.Floor((double)a / c) : Math.Floor(ToDouble(l) / ToDouble(r));
+                    return l is long a && r is long c ? (object)(long)Math.Floor((double)a / c) : Math.Floor(ToDouble(l) / ToDouble(r));
                 case "%":
                     if (l is long x1 && r is long y1)
                     {
@@ -486,14 +486,14 @@ public sealed class JinjaTemplate
                     var dy = ToDouble(r);
                     return dx - (dy * Math.Floor(dx / dy));
                 case "**":
-                    return l is long p && r is long q && q >= 0 ? (long)Math.Pow(p, q) : Math.Pow(ToDouble(l), ToDouble(r));
+                    return l is long p && r is long q && q >= 0 ? (object)(long)Math.Pow(p, q) : Math.Pow(ToDouble(l), ToDouble(r));
                 default:
                     throw new JinjaException($"unknown operator {b.Op}.");
             }
         }
 
         private static object Arithmetic(object? l, object? r, Func<long, long, long> integer, Func<double, double, double> floating) =>
-            (l is long or bool) && (r is long or bool) ? integer(l is bool lb ? (lb ? 1 : 0) : (long)l, r is bool rb ? (rb ? 1 : 0) : (long)r!) : floating(ToDouble(l), ToDouble(r));
+            (l is long or bool) && (r is long or bool) ? (object)integer(l is bool lb ? (lb ? 1 : 0) : (long)l, r is bool rb ? (rb ? 1 : 0) : (long)r!) : floating(ToDouble(l), ToDouble(r));
 
         private static bool Contains(object? container, object? item) => container switch
         {
