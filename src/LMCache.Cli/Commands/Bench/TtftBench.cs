@@ -32,12 +32,12 @@ internal static class TtftBench
         };
         command.SetAction(async (parse, cancellationToken) =>
         {
-            var folder = parse.GetValue(model)?.FullName
-                ?? DemoModel.EnsureCreated(progress: step => BenchOutput.Progress($"generating the demo model (first run only): {step}"));
+            var given = parse.GetValue(model)?.FullName;
+            var folder = given ?? DemoModel.EnsureCreated(progress: step => BenchOutput.Progress($"generating the demo model (first run only): {step}"));
             var output = new BenchOutput();
             try
             {
-                await RunAsync(folder, Math.Max(2, parse.GetValue(promptTokens)), parse.GetValue(remoteUrl), Math.Max(1, parse.GetValue(repeat)),
+                await RunAsync(folder, given is null ? "lmcache-demo-llama" : null, Math.Max(2, parse.GetValue(promptTokens)), parse.GetValue(remoteUrl), Math.Max(1, parse.GetValue(repeat)),
                     parse.GetValue(threads), output, cancellationToken);
             }
             catch (LMCacheConfigurationException ex)
@@ -51,9 +51,9 @@ internal static class TtftBench
         return command;
     }
 
-    private static async Task RunAsync(string folder, int promptTokens, string? remoteUrl, int repeat, int threads, BenchOutput output, CancellationToken cancellationToken)
+    private static async Task RunAsync(string folder, string? servedName, int promptTokens, string? remoteUrl, int repeat, int threads, BenchOutput output, CancellationToken cancellationToken)
     {
-        using var model = LanguageModel.Load(folder, intraOpThreads: threads);
+        using var model = LanguageModel.Load(folder, servedName, threads);
         if (promptTokens >= model.ContextLength)
         {
             throw new LMCacheConfigurationException($"--prompt-tokens {promptTokens} does not fit the model's context of {model.ContextLength} tokens.");
