@@ -69,6 +69,8 @@ public sealed partial class OnnxDecoder : IDisposable
             IntraOpNumThreads = intraOpThreads,
             InterOpNumThreads = 1,
             ExecutionMode = ExecutionMode.ORT_SEQUENTIAL,
+            // Every run has new shapes (growing past, varying prompt steps): memory-pattern planning would be redone each time.
+            EnableMemoryPattern = false,
         };
         var session = new InferenceSession(path, sessionOptions);
         try
