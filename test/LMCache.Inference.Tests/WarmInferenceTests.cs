@@ -66,6 +66,7 @@ public sealed class WarmInferenceTests : IClassFixture<TinyLlamaModel>
             await using var engine = new InferenceEngine(_fixture.Model, cache);
             var (cold, _) = await RunAsync(engine, prompt.InputIds);
             Assert.Equal(0, cold.Completed.Stats.CachedTokens);
+            await engine.WhenIdleAsync(TestContext.Current.CancellationToken);
             await cache.FlushAsync(TestContext.Current.CancellationToken);
         }
         await using (var cache = CreateCache(folder.Path))
@@ -138,6 +139,7 @@ public sealed class WarmInferenceTests : IClassFixture<TinyLlamaModel>
         var (first, _) = await RunAsync(engine, prompt, salt: "decode");
         Assert.Equal(0, first.Completed.Stats.CachedTokens);
         var continued = prompt.Concat(first.TokenIds).ToArray();
+        await engine.WhenIdleAsync(TestContext.Current.CancellationToken);
         var hit = await cache.LookupAsync(continued, "decode", TestContext.Current.CancellationToken);
         Assert.Equal(ChunkSize, hit);
     }

@@ -62,11 +62,10 @@ public sealed record CompletedEvent(string FinishReason, string TrailingText, Ge
 /// <param name="TimeToFirstTokenSeconds">From the start of processing (after the queue) to the first token.</param>
 /// <param name="RetrieveSeconds">Lookup + retrieve time.</param>
 /// <param name="PrefillSeconds">Time to compute the uncached prompt tokens.</param>
-/// <param name="StoredTokens">Tokens stored into the cache by this request.</param>
 /// <param name="TotalSeconds">Processing time, excluding the queue.</param>
 public sealed record GenerationStats(
     int PromptTokens, int CompletionTokens, int CachedTokens, TierHits Tiers, double QueueSeconds,
-    double TimeToFirstTokenSeconds, double RetrieveSeconds, double PrefillSeconds, int StoredTokens, double TotalSeconds);
+    double TimeToFirstTokenSeconds, double RetrieveSeconds, double PrefillSeconds, double TotalSeconds);
 
 /// <summary>The collected result of a non-streaming generation.</summary>
 /// <param name="Text">The generated text (stop sequence excluded).</param>

@@ -140,26 +140,61 @@ public sealed partial class InferenceEngine : IAsyncDisposable
     {
         Validate(request);
         var channel = Channel.CreateUnbounded<GenerationEvent>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
-        using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        var producer = Task.Run(() => ProduceAsync(request, channel.Writer, linked.Token), CancellationToken.None);
+        // The producer owns `linked` (it may outlive this enumerator while it finishes its stores).
+        var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        var producer = Task.Run(async () =>
+        {
+            try
+            {
+                await ProduceAsync(request, channel.Writer, linked.Token).ConfigureAwait(false);
+            }
+            finally
+            {
+                linked.Dispose();
+            }
+        }, CancellationToken.None);
+        var completed = false;
         try
         {
             await foreach (var e in channel.Reader.ReadAllAsync(cancellationToken).ConfigureAwait(false))
             {
+                completed |= e is CompletedEvent;
                 yield return e;
             }
         }
         finally
         {
-            await linked.CancelAsync().ConfigureAwait(false);
-            try
+            if (!completed)
             {
-                await producer.ConfigureAwait(false);
+                // Abandoned (client gone, error): stop generating and wait until the engine is free again.
+                try
+                {
+                    await linked.CancelAsync().ConfigureAwait(false);
+                }
+                catch (ObjectDisposedException)
+                {
+                    // The producer already finished.
+                }
+                try
+                {
+                    await producer.ConfigureAwait(false);
+                }
+                catch (OperationCanceledException)
+                {
+                }
             }
-            catch (OperationCanceledException)
-            {
-            }
+            // Otherwise the answer is complete; the producer finishes its stores on its own (WhenIdleAsync waits for it).
         }
+    }
+
+    /// <summary>
+    /// Completes when no request holds the engine, i.e. the stores of every answered request have been handed to the
+    /// cache (then <see cref="LMCacheEngine.FlushAsync"/> waits for their disk/remote writes).
+    /// </summary>
+    public async Task WhenIdleAsync(CancellationToken cancellationToken = default)
+    {
+        await _gate.WaitAsync(cancellationToken).ConfigureAwait(false);
+        _gate.Release();
     }
 
     private async Task ProduceAsync(GenerationRequest request, ChannelWriter<GenerationEvent> writer, CancellationToken cancellationToken)
@@ -240,7 +275,7 @@ public sealed partial class InferenceEngine : IAsyncDisposable
         var maxTokens = Math.Min(request.MaxTokens, _model.ContextLength - n);
         var finishReason = "length";
         double ttft = 0;
-        var storedTokens = 0;
+        var promptStored = false;
         var charBuffer = new char[64];
         while (true)
         {
@@ -275,10 +310,12 @@ public sealed partial class InferenceEngine : IAsyncDisposable
             if (generated.Count == 1)
             {
                 ttft = Stopwatch.GetElapsedTime(started).TotalSeconds;
-                // 4. Store the prompt's new chunks once the first token is out (off the TTFT path).
-                if (cache is not null)
+                // 4. Store the prompt's new chunks once the first token is out (off the TTFT path), before decoding
+                // on. A request that ends here stores after its answer is out (below).
+                if (cache is not null && !stop.Stopped && generated.Count < maxTokens)
                 {
-                    storedTokens += cache.Store(prompt, sequence, loaded, request.CacheSalt).StoredTokens;
+                    cache.Store(prompt, sequence, loaded, request.CacheSalt);
+                    promptStored = true;
                 }
             }
             if (stop.Stopped)
@@ -293,9 +330,17 @@ public sealed partial class InferenceEngine : IAsyncDisposable
             cancellationToken.ThrowIfCancellationRequested();
             decoder.Forward([token], sequence, logits);
         }
-        if (generated.Count == 0 && cache is not null)
+        var tail = utf8.GetCharCount([], flush: true) > 0 ? stop.Append(new string(charBuffer, 0, utf8.GetChars([], charBuffer, flush: true))) : "";
+        tail += stop.Flush();
+        var stats = new GenerationStats(n, generated.Count, loaded, tiers, queueSeconds, ttft, retrieveSeconds, prefillSeconds,
+            Stopwatch.GetElapsedTime(started).TotalSeconds);
+        LogRequest(_logger, n, loaded, n - loaded, generated.Count, ttft * 1000, tiers.Cpu, tiers.Disk, tiers.Remote);
+        await writer.WriteAsync(new CompletedEvent(finishReason, tail, stats), cancellationToken).ConfigureAwait(false);
+
+        // Stores still due run after the answer is out, while this request still owns the engine and its KV.
+        if (cache is not null && !promptStored)
         {
-            storedTokens += cache.Store(prompt, sequence, loaded, request.CacheSalt).StoredTokens;
+            cache.Store(prompt, sequence, loaded, request.CacheSalt);
         }
 
         // 5. save_decode_cache: the chunks completed while decoding (the KV of every token but the last sampled one).
@@ -304,22 +349,15 @@ public sealed partial class InferenceEngine : IAsyncDisposable
             var all = new int[sequence.Length];
             prompt.CopyTo(all, 0);
             generated.CopyTo(0, all, n, sequence.Length - n);
-            storedTokens += cache.Store(all, sequence, n, request.CacheSalt).StoredTokens;
+            cache.Store(all, sequence, n, request.CacheSalt);
         }
-
-        var tail = utf8.GetCharCount([], flush: true) > 0 ? stop.Append(new string(charBuffer, 0, utf8.GetChars([], charBuffer, flush: true))) : "";
-        tail += stop.Flush();
-        var stats = new GenerationStats(n, generated.Count, loaded, tiers, queueSeconds, ttft, retrieveSeconds, prefillSeconds, storedTokens,
-            Stopwatch.GetElapsedTime(started).TotalSeconds);
-        LogRequest(_logger, n, loaded, n - loaded, generated.Count, ttft * 1000, tiers.Cpu, tiers.Disk, tiers.Remote);
-        await writer.WriteAsync(new CompletedEvent(finishReason, tail, stats), cancellationToken).ConfigureAwait(false);
     }
 
-    /// <inheritdoc />
-    public ValueTask DisposeAsync()
+    /// <summary>Waits for the request in progress to finish its stores, then releases the engine's queue.</summary>
+    public async ValueTask DisposeAsync()
     {
+        await WhenIdleAsync().ConfigureAwait(false);
         _gate.Dispose();
-        return ValueTask.CompletedTask;
     }
 
     [LoggerMessage(EventId = 5000, Level = LogLevel.Information,

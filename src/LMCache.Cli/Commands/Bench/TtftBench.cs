@@ -154,6 +154,7 @@ internal static class TtftBench
             await using var engine = new InferenceEngine(model, cache);
             BenchOutput.Progress($"storing the prompt for the {tier} tier");
             await ttft(engine, prompt, false);
+            await engine.WhenIdleAsync(cancellationToken);
             await cache.FlushAsync(cancellationToken);
         }
         var best = double.MaxValue;
