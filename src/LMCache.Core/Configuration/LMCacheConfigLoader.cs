@@ -181,6 +181,10 @@ public static class LMCacheConfigLoader
             {
                 problems.Add("enable_controller = true requires controller_pull_url (host:port).");
             }
+            if (options.ControllerReplyUrl is null)
+            {
+                problems.Add("enable_controller = true requires controller_reply_url (host:port).");
+            }
             if (options.LMCacheWorkerPorts is not { Count: > 0 })
             {
                 problems.Add("enable_controller = true requires a non-empty lmcache_worker_ports list.");
