@@ -2,6 +2,7 @@ using LMCache.Core.Configuration;
 using LMCache.Core.Diagnostics;
 using LMCache.Core.Keys;
 using LMCache.Core.Memory;
+using LMCache.Engine.Adapters;
 using LMCache.Storage;
 using LMCache.Storage.LocalCpu;
 using LMCache.Storage.LocalDisk;
@@ -98,6 +99,40 @@ public sealed class LMCacheEngineTests : IDisposable
         Assert.False(swapped.SamePrefix(source, 2));
         Assert.False(InMemoryKvCache.ForPrompt(layout, [5, 7]).SamePrefix(source, 2));
         Assert.True(InMemoryKvCache.ForPrompt(layout, [5, 7]).SamePrefix(source, 1));
+    }
+
+    [Fact]
+    public void The_host_kv_cache_adapter_agrees_with_the_independent_test_double()
+    {
+        var layout = new KvLayout(3, 2, 4, KvDType.Float16);
+        var prompt = Prompt(40);
+        var reference = InMemoryKvCache.ForPrompt(layout, prompt);
+        var host = new HostKvCache(layout, prompt.Length);
+        for (var layer = 0; layer < layout.NumLayers; layer++)
+        {
+            for (var kv = 0; kv < 2; kv++)
+            {
+                reference.Tensor(layer, kv).CopyTo(host.Plane(layer, kv));
+            }
+        }
+        var expected = new byte[layout.ChunkMetadata(16).ByteLength];
+        var actual = new byte[expected.Length];
+        reference.CopyToChunk(16, 16, expected);
+        host.CopyToChunk(16, 16, actual);
+        Assert.Equal(expected, actual);
+
+        // And back: a partial copy out of a full chunk lands in the same places.
+        var loaded = new HostKvCache(layout, prompt.Length);
+        loaded.CopyFromChunk(16, 16, 10, expected);
+        var check = new InMemoryKvCache(layout, prompt.Length);
+        check.CopyFromChunk(16, 16, 10, expected);
+        for (var layer = 0; layer < layout.NumLayers; layer++)
+        {
+            for (var kv = 0; kv < 2; kv++)
+            {
+                Assert.True(check.Tensor(layer, kv).SequenceEqual(loaded.Plane(layer, kv)));
+            }
+        }
     }
 
     [Fact]

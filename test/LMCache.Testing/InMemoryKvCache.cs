@@ -86,6 +86,9 @@ public sealed class InMemoryKvCache : IKvCacheAdapter
         return true;
     }
 
+    /// <summary>The bytes of one layer's keys (<paramref name="kv"/> 0) or values (1), <c>[kv_heads, capacity, head_dim]</c>.</summary>
+    public Span<byte> Tensor(int layer, int kv) => _tensors[(kv * Layout.NumLayers) + layer];
+
     /// <summary>Number of positions written by loads (or at construction), counting from 0 until the first gap.</summary>
     public int WrittenPrefix
     {
