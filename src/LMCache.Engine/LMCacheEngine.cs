@@ -238,6 +238,7 @@ public sealed class LMCacheEngine : IAsyncDisposable
         // chunks 0..i-1 of the same prompt (the original allocates a request's chunks in one batch for the same
         // reason): a prompt larger than the pool then stores a prefix, not a useless suffix.
         var held = ArrayPool<MemoryObject?>.Shared.Rent(Math.Max(1, chunks.Count));
+        var allocated = 0;
         try
         {
             for (var i = 0; i < chunks.Count; i++)
@@ -248,7 +249,7 @@ public sealed class LMCacheEngine : IAsyncDisposable
                     EngineLog.StorePartial(_logger, stored, chunks.Count);
                     break;
                 }
-                held[i] = memoryObject;
+                held[allocated++] = memoryObject;
                 source.CopyToChunk(chunk.Start, chunk.Length, memoryObject.Span);
                 Storage.Put(chunks.Keys.Span.Slice(i, 1), new ReadOnlySpan<MemoryObject>(ref memoryObject));
                 stored++;
@@ -258,9 +259,9 @@ public sealed class LMCacheEngine : IAsyncDisposable
         }
         finally
         {
-            for (var i = 0; i < chunks.Count; i++)
+            for (var i = 0; i < allocated; i++)
             {
-                held[i]?.Release();
+                held[i]!.Release();
                 held[i] = null;
             }
             ArrayPool<MemoryObject?>.Shared.Return(held);
