@@ -82,6 +82,39 @@ public sealed class ChunkHashGoldenTests
     }
 
     [Fact]
+    public async Task The_python_generator_run_now_in_another_process_reproduces_the_golden_file()
+    {
+        var script = FindUpwards(Path.Combine("test", "Golden", "make_golden.py"));
+        if (script is null)
+        {
+            Assert.Skip("test/Golden/make_golden.py not found above the test assembly (tests run outside the repository)");
+        }
+        System.Diagnostics.Process process;
+        try
+        {
+            process = System.Diagnostics.Process.Start(new System.Diagnostics.ProcessStartInfo("python3", $"\"{script}\"")
+            {
+                RedirectStandardOutput = true,
+                RedirectStandardError = true,
+            })!;
+        }
+        catch (System.ComponentModel.Win32Exception ex)
+        {
+            Assert.Skip($"python3 is not installed ({ex.Message}); scripts/test.sh installs it");
+            return;
+        }
+        using (process)
+        {
+            var output = process.StandardOutput.ReadToEndAsync(TestContext.Current.CancellationToken);
+            var error = process.StandardError.ReadToEndAsync(TestContext.Current.CancellationToken);
+            await process.WaitForExitAsync(TestContext.Current.CancellationToken);
+            Assert.True(process.ExitCode == 0, await error);
+            var golden = await File.ReadAllTextAsync(Path.Combine(AppContext.BaseDirectory, "Golden", "chunk_hashes.json"), TestContext.Current.CancellationToken);
+            Assert.Equal(golden.ReplaceLineEndings("\n"), (await output).ReplaceLineEndings("\n"));
+        }
+    }
+
+    [Fact]
     public void The_worked_CBOR_example_of_the_reference()
     {
         // Tokens [1, 500, 70000] → array part 83 01 19 01 F4 1A 00 01 11 70 (reference, section 3.3).
@@ -196,6 +229,19 @@ public sealed class ChunkHashGoldenTests
         Assert.Throws<ArgumentException>(() => dropped.GetChunks(tokens, new TokenChunk[3], null, skipLeadingTokens: -4));
         Assert.Throws<ArgumentOutOfRangeException>(() => new ChunkedTokenDatabase(0, false, new Sha256CborChunkHasher()));
         Assert.Equal(0, dropped.GetChunks(tokens, new TokenChunk[3], null, skipLeadingTokens: 8));
+    }
+
+    private static string? FindUpwards(string relative)
+    {
+        for (var directory = new DirectoryInfo(AppContext.BaseDirectory); directory is not null; directory = directory.Parent)
+        {
+            var candidate = Path.Combine(directory.FullName, relative);
+            if (File.Exists(candidate))
+            {
+                return candidate;
+            }
+        }
+        return null;
     }
 
     private sealed record GoldenFile(string Generator, string Scheme, List<GoldenCase> Cases);
