@@ -18,6 +18,7 @@ public sealed class LocalDiskBackendTests : IDisposable
     public void Dispose()
     {
         _cpu.Dispose();
+        Assert.Equal(0, _cpu.OutstandingObjects);   // every test ends without a leaked chunk
         _folder.Dispose();
     }
 
