@@ -550,13 +550,30 @@ internal sealed class CacheGenCodec
                 var cdf = parsed.Mode == CacheGenMode.Coded
                     ? MemoryMarshal.Cast<byte, ushort>(span.Slice(parsed.CdfOffset + (row * hidden * lp * 2), hidden * lp * 2))
                     : table!.Cdf.AsSpan(row * hidden * lp, hidden * lp);
+                Span<int> starts = stackalloc int[ArithmeticCoder.Lanes];
+                Span<int> sizes = stackalloc int[ArithmeticCoder.Lanes];
                 for (var d = 0; d < dataChunks; d++)
                 {
                     var t0 = d * step;
                     var n = Math.Min(step, tokens - t0);
                     var lengths = MemoryMarshal.Cast<byte, ushort>(span.Slice(parsed.LengthsOffsets[d] + (row * hidden * 2), hidden * 2));
                     var position = (int)parsed.SectionOffsets[(row * dataChunks) + d];
-                    for (var c = 0; c < hidden; c++)
+                    var c = 0;
+                    if (!_reference && lp <= 33)
+                    {
+                        // Four channels at a time, their streams decoded in lockstep.
+                        for (; c + ArithmeticCoder.Lanes <= hidden; c += ArithmeticCoder.Lanes)
+                        {
+                            for (var k = 0; k < ArithmeticCoder.Lanes; k++)
+                            {
+                                starts[k] = position;
+                                sizes[k] = lengths[c + k];
+                                position += sizes[k];
+                            }
+                            ArithmeticCoder.DecodeInterleaved(span, starts, sizes, cdf.Slice(c * lp, ArithmeticCoder.Lanes * lp), lp, symbols.AsSpan((t0 * hidden) + c), hidden, n);
+                        }
+                    }
+                    for (; c < hidden; c++)
                     {
                         var stream = span.Slice(position, lengths[c]);
                         var destination = symbols.AsSpan((t0 * hidden) + c);

@@ -140,6 +140,49 @@ public sealed class CoderTests
     }
 
     [Fact]
+    public void Interleaved_decoder_equals_single_stream_decoder()
+    {
+        var random = new Random(17);
+        for (var trial = 0; trial < 300; trial++)
+        {
+            var maxBins = random.Next(4, 33);
+            var lp = maxBins + 1;
+            var n = random.Next(1, 260);
+            var stride = ArithmeticCoder.Lanes + random.Next(0, 5);
+            var symbols = new byte[n * stride];
+            var cdf = new ushort[ArithmeticCoder.Lanes * lp];
+            var data = new List<byte>();
+            var starts = new int[ArithmeticCoder.Lanes];
+            var lengths = new int[ArithmeticCoder.Lanes];
+            for (var k = 0; k < ArithmeticCoder.Lanes; k++)
+            {
+                var counts = new uint[maxBins];
+                var favourite = random.Next(maxBins);
+                for (var i = 0; i < n; i++)
+                {
+                    var s = (byte)(random.Next(4) == 0 ? random.Next(maxBins) : favourite);
+                    symbols[(i * stride) + k] = s;
+                    counts[s]++;
+                }
+                Cdf.Build(counts, (ulong)n, cdf.AsSpan(k * lp, lp));
+                var stream = new byte[ArithmeticCoder.MaxStreamBytes(n)];
+                lengths[k] = ArithmeticCoder.Encode(symbols.AsSpan(k), stride, n, cdf.AsSpan(k * lp, lp), stream);
+                starts[k] = data.Count;
+                data.AddRange(stream.AsSpan(0, lengths[k]).ToArray());
+            }
+            var decoded = new byte[symbols.Length];
+            ArithmeticCoder.DecodeInterleaved(data.ToArray(), starts, lengths, cdf, lp, decoded, stride, n);
+            for (var i = 0; i < n; i++)
+            {
+                for (var k = 0; k < ArithmeticCoder.Lanes; k++)
+                {
+                    Assert.Equal(symbols[(i * stride) + k], decoded[(i * stride) + k]);
+                }
+            }
+        }
+    }
+
+    [Fact]
     public void Decoding_damaged_or_empty_streams_stays_in_bounds()
     {
         ushort[] cdf = [0, 1000, 2000, 30000, 65535];
