@@ -253,6 +253,7 @@ internal static class SerdeBench
                 ["max_error_in_half_steps"] = Round(maxHalfSteps),
                 ["continuation_tokens"] = GeneratedTokens,
                 ["continuation_match_rate"] = Round(Match(exact, viaCachegen)),
+                ["continuation_identical_prefix"] = exact.Zip(viaCachegen).TakeWhile(p => p.First == p.Second).Count(),
                 ["continuation_match_rate_bf16_naive"] = Round(Match(exact, viaBf16)),
                 ["continuation_baseline_matches_reference"] = referenceGreedy is null ? null : Round(Match(exact, referenceGreedy)),
                 ["baseline_naive"] = new JsonObject { ["ratio"] = 1.0, ["bytes"] = rawBf16, ["copy_mbps"] = Round(copyMbps) },
