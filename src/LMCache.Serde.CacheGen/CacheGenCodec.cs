@@ -2,6 +2,7 @@ using System.Buffers;
 using System.Buffers.Binary;
 using System.IO.Hashing;
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 using LMCache.Core.Memory;
 
 namespace LMCache.Serde.CacheGen;
@@ -590,17 +591,14 @@ internal sealed class CacheGenCodec
                 }
                 var rowBins = parsed.Bins.RowBins(row);
                 var top = (byte)(2 * (int)Quantizer.Levels(rowBins));
+                // A valid stream never holds a symbol above 2M; clamp so that a forged one cannot leave the value range.
+                ClampSymbols(symbols.AsSpan(0, tokens * hidden), top);
                 var scales = span.Slice(parsed.ScalesOffset + (row * tokens * item), tokens * item);
                 var destinationRow = output.Span.Slice(row * tokens * hidden * item, tokens * hidden * item);
                 for (var t = 0; t < tokens; t++)
                 {
                     var scale = item == 2 ? MemoryMarshal.Read<ushort>(scales[(2 * t)..]) : MemoryMarshal.Read<uint>(scales[(4 * t)..]);
                     var tokenSymbols = symbols.AsSpan(t * hidden, hidden);
-                    // A valid stream never holds a symbol above 2M; clamp so a forged one cannot leave the value range.
-                    for (var c = 0; c < tokenSymbols.Length; c++)
-                    {
-                        tokenSymbols[c] = Math.Min(tokenSymbols[c], top);
-                    }
                     if (_reference)
                     {
                         Quantizer.DequantizeRowReference(parsed.DType, tokenSymbols, rowBins, scale, destinationRow.Slice(t * hidden * item, hidden * item));
@@ -616,6 +614,24 @@ internal sealed class CacheGenCodec
                 ArrayPool<byte>.Shared.Return(symbols);
             }
         });
+    }
+
+    private static void ClampSymbols(Span<byte> symbols, byte top)
+    {
+        var i = 0;
+        if (Vector256.IsHardwareAccelerated)
+        {
+            var limit = Vector256.Create(top);
+            ref var start = ref MemoryMarshal.GetReference(symbols);
+            for (; i + Vector256<byte>.Count <= symbols.Length; i += Vector256<byte>.Count)
+            {
+                Vector256.Min(Vector256.LoadUnsafe(ref start, (nuint)i), limit).StoreUnsafe(ref start, (nuint)i);
+            }
+        }
+        for (; i < symbols.Length; i++)
+        {
+            symbols[i] = Math.Min(symbols[i], top);
+        }
     }
 
     /// <summary>True when <paramref name="table"/> has the blob's geometry and bins.</summary>

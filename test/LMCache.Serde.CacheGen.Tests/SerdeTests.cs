@@ -183,6 +183,48 @@ public sealed class SerdeTests : IDisposable
     }
 
     [Fact]
+    public void A_forged_blob_with_a_valid_checksum_still_decodes_within_the_token_scale()
+    {
+        // 16 bins: symbols 0..14 occur, the coder's alphabet is 0..15. Replace every table with one that makes symbol 15
+        // (never produced by the quantizer) almost certain, and re-seal the checksum: decoding must not leave [-m, m].
+        var options = new CacheGenOptions { KeyBins = "16", ValueBins = "16" };
+        var serde = new CacheGenSerde(options);
+        var bytes = KvData.ToBytes(KvData.Values(2, 256, 32, seed: 41), KvDType.BFloat16);
+        using var chunk = KvData.Chunk(_allocator, KvDType.BFloat16, 1, 256, 32, bytes);
+        using var serialized = serde.Serialize(chunk, _allocator)!;
+        var blob = Blob(serialized);
+        Assert.True(CacheGenCodec.TryParse(blob, out var parsed, out _));
+        Assert.Equal(17, parsed!.Lp);
+        for (var r = 0; r < 2 * 32; r++)
+        {
+            for (var i = 0; i < 17; i++)
+            {
+                BinaryPrimitives.WriteUInt16LittleEndian(blob.AsSpan(parsed.CdfOffset + (((r * 17) + i) * 2)), (ushort)(i < 16 ? i : 65535));
+            }
+        }
+        BinaryPrimitives.WriteUInt64LittleEndian(blob.AsSpan(blob.Length - 8), System.IO.Hashing.XxHash64.HashToUInt64(blob.AsSpan(0, blob.Length - 8)));
+        using var stored = KvData.Stored(_allocator, blob);
+        using var restored = serde.Deserialize(stored, _allocator)!;
+        Assert.NotNull(restored);
+        for (var row = 0; row < 2; row++)
+        {
+            for (var t = 0; t < 256; t++)
+            {
+                var offset = ((row * 256) + t) * 32;
+                var m = 0f;
+                for (var c = 0; c < 32; c++)
+                {
+                    m = Math.Max(m, Math.Abs(KvData.Read(bytes, KvDType.BFloat16, offset + c)));
+                }
+                for (var c = 0; c < 32; c++)
+                {
+                    Assert.True(Math.Abs(KvData.Read(restored.Span, KvDType.BFloat16, offset + c)) <= m * 1.004f);
+                }
+            }
+        }
+    }
+
+    [Fact]
     public void Non_finite_chunks_and_tiny_tails_are_stored_losslessly()
     {
         var serde = new CacheGenSerde();
