@@ -23,5 +23,6 @@ internal static class BenchCommands
     {
         yield return StorageBench.Create();
         yield return TtftBench.Create();
+        yield return SerdeBench.Create();
     }
 }
