@@ -12,5 +12,6 @@ internal static class CommandCatalog
     public static IEnumerable<Command> All()
     {
         yield return ConfigCommands.Create();
+        yield return ServerCommand.Create();
     }
 }
