@@ -13,5 +13,6 @@ internal static class CommandCatalog
     {
         yield return ConfigCommands.Create();
         yield return ServerCommand.Create();
+        yield return BenchCommands.Create();
     }
 }

@@ -1,0 +1,355 @@
+using System.CommandLine;
+using System.Diagnostics;
+using System.Globalization;
+using System.Net;
+using System.Net.Sockets;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using LMCache.Connectors.Lm;
+using LMCache.Core.Keys;
+using LMCache.Core.Memory;
+using LMCache.Server;
+
+namespace LMCache.Cli.Commands.Bench;
+
+/// <summary>
+/// <c>lmcache bench lm</c>: PUT and GET throughput of 32 MiB chunks through our connector against our server on
+/// loopback, with one client and with many, beside a plain socket copy of the same bytes in the same run (the
+/// physical ceiling); then the server's peak resident size under a write load of 4 × its capacity, in a separate
+/// process.
+/// </summary>
+internal static class LmBench
+{
+    private const double GB = 1e9;
+
+    public static Command Create()
+    {
+        var json = CommonOptions.Json();
+        var chunkMib = new Option<int>("--chunk-mib") { Description = "Chunk size in MiB (32 = one Llama-3.1-8B bf16 chunk of 256 tokens).", DefaultValueFactory = _ => 32 };
+        var clients = new Option<int>("--clients") { Description = "Concurrent clients of the multi-client run.", DefaultValueFactory = _ => 16 };
+        var rounds = new Option<int>("--rounds") { Description = "Chunks moved per measured pass with one client (the multi-client run moves the same total).", DefaultValueFactory = _ => 32 };
+        var passes = new Option<int>("--passes") { Description = "Measured passes; the best is reported (one warm-up precedes them).", DefaultValueFactory = _ => 3 };
+        var memoryMaxSize = new Option<double>("--memory-max-size")
+        {
+            Description = "--max-size (GiB) of the server process whose resident size is checked under 4 × that much writing; 0 skips the check.",
+            DefaultValueFactory = _ => 1.0,
+        };
+        var command = new Command("lm", "lm:// server PUT/GET throughput (1 and N clients) beside a plain loopback socket copy, and the server's memory bound.")
+        {
+            json, chunkMib, clients, rounds, passes, memoryMaxSize,
+        };
+        command.SetAction(async (parse, cancellationToken) =>
+        {
+            var settings = new Settings(
+                Math.Clamp(parse.GetValue(chunkMib), 1, 1024) << 20,
+                Math.Clamp(parse.GetValue(clients), 1, 256),
+                Math.Max(4, parse.GetValue(rounds)),
+                Math.Max(1, parse.GetValue(passes)),
+                Math.Max(0, parse.GetValue(memoryMaxSize)));
+            var results = await RunAsync(settings, cancellationToken).ConfigureAwait(false);
+            Print(results, parse.GetValue(json));
+            return results["errors"]!.GetValue<long>() == 0 ? 0 : 1;
+        });
+        return command;
+    }
+
+    private sealed record Settings(int ChunkBytes, int Clients, int Rounds, int Passes, double MemoryMaxSizeGib);
+
+    private static async Task<JsonObject> RunAsync(Settings settings, CancellationToken cancellationToken)
+    {
+        var results = new JsonObject
+        {
+            ["chunk_bytes"] = settings.ChunkBytes,
+            ["clients"] = settings.Clients,
+            ["processor_count"] = Environment.ProcessorCount,
+        };
+        var totalBytes = (long)settings.ChunkBytes * settings.Rounds;
+        Progress($"loopback TCP baseline: {totalBytes / (1 << 20)} MiB through one plain socket, best of {settings.Passes}");
+        var loopback = await BestOfAsync(settings.Passes, () => MeasureLoopbackAsync(settings.ChunkBytes, settings.Rounds, cancellationToken)).ConfigureAwait(false);
+        results["loopback_tcp_gbps"] = Round(loopback);
+
+        // Each client cycles over 2 keys of its own (so reads do not come from one cache-hot block).
+        var keysPerClient = 2;
+        var capacity = Math.Max(1L << 30, ((long)settings.Clients * keysPerClient + 4) * (settings.ChunkBytes + 4096));
+        await using var server = new LmServer(new LmServerOptions { Host = "127.0.0.1", Port = 0, CapacityBytes = capacity, MaxPayloadBytes = settings.ChunkBytes });
+        var endpoint = await server.StartAsync(cancellationToken).ConfigureAwait(false);
+        long errors = 0;
+        foreach (var clients in new[] { 1, settings.Clients }.Distinct())
+        {
+            var perClient = Math.Max(2, settings.Rounds / clients);
+            await using var run = await ClientSet.CreateAsync(endpoint, clients, keysPerClient, settings.ChunkBytes, cancellationToken).ConfigureAwait(false);
+            Progress($"{clients} client(s): PUT and GET of {clients * perClient} × {settings.ChunkBytes >> 20} MiB, best of {settings.Passes}");
+            var put = await BestOfAsync(settings.Passes, () => run.PutAsync(perClient, cancellationToken)).ConfigureAwait(false);
+            var get = await BestOfAsync(settings.Passes, () => run.GetAsync(perClient, cancellationToken)).ConfigureAwait(false);
+            errors += run.Errors;
+            var suffix = clients == 1 ? string.Empty : "_clients";
+            results["put_gbps" + suffix] = Round(put);
+            results["get_gbps" + suffix] = Round(get);
+            if (clients == 1)
+            {
+                results["put_vs_loopback"] = Round(put / loopback);
+                results["get_vs_loopback"] = Round(get / loopback);
+            }
+        }
+        if (settings.Clients > 1)
+        {
+            results["put_clients_vs_single"] = Round(results["put_gbps_clients"]!.GetValue<double>() / results["put_gbps"]!.GetValue<double>());
+            results["get_clients_vs_single"] = Round(results["get_gbps_clients"]!.GetValue<double>() / results["get_gbps"]!.GetValue<double>());
+        }
+        if (settings.MemoryMaxSizeGib > 0)
+        {
+            errors += await MeasureServerMemoryAsync(settings, results, cancellationToken).ConfigureAwait(false);
+        }
+        results["errors"] = errors;
+        return results;
+    }
+
+    /// <summary>A plain socket copy of the same bytes: one sender writing whole chunks, one receiver reading into a native chunk.</summary>
+    private static async Task<double> MeasureLoopbackAsync(int chunkBytes, int rounds, CancellationToken cancellationToken)
+    {
+        using var listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        listener.Listen(1);
+        using var sender = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+        var acceptTask = listener.AcceptAsync(cancellationToken);
+        await sender.ConnectAsync(listener.LocalEndPoint!, cancellationToken).ConfigureAwait(false);
+        using var receiver = await acceptTask.ConfigureAwait(false);
+        receiver.NoDelay = true;
+        using var source = new NativeSlabAllocator(chunkBytes + 4096L);
+        using var target = new NativeSlabAllocator(chunkBytes + 4096L);
+        var metadata = MemoryObjectMetadata.Opaque(chunkBytes);
+        source.TryAllocate(metadata, out var sendBlock);
+        target.TryAllocate(metadata, out var receiveBlock);
+        using (sendBlock)
+        using (receiveBlock)
+        {
+            Random.Shared.NextBytes(sendBlock!.Span);
+            await using var sendStream = new NetworkStream(sender, ownsSocket: false);
+            await using var receiveStream = new NetworkStream(receiver, ownsSocket: false);
+            var total = (long)chunkBytes * rounds;
+            var stopwatch = Stopwatch.StartNew();
+            var receiving = Task.Run(async () =>
+            {
+                for (var i = 0; i < rounds; i++)
+                {
+                    await receiveStream.ReadExactlyAsync(receiveBlock!.Memory, cancellationToken).ConfigureAwait(false);
+                }
+            }, cancellationToken);
+            for (var i = 0; i < rounds; i++)
+            {
+                await sendStream.WriteAsync(sendBlock.Memory, cancellationToken).ConfigureAwait(false);
+            }
+            await receiving.ConfigureAwait(false);
+            return total / stopwatch.Elapsed.TotalSeconds / GB;
+        }
+    }
+
+    /// <summary>Runs a separate server process, writes 4 × its capacity and reads its peak resident size.</summary>
+    private static async Task<long> MeasureServerMemoryAsync(Settings settings, JsonObject results, CancellationToken cancellationToken)
+    {
+        var capacity = (long)(settings.MemoryMaxSizeGib * LmServerOptions.GiB);
+        var (fileName, prefix) = SelfCommand();
+        var start = new ProcessStartInfo(fileName) { RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var arg in prefix.Concat(["server", "127.0.0.1", "0", "--max-size", settings.MemoryMaxSizeGib.ToString(CultureInfo.InvariantCulture)]))
+        {
+            start.ArgumentList.Add(arg);
+        }
+        using var process = Process.Start(start) ?? throw new InvalidOperationException("could not start the server process");
+        try
+        {
+            _ = process.StandardError.ReadToEndAsync(cancellationToken);
+            var line = await process.StandardOutput.ReadLineAsync(cancellationToken).ConfigureAwait(false) ?? throw new InvalidOperationException("the server process exited before listening");
+            var url = line[(line.IndexOf("lm://", StringComparison.Ordinal) + 5)..].Split(',')[0];
+            var port = int.Parse(url[(url.LastIndexOf(':') + 1)..], CultureInfo.InvariantCulture);
+            var idleRss = ReadStatus(process.Id, "VmRSS");
+            var chunks = (int)Math.Ceiling(4.0 * capacity / settings.ChunkBytes);
+            Progress($"memory: writing {chunks} × {settings.ChunkBytes >> 20} MiB (4 × --max-size {settings.MemoryMaxSizeGib} GiB) into a server process");
+            await using (var connector = new LmConnector(new LmConnectorOptions { Host = "127.0.0.1", Port = port, Connections = 1, OperationTimeout = TimeSpan.FromMinutes(2) }))
+            using (var allocator = new NativeSlabAllocator(settings.ChunkBytes + 4096L))
+            {
+                allocator.TryAllocate(MemoryObjectMetadata.Opaque(settings.ChunkBytes), out var block);
+                using (block)
+                {
+                    Random.Shared.NextBytes(block!.Span);
+                    for (var i = 0; i < chunks; i++)
+                    {
+                        await connector.PutAsync(ClientSet.Key(999, i), block, cancellationToken).ConfigureAwait(false);
+                    }
+                    await connector.PingAsync(cancellationToken).ConfigureAwait(false);
+                }
+            }
+            var peak = ReadStatus(process.Id, "VmHWM");
+            results["memory_max_size_bytes"] = capacity;
+            results["memory_written_bytes"] = (long)chunks * settings.ChunkBytes;
+            results["memory_server_idle_rss_bytes"] = idleRss;
+            results["memory_server_peak_rss_bytes"] = peak;
+            results["memory_peak_vs_max_size"] = Round((double)peak / capacity);
+            return peak > 0 && peak < capacity * 1.1 ? 0 : 1;
+        }
+        finally
+        {
+            if (!process.HasExited)
+            {
+                process.Kill(entireProcessTree: true);
+                await process.WaitForExitAsync(CancellationToken.None).ConfigureAwait(false);
+            }
+        }
+    }
+
+    /// <summary>How to start this same CLI again: the apphost, or <c>dotnet lmcache.dll</c>.</summary>
+    private static (string FileName, string[] Prefix) SelfCommand()
+    {
+        var processPath = Environment.ProcessPath ?? "dotnet";
+        return Path.GetFileNameWithoutExtension(processPath) == "dotnet"
+            ? (processPath, [typeof(LmBench).Assembly.Location])
+            : (processPath, []);
+    }
+
+    private static long ReadStatus(int pid, string field)
+    {
+        if (!OperatingSystem.IsLinux())
+        {
+            return 0;
+        }
+        foreach (var line in File.ReadLines($"/proc/{pid}/status"))
+        {
+            if (line.StartsWith(field + ":", StringComparison.Ordinal))
+            {
+                return long.Parse(line[(field.Length + 1)..].Trim().Split(' ')[0], CultureInfo.InvariantCulture) * 1024;
+            }
+        }
+        return 0;
+    }
+
+    private static async Task<double> BestOfAsync(int passes, Func<Task<double>> measure)
+    {
+        await measure().ConfigureAwait(false);   // warm-up
+        var best = 0.0;
+        for (var i = 0; i < passes; i++)
+        {
+            best = Math.Max(best, await measure().ConfigureAwait(false));
+        }
+        return best;
+    }
+
+    private static double Round(double value) => Math.Round(value, 3);
+
+    private static void Progress(string text) => Console.Error.WriteLine($"bench: {text}");
+
+    private static void Print(JsonObject results, bool json)
+    {
+        if (json)
+        {
+            Console.WriteLine(results.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+            return;
+        }
+        var width = results.Max(p => p.Key.Length);
+        foreach (var (name, value) in results)
+        {
+            Console.WriteLine($"{name.PadRight(width)}  {value}");
+        }
+    }
+
+    /// <summary>Clients, each with its own connector (one connection, like one engine worker) and its own chunk.</summary>
+    private sealed class ClientSet : IAsyncDisposable
+    {
+        private readonly LmConnector[] _connectors;
+        private readonly MemoryObject[] _sources;
+        private readonly NativeSlabAllocator _allocator;
+        private readonly int _keysPerClient;
+        private long _errors;
+
+        private ClientSet(LmConnector[] connectors, MemoryObject[] sources, NativeSlabAllocator allocator, int keysPerClient)
+        {
+            _connectors = connectors;
+            _sources = sources;
+            _allocator = allocator;
+            _keysPerClient = keysPerClient;
+        }
+
+        public long Errors => Interlocked.Read(ref _errors);
+
+        public static CacheEngineKey Key(int client, int index) =>
+            new("vllm", "bench/lm", 1, 0, Convert.ToHexStringLower(BitConverter.GetBytes(((long)client << 32) | (uint)index)).PadLeft(64, '0'));
+
+        public static async Task<ClientSet> CreateAsync(IPEndPoint endpoint, int clients, int keysPerClient, int chunkBytes, CancellationToken cancellationToken)
+        {
+            // Sources plus one receive block per client.
+            var allocator = new NativeSlabAllocator(2L * clients * (chunkBytes + 4096L));
+            var metadata = new MemoryObjectMetadata(new KvShape(chunkBytes / 2, 0, 0, 0), KvDType.BFloat16, MemoryFormat.KV2LTD);
+            var connectors = new LmConnector[clients];
+            var sources = new MemoryObject[clients];
+            for (var c = 0; c < clients; c++)
+            {
+                connectors[c] = new LmConnector(new LmConnectorOptions { Host = endpoint.Address.ToString(), Port = endpoint.Port, Connections = 1, OperationTimeout = TimeSpan.FromMinutes(2) });
+                if (!allocator.TryAllocate(metadata, out var source))
+                {
+                    throw new InvalidOperationException("bench allocator too small");
+                }
+                new Random(c).NextBytes(source.Span);
+                sources[c] = source;
+                for (var k = 0; k < keysPerClient; k++)
+                {
+                    await connectors[c].PutAsync(Key(c, k), source, cancellationToken).ConfigureAwait(false);
+                }
+            }
+            var set = new ClientSet(connectors, sources, allocator, keysPerClient);
+            // Check once, outside the timed loops, that what comes back is what went in.
+            for (var c = 0; c < clients; c++)
+            {
+                using var read = await connectors[c].GetAsync(Key(c, 0), allocator, cancellationToken).ConfigureAwait(false);
+                if (read is null || !read.Span.SequenceEqual(sources[c].Span))
+                {
+                    set._errors++;
+                    await Console.Error.WriteLineAsync($"bench: client {c} read back wrong bytes").ConfigureAwait(false);
+                }
+            }
+            return set;
+        }
+
+        public async Task<double> PutAsync(int perClient, CancellationToken cancellationToken)
+        {
+            var stopwatch = Stopwatch.StartNew();
+            await Task.WhenAll(Enumerable.Range(0, _connectors.Length).Select(c => Task.Run(async () =>
+            {
+                for (var i = 0; i < perClient; i++)
+                {
+                    await _connectors[c].PutAsync(Key(c, i % _keysPerClient), _sources[c], cancellationToken).ConfigureAwait(false);
+                }
+                // PUT has no reply: a HEALTH behind them returns once the server has consumed every byte.
+                await _connectors[c].PingAsync(cancellationToken).ConfigureAwait(false);
+            }, cancellationToken))).ConfigureAwait(false);
+            return (double)_sources[0].Length * perClient * _connectors.Length / stopwatch.Elapsed.TotalSeconds / GB;
+        }
+
+        public async Task<double> GetAsync(int perClient, CancellationToken cancellationToken)
+        {
+            var stopwatch = Stopwatch.StartNew();
+            await Task.WhenAll(Enumerable.Range(0, _connectors.Length).Select(c => Task.Run(async () =>
+            {
+                for (var i = 0; i < perClient; i++)
+                {
+                    using var read = await _connectors[c].GetAsync(Key(c, i % _keysPerClient), _allocator, cancellationToken).ConfigureAwait(false);
+                    if (read is null)
+                    {
+                        Interlocked.Increment(ref _errors);
+                    }
+                }
+            }, cancellationToken))).ConfigureAwait(false);
+            return (double)_sources[0].Length * perClient * _connectors.Length / stopwatch.Elapsed.TotalSeconds / GB;
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            foreach (var connector in _connectors)
+            {
+                await connector.DisposeAsync().ConfigureAwait(false);
+            }
+            foreach (var source in _sources)
+            {
+                source.Release();
+            }
+            _allocator.Dispose();
+        }
+    }
+}
