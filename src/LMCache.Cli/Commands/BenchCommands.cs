@@ -22,5 +22,6 @@ internal static class BenchCommands
     private static IEnumerable<Command> Targets()
     {
         yield return LmBench.Create();
+        yield return StorageBench.Create();
     }
 }

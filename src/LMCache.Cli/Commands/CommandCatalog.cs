@@ -11,6 +11,7 @@ internal static class CommandCatalog
 {
     public static IEnumerable<Command> All()
     {
+        yield return DemoCommand.Create();
         yield return ConfigCommands.Create();
         yield return ServerCommand.Create();
         yield return BenchCommands.Create();

@@ -50,9 +50,23 @@ internal static class ConfigCommands
         });
         group.Subcommands.Add(show);
 
-        var keys = new Command("keys", "List every configuration key with its type, default, environment variable and meaning.") { CommonOptions.Json() };
+        var markdownOption = new Option<bool>("--markdown") { Description = "Print a Markdown table (the README's configuration reference is generated with this)." };
+        var keys = new Command("keys", "List every configuration key with its type, default, environment variable and meaning.") { markdownOption };
         keys.SetAction(parse =>
         {
+            if (parse.GetValue(markdownOption))
+            {
+                Console.WriteLine("| key | type | default | environment variable | meaning |");
+                Console.WriteLine("| --- | --- | --- | --- | --- |");
+                foreach (var definition in ConfigKeys.All.Where(d => d.IsSupported))
+                {
+                    Console.WriteLine($"| `{definition.Name}` | {definition.KindDescription} | `{ConfigKeyDefinition.Format(definition.DefaultValue)}` | `{definition.EnvironmentVariable}` | {definition.Description} |");
+                }
+                Console.WriteLine();
+                Console.WriteLine("Accepted for compatibility with the original, without effect here (a warning names them when set): " +
+                    string.Join(", ", ConfigKeys.All.Where(d => !d.IsSupported).Select(d => $"`{d.Name}`")) + ".");
+                return 0;
+            }
             foreach (var definition in ConfigKeys.All)
             {
                 Console.WriteLine($"{definition.Name} ({definition.KindDescription}, default {ConfigKeyDefinition.Format(definition.DefaultValue)}, env {definition.EnvironmentVariable}){(definition.IsSupported ? "" : " [no effect]")}");
