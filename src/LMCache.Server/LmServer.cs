@@ -12,6 +12,7 @@ using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
+using LMCache.Storage.LocalDisk;
 
 namespace LMCache.Server;
 
@@ -41,6 +42,7 @@ public sealed class LmServer : IAsyncDisposable
     private long _putsRejected;
     private long _bytesReceived;
     private long _bytesSent;
+    private long _spillHits;
     private int _state;   // 0 = new, 1 = started, 2 = stopped
 
     /// <summary>Creates a server; nothing is bound until <see cref="StartAsync"/>.</summary>
@@ -56,6 +58,19 @@ public sealed class LmServer : IAsyncDisposable
         MaxPayloadBytes = Math.Min(Math.Min(options.MaxPayloadBytes, options.CapacityBytes), int.MaxValue);
         AuthTokenBytes = options.AuthToken is null ? null : Encoding.UTF8.GetBytes(options.AuthToken);
         Store = new LmEntryStore(options.CapacityBytes);
+        if (options.SpillFolder is not null)
+        {
+            try
+            {
+                Store.Spill = new LocalDiskBackend(options.SpillFolder, options.SpillCapacityBytes, Store,
+                    logger: LoggerFactory.CreateLogger<LocalDiskBackend>());
+            }
+            catch
+            {
+                Store.Dispose();
+                throw;
+            }
+        }
         _meter = new Meter("LMCache.Server");
         CreateInstruments();
     }
@@ -126,7 +141,10 @@ public sealed class LmServer : IAsyncDisposable
         Interlocked.Read(ref _totalConnections),
         Interlocked.Read(ref _connectionErrors),
         Interlocked.Read(ref _bytesReceived),
-        Interlocked.Read(ref _bytesSent));
+        Interlocked.Read(ref _bytesSent),
+        Store.Spilled,
+        Interlocked.Read(ref _spillHits),
+        Store.Spill?.Count ?? 0);
 
     /// <summary>The counters in the Prometheus text exposition format (what <c>GET /metrics</c> returns).</summary>
     public string FormatPrometheus()
@@ -148,6 +166,9 @@ public sealed class LmServer : IAsyncDisposable
         Append(builder, "lmcache_server_connection_errors_total", "counter", "Connections closed for a protocol error, timeout or broken socket.", s.ConnectionErrors);
         Append(builder, "lmcache_server_received_bytes_total", "counter", "PUT payload bytes received.", s.BytesReceived);
         Append(builder, "lmcache_server_sent_bytes_total", "counter", "GET and LIST payload bytes sent.", s.BytesSent);
+        Append(builder, "lmcache_server_spilled_total", "counter", "Evicted entries written to the disk spill.", s.Spilled);
+        Append(builder, "lmcache_server_spill_hits_total", "counter", "GETs served from the disk spill.", s.SpillHits);
+        Append(builder, "lmcache_server_spill_keys", "gauge", "Entries in the disk spill.", s.SpillKeys);
         return builder.ToString();
 
         static void Append(StringBuilder builder, string name, string type, string help, long value) =>
@@ -175,7 +196,7 @@ public sealed class LmServer : IAsyncDisposable
             await _metricsApp.StopAsync(cancellationToken).ConfigureAwait(false);
             await _metricsApp.DisposeAsync().ConfigureAwait(false);
         }
-        Store.Dispose();
+        await DisposeStoreAsync().ConfigureAwait(false);
         ServerLog.Stopped(Logger);
     }
 
@@ -184,7 +205,7 @@ public sealed class LmServer : IAsyncDisposable
     {
         if (Interlocked.CompareExchange(ref _state, 2, 0) == 0)
         {
-            Store.Dispose();
+            await DisposeStoreAsync().ConfigureAwait(false);
         }
         else
         {
@@ -201,6 +222,18 @@ public sealed class LmServer : IAsyncDisposable
     internal void CountReceived(long bytes) => Interlocked.Add(ref _bytesReceived, bytes);
 
     internal void CountSent(long bytes) => Interlocked.Add(ref _bytesSent, bytes);
+
+    internal void CountSpillHit() => Interlocked.Increment(ref _spillHits);
+
+    private async Task DisposeStoreAsync()
+    {
+        if (Store.Spill is { } spill)
+        {
+            // Queued spill writes hold references into the pool: let them finish before the pool goes.
+            await spill.DisposeAsync().ConfigureAwait(false);
+        }
+        Store.Dispose();
+    }
 
     private async Task AcceptLoopAsync()
     {

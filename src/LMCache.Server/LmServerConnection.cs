@@ -5,6 +5,7 @@ using System.Net.Sockets;
 using System.Security.Authentication;
 using System.Security.Cryptography;
 using LMCache.Core.Keys;
+using LMCache.Core.Memory;
 using LMCache.Protocol;
 using Microsoft.Extensions.Logging;
 
@@ -94,8 +95,9 @@ internal sealed class LmServerConnection
                     failure = $"{header.Command} before AUTH, and this server requires a token";
                     return;
                 }
+                var key = default(CacheEngineKey);
                 if (header.Command is LmCommand.Put or LmCommand.Get or LmCommand.Exist
-                    && !CacheEngineKey.TryParse(header.Key, out _, out error))
+                    && !CacheEngineKey.TryParse(header.Key, out key, out error))
                 {
                     failure = $"bad key in {header.Command} '{Truncate(header.Key)}': {error}";
                     return;
@@ -104,13 +106,13 @@ internal sealed class LmServerConnection
                 switch (header.Command)
                 {
                     case LmCommand.Put:
-                        await PutAsync(stream, header, payloadTimeout.Token).ConfigureAwait(false);
+                        await PutAsync(stream, header, key, payloadTimeout.Token).ConfigureAwait(false);
                         break;
                     case LmCommand.Get:
-                        await GetAsync(stream, header.Key, payloadTimeout.Token).ConfigureAwait(false);
+                        await GetAsync(stream, header.Key, key, payloadTimeout.Token).ConfigureAwait(false);
                         break;
                     case LmCommand.Exist:
-                        await ReplyAsync(stream, _server.Store.Contains(header.Key) ? LmReplyHeader.Ok : LmReplyHeader.Fail, payloadTimeout.Token).ConfigureAwait(false);
+                        await ReplyAsync(stream, _server.Store.Contains(header.Key) || _server.Store.Spill?.Contains(key) == true ? LmReplyHeader.Ok : LmReplyHeader.Fail, payloadTimeout.Token).ConfigureAwait(false);
                         break;
                     case LmCommand.Health:
                         await ReplyAsync(stream, LmReplyHeader.Ok, payloadTimeout.Token).ConfigureAwait(false);
@@ -157,10 +159,19 @@ internal sealed class LmServerConnection
         }
     }
 
-    private async Task PutAsync(Stream stream, LmRequestHeader header, CancellationToken cancellationToken)
+    private async Task PutAsync(Stream stream, LmRequestHeader header, CacheEngineKey key, CancellationToken cancellationToken)
     {
         var length = header.Length;
-        if (!_server.Store.TryAllocate(length, out var block))
+        // Keep the real metadata when the header describes exactly the payload (what every LMCache client sends), so
+        // the disk spill can restore fmt/dtype/shape; anything else is kept as opaque bytes with its raw wire fields.
+        var spillable = header.TryGetMetadata(out var metadata) && metadata.ByteLength == length;
+        if (!spillable)
+        {
+            metadata = MemoryObjectMetadata.Opaque(length);
+        }
+        MemoryObject? block = null;
+        if (length > 0 && !_server.Store.TryAllocate(metadata, out block)
+            && (block = await AllocateAfterSpillAsync(metadata, cancellationToken).ConfigureAwait(false)) is null)
         {
             _server.CountPutRejected();
             ServerLog.PutRejected(Logger, _id, header.Key, length);
@@ -182,13 +193,26 @@ internal sealed class LmServerConnection
         _server.CountReceived(length);
         // The original decodes code 1 and 2 as float16 and re-encodes 2; store what it would send back.
         var dtype = header.DTypeCode == 1 ? 2 : header.DTypeCode;
-        _server.Store.Commit(header.Key, new StoredEntry(block, length, header.Format, dtype, header.Shape));
+        _server.Store.Commit(header.Key, new StoredEntry(key, block, length, header.Format, dtype, header.Shape, spillable));
     }
 
-    private async Task GetAsync(Stream stream, string key, CancellationToken cancellationToken)
+    private async Task<MemoryObject?> AllocateAfterSpillAsync(MemoryObjectMetadata metadata, CancellationToken cancellationToken)
     {
-        if (!_server.Store.TryAcquire(key, out var entry))
+        // Evicted entries keep their memory until the spill has written them: wait for those writes (back-pressure on
+        // this client only), then try again, instead of dropping the PUT.
+        if (_server.Store.Spill is not { } spill)
         {
+            return null;
+        }
+        await spill.FlushAsync(cancellationToken).ConfigureAwait(false);
+        return _server.Store.TryAllocate(metadata, out var block) ? block : null;
+    }
+
+    private async Task GetAsync(Stream stream, string text, CacheEngineKey key, CancellationToken cancellationToken)
+    {
+        if (!_server.Store.TryAcquire(text, out var entry) && (entry = await ReadSpillAsync(text, key, cancellationToken).ConfigureAwait(false)) is null)
+        {
+            _server.Store.RecordMiss();
             await ReplyAsync(stream, LmReplyHeader.Fail, cancellationToken).ConfigureAwait(false);
             return;
         }
@@ -207,9 +231,41 @@ internal sealed class LmServerConnection
         }
     }
 
+    private async Task<StoredEntry?> ReadSpillAsync(string text, CacheEngineKey key, CancellationToken cancellationToken)
+    {
+        if (_server.Store.Spill is not { } spill || !spill.Contains(key))
+        {
+            return null;
+        }
+        // The disk tier validates length and checksum and allocates from the store's pool (evicting if needed). The
+        // pool may be held by spill writes of just-evicted entries: then wait for those and try once more.
+        var chunk = await spill.GetAsync(key, cancellationToken).ConfigureAwait(false);
+        if (chunk is null && spill.Contains(key))
+        {
+            await spill.FlushAsync(cancellationToken).ConfigureAwait(false);
+            chunk = await spill.GetAsync(key, cancellationToken).ConfigureAwait(false);
+        }
+        if (chunk is null)
+        {
+            return null;
+        }
+        var metadata = chunk.Metadata;
+        var entry = new StoredEntry(key, chunk, chunk.Length, (int)metadata.Format, metadata.DType.ToWireCode(), metadata.Shape, Spillable: true);
+        // Promote: the store takes over our reference and hands back one for this GET.
+        var served = _server.Store.Promote(text, entry);
+        _server.CountSpillHit();
+        return served;
+    }
+
     private async Task ListAsync(Stream stream, CancellationToken cancellationToken)
     {
-        var payload = LmWire.EncodeKeyList(_server.Store.Keys());
+        var keys = _server.Store.Keys();
+        if (_server.Store.Spill is { } spill)
+        {
+            var inMemory = new HashSet<string>(keys, StringComparer.Ordinal);
+            keys.AddRange(spill.Snapshot().Select(e => e.Key.ToString()).Where(k => !inMemory.Contains(k)));
+        }
+        var payload = LmWire.EncodeKeyList(keys);
         await ReplyAsync(stream, LmReplyHeader.ListReply(payload.Length), cancellationToken).ConfigureAwait(false);
         await stream.WriteAsync(payload, cancellationToken).ConfigureAwait(false);
         _server.CountSent(payload.Length);

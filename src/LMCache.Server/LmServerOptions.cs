@@ -30,6 +30,16 @@ public sealed class LmServerOptions
     /// </summary>
     public long MaxPayloadBytes { get; set; } = GiB;
 
+    /// <summary>
+    /// Folder of the optional disk spill (<c>--disk-path</c>): entries evicted from memory are written there (the
+    /// foundation's disk tier: atomic checksummed files, index rebuilt on restart) and read back on a GET. Entries whose
+    /// header does not describe their payload (unknown format/shape) are not spilled. Defaults to null (off).
+    /// </summary>
+    public string? SpillFolder { get; set; }
+
+    /// <summary>Size limit of the spill folder in bytes (<c>--disk-size</c>, GiB on the command line). Defaults to 0 (required with <see cref="SpillFolder"/>).</summary>
+    public long SpillCapacityBytes { get; set; }
+
     /// <summary>Connections served at once; further ones are closed on accept and logged. Defaults to 1024.</summary>
     public int MaxConnections { get; set; } = 1024;
 
@@ -108,6 +118,14 @@ public sealed class LmServerOptions
         if (MetricsPort is < 0 or > 65535)
         {
             problems.Add($"metrics port {MetricsPort} is outside 0..65535");
+        }
+        if (SpillFolder is not null && SpillCapacityBytes < 1 << 20)
+        {
+            problems.Add($"disk size {SpillCapacityBytes} bytes is below 1 MiB; give --disk-size with --disk-path");
+        }
+        if (SpillFolder is null && SpillCapacityBytes > 0)
+        {
+            problems.Add("a disk size was given without a disk path");
         }
         if (SocketBufferBytes < 0)
         {

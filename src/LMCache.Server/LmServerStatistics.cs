@@ -16,6 +16,9 @@ namespace LMCache.Server;
 /// <param name="ConnectionErrors">Connections closed because of a protocol error, a timeout or a broken socket.</param>
 /// <param name="BytesReceived">Payload bytes received (PUT).</param>
 /// <param name="BytesSent">Payload bytes sent (GET, LIST).</param>
+/// <param name="Spilled">Evicted entries handed to the disk spill.</param>
+/// <param name="SpillHits">GETs served from the disk spill (and promoted back to memory).</param>
+/// <param name="SpillKeys">Entries in the disk spill now.</param>
 public sealed record LmServerStatistics(
     long Keys,
     long Bytes,
@@ -31,4 +34,7 @@ public sealed record LmServerStatistics(
     long TotalConnections,
     long ConnectionErrors,
     long BytesReceived,
-    long BytesSent);
+    long BytesSent,
+    long Spilled,
+    long SpillHits,
+    long SpillKeys);

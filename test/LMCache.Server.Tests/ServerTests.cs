@@ -118,3 +118,92 @@ public sealed class ServerTests
         await Task.CompletedTask;
     }
 }
+
+/// <summary>The optional disk spill (the foundation's disk tier) behind the server's memory.</summary>
+[Trait("Category", "Integration")]
+public sealed class SpillTests
+{
+    private static CancellationToken Ct => TestContext.Current.CancellationToken;
+
+    [Fact]
+    public async Task EvictedEntriesAreServedFromDiskAndSurviveARestart()
+    {
+        using var folder = new TempFolder();
+        var metadata = new MemoryObjectMetadata(KvShape.Kv2Ltd(2, 1024, 128), KvDType.BFloat16, MemoryFormat.KV2LTD);   // 1 MiB
+        void Configure(LmServerOptions o)
+        {
+            o.CapacityBytes = 4L << 20;
+            o.SpillFolder = folder.Path;
+            o.SpillCapacityBytes = 64L << 20;
+        }
+        using var allocator = new NativeSlabAllocator(8L << 20);
+        await using (var harness = await ServerHarness.StartAsync(Configure))
+        {
+            await using var connector = harness.CreateConnector(connections: 1);
+            for (var i = 0; i < 12; i++)
+            {
+                using var chunk = TestChunks.Create(allocator, i, metadata);
+                await connector.PutAsync(TestChunks.Key(i), chunk, Ct);
+            }
+            Assert.True(await connector.PingAsync(Ct));
+            await harness.Server.Store.Spill!.FlushAsync(Ct);
+            var stats = harness.Server.GetStatistics();
+            Assert.True(stats.Evictions >= 8);
+            Assert.Equal(stats.Evictions, stats.Spilled);
+
+            // Key 0 left memory long ago: EXIST sees it on disk, GET reads it back with its metadata.
+            Assert.Equal(stats.Spilled, harness.Server.Store.Spill.Count);
+            Assert.Equal(0, stats.PutsRejected);
+            Assert.Equal(12, await connector.ExistsPrefixAsync(Enumerable.Range(0, 12).Select(i => TestChunks.Key(i)).ToArray(), Ct));
+            using (var read = await connector.GetAsync(TestChunks.Key(0), allocator, Ct))
+            {
+                Assert.NotNull(read);
+                Assert.Equal(metadata, read.Metadata);
+                Assert.True(TestChunks.Matches(read, 0));
+            }
+            Assert.Equal(1, harness.Server.GetStatistics().SpillHits);
+            var listed = await connector.ListKeysAsync(Ct);
+            Assert.Equal(12, listed.Count);
+        }
+
+        // A new server over the same folder finds what was spilled.
+        await using (var restarted = await ServerHarness.StartAsync(Configure))
+        {
+            await using var connector = restarted.CreateConnector(connections: 1);
+            using var read = await connector.GetAsync(TestChunks.Key(1), allocator, Ct);
+            Assert.NotNull(read);
+            Assert.True(TestChunks.Matches(read, 1));
+        }
+    }
+
+    [Fact]
+    public async Task OverwriteRemovesTheStaleSpilledCopy()
+    {
+        using var folder = new TempFolder();
+        var metadata = new MemoryObjectMetadata(KvShape.Kv2Ltd(2, 1024, 128), KvDType.BFloat16, MemoryFormat.KV2LTD);   // 1 MiB
+        await using var harness = await ServerHarness.StartAsync(o =>
+        {
+            o.CapacityBytes = 4L << 20;
+            o.SpillFolder = folder.Path;
+            o.SpillCapacityBytes = 64L << 20;
+        });
+        await using var connector = harness.CreateConnector(connections: 1);
+        using var allocator = new NativeSlabAllocator(8L << 20);
+        for (var i = 0; i < 8; i++)
+        {
+            using var chunk = TestChunks.Create(allocator, i, metadata);
+            await connector.PutAsync(TestChunks.Key(i), chunk, Ct);
+        }
+        Assert.True(await connector.PingAsync(Ct));
+        await harness.Server.Store.Spill!.FlushAsync(Ct);
+        Assert.True(harness.Server.Store.Spill.Contains(TestChunks.Key(0)));
+        using (var chunk = TestChunks.Create(allocator, 100, metadata))
+        {
+            await connector.PutAsync(TestChunks.Key(0), chunk, Ct);
+        }
+        Assert.True(await connector.PingAsync(Ct));
+        Assert.False(harness.Server.Store.Spill.Contains(TestChunks.Key(0)));
+        using var read = await connector.GetAsync(TestChunks.Key(0), allocator, Ct);
+        Assert.True(TestChunks.Matches(read!, 100));
+    }
+}

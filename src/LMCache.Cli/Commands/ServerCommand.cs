@@ -37,6 +37,8 @@ internal static class ServerCommand
             Description = "Connections served at once. Default 1024.",
             DefaultValueFactory = _ => 1024,
         };
+        var diskPath = new Option<string?>("--disk-path") { Description = "Spill evicted entries to this folder (atomic checksummed files, kept across restarts). Needs --disk-size. Off by default." };
+        var diskSize = new Option<double>("--disk-size") { Description = "Size limit of --disk-path in GiB." };
         var metricsPort = new Option<int?>("--metrics-port") { Description = "Serve Prometheus text on http://HOST:PORT/metrics. Off by default." };
         var token = new Option<string?>("--auth-token")
         {
@@ -47,7 +49,7 @@ internal static class ServerCommand
 
         var command = new Command("server", "Run the lm:// cache server (drop-in for the original's lmcache_server).")
         {
-            host, port, device, maxSize, maxPayload, maxConnections, metricsPort, token, tlsCert, tlsKey,
+            host, port, device, maxSize, maxPayload, maxConnections, diskPath, diskSize, metricsPort, token, tlsCert, tlsKey,
         };
         command.SetAction(async (parse, cancellationToken) =>
         {
@@ -72,6 +74,8 @@ internal static class ServerCommand
                 CapacityBytes = (long)(parse.GetValue(maxSize) * LmServerOptions.GiB),
                 MaxPayloadBytes = (long)(parse.GetValue(maxPayload) * LmServerOptions.GiB),
                 MaxConnections = parse.GetValue(maxConnections),
+                SpillFolder = parse.GetValue(diskPath),
+                SpillCapacityBytes = (long)(parse.GetValue(diskSize) * LmServerOptions.GiB),
                 MetricsPort = parse.GetValue(metricsPort),
                 AuthToken = parse.GetValue(token) ?? NullIfEmpty(Environment.GetEnvironmentVariable("LMCACHE_SERVER_TOKEN")),
                 TlsCertificate = certificate,
