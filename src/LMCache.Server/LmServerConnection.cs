@@ -148,6 +148,11 @@ internal sealed class LmServerConnection
         {
             failure = ex is IOException { InnerException: SocketException inner } ? inner.Message : ex.Message;
         }
+        catch (Exception ex)
+        {
+            // Whatever else goes wrong with one connection ends that connection only; the server keeps serving.
+            failure = $"internal error {ex.GetType().Name}: {ex.Message}";
+        }
         finally
         {
             if (failure is not null)
