@@ -26,8 +26,10 @@ namespace LMCache.Connectors.Lm;
 /// <item>GET replies are validated: the length must equal what <c>fmt</c>/dtype/shape describe, else the payload is
 /// drained and the call is a miss. The payload is read straight into an object from the caller's allocator; when
 /// that allocator is full the payload is drained (keeping the stream in step) and the call is a miss.</item>
-/// <item>PUT has no reply in the protocol: a put "succeeds" once its bytes were handed to the socket. A server that
-/// drops it (no room, bad key) is only visible as a later miss, or as a closed connection on the next call.</item>
+/// <item>PUT has no reply in the protocol. By default (<see cref="LmConnectorOptions.ConfirmPuts"/>) each PUT is followed by
+/// a HEALTH on the same connection, whose answer means the server consumed the PUT: the entry is then visible on every
+/// connection, and a server that closed the connection over it is an error, not a silent loss. A server that read the
+/// PUT but dropped it (no room) is still only visible as a later miss.</item>
 /// </list>
 /// </remarks>
 public sealed class LmConnector : IRemoteConnector
@@ -228,12 +230,27 @@ public sealed class LmConnector : IRemoteConnector
             ConnectorLog.KeyTooLong(_logger, Description, text);
             return;
         }
-        await ExecuteAsync("put", (text, payload), static async (connection, state, token) =>
+        await ExecuteAsync("put", (text, payload, _options.ConfirmPuts), static async (connection, state, token) =>
         {
-            var (key, payload) = state;
+            var (key, payload, confirm) = state;
             LmRequestHeader.Put(key, payload.Length, payload.Metadata).WriteTo(connection.RequestBuffer);
             await connection.Stream.WriteAsync(connection.RequestBuffer.AsMemory(0, LmRequestHeader.Size), token).ConfigureAwait(false);
             await connection.Stream.WriteAsync(payload.Memory, token).ConfigureAwait(false);
+            if (confirm)
+            {
+                // PUT has no reply; a HEALTH right behind it is answered only after the server consumed the PUT, so the
+                // entry is visible to every connection when this returns, and a server that closed the connection over
+                // this PUT shows here as an error instead of a silent loss.
+                LmRequestHeader.Health().WriteTo(connection.RequestBuffer);
+                await connection.Stream.WriteAsync(connection.RequestBuffer.AsMemory(0, LmRequestHeader.Size), token).ConfigureAwait(false);
+                await connection.Stream.ReadExactlyAsync(connection.ReplyBuffer.AsMemory(0, LmReplyHeader.Size), token).ConfigureAwait(false);
+                var reply = LmReplyHeader.Read(connection.ReplyBuffer);
+                var error = reply.Validate(0) ?? (reply.IsSuccess ? null : $"code {(int)reply.Code}");
+                if (error is not null)
+                {
+                    throw new LmConnectionException($"unexpected HEALTH reply after PUT: {error}");
+                }
+            }
             return true;
         }, cancellationToken).ConfigureAwait(false);
     }

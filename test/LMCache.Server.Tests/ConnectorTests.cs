@@ -269,6 +269,26 @@ public sealed class ConnectorTests
     }
 
     [Fact]
+    public async Task PutThatTheServerRefusesFailsInsteadOfVanishing()
+    {
+        await using var harness = await ServerHarness.StartAsync(o => o.MaxPayloadBytes = 64 * 1024);
+        await using var connector = harness.CreateConnector(connections: 1);
+        using var allocator = new NativeSlabAllocator(16L << 20);
+        var big = new MemoryObjectMetadata(KvShape.Kv2Ltd(2, 512, 64), KvDType.BFloat16, MemoryFormat.KV2LTD);   // 256 KiB
+        using (var chunk = TestChunks.Create(allocator, 1, big))
+        {
+            await Assert.ThrowsAnyAsync<Exception>(async () => await connector.PutAsync(TestChunks.Key(1), chunk, Ct));
+        }
+        // The broken connection was replaced: the next put and read work.
+        using (var small = TestChunks.Create(allocator, 2))
+        {
+            await connector.PutAsync(TestChunks.Key(2), small, Ct);
+        }
+        using var read = await connector.GetAsync(TestChunks.Key(2), allocator, Ct);
+        Assert.True(TestChunks.Matches(read!, 2));
+    }
+
+    [Fact]
     public void UrlParsingRejectsWhatItCannotUse()
     {
         var options = LmConnectorOptions.Parse("lm://localhost:65432", new LMCacheEngineOptions { BlockingTimeoutSecs = 3 });
@@ -277,5 +297,7 @@ public sealed class ConnectorTests
         Assert.Throws<Core.Diagnostics.LMCacheConfigurationException>(() => LmConnectorOptions.Parse("lm://localhost:1?connections=0"));
         Assert.Throws<Core.Diagnostics.LMCacheConfigurationException>(() => LmConnectorOptions.Parse("lm://localhost:1?bogus=1"));
         Assert.Equal("lm://h:1?token=***&tls=true", LmConnectorOptions.Redact("lm://h:1?token=abc&tls=true"));
+        Assert.False(LmConnectorOptions.Parse("lm://h:1?confirm_puts=false").ConfirmPuts);
+        Assert.True(LmConnectorOptions.Parse("lm://h:1").ConfirmPuts);
     }
 }

@@ -44,6 +44,7 @@ internal sealed class ServerHarness : IAsyncDisposable
             AuthToken = parsed.AuthToken,
             UseTls = parsed.UseTls,
             TlsCaFile = parsed.TlsCaFile,
+            ConfirmPuts = parsed.ConfirmPuts,
             OperationTimeout = timeout ?? TimeSpan.FromSeconds(30),
         });
     }

@@ -207,3 +207,65 @@ public sealed class SpillTests
         Assert.True(TestChunks.Matches(read!, 100));
     }
 }
+
+/// <summary>Never wrong bytes under capacity pressure: concurrent writers and readers while the server evicts.</summary>
+[Trait("Category", "Integration")]
+public sealed class PressureTests
+{
+    [Fact]
+    public async Task EveryReadIsTheStoredBytesOrAMissWhileEvicting()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        await using var harness = await ServerHarness.StartAsync(o => o.CapacityBytes = 4L << 20);
+        var metadata = new MemoryObjectMetadata(KvShape.Kv2Ltd(2, 256, 128), KvDType.BFloat16, MemoryFormat.KV2LTD);   // 256 KiB
+        using var allocator = new NativeSlabAllocator(64L << 20);
+        const int Keys = 96;
+        long hits = 0, misses = 0, wrong = 0;
+
+        async Task WriterAsync(int writer)
+        {
+            await using var connector = harness.CreateConnector(connections: 1);
+            for (var i = writer; i < Keys; i += 2)
+            {
+                using (var chunk = TestChunks.Create(allocator, i, metadata))
+                {
+                    await connector.PutAsync(TestChunks.Key(i), chunk, ct);
+                }
+                await connector.PingAsync(ct);
+            }
+        }
+
+        async Task ReaderAsync(int reader)
+        {
+            await using var connector = harness.CreateConnector(connections: 2);
+            var random = new Random(reader);
+            for (var n = 0; n < 150; n++)
+            {
+                var i = random.Next(Keys);
+                using var read = await connector.GetAsync(TestChunks.Key(i), allocator, ct);
+                if (read is null)
+                {
+                    Interlocked.Increment(ref misses);
+                }
+                else if (read.Metadata == metadata && TestChunks.Matches(read, i))
+                {
+                    Interlocked.Increment(ref hits);
+                }
+                else
+                {
+                    Interlocked.Increment(ref wrong);
+                }
+            }
+        }
+
+        await Task.WhenAll(WriterAsync(0), WriterAsync(1), ReaderAsync(1), ReaderAsync(2), ReaderAsync(3));
+        var stats = harness.Server.GetStatistics();
+        Assert.Equal(0, wrong);
+        Assert.Equal(450, hits + misses);
+        Assert.True(hits > 0);
+        Assert.True(stats.Evictions > 0);
+        Assert.True(stats.PoolUsedBytes <= stats.CapacityBytes);
+        Assert.Equal(0, stats.ConnectionErrors);
+        Assert.Equal(0, allocator.OutstandingObjects);
+    }
+}
