@@ -15,7 +15,7 @@ namespace LMCache.Cli.Commands.Bench;
 /// <summary>
 /// <c>lmcache bench lm</c>: PUT and GET throughput of 32 MiB chunks through our connector against our server on
 /// loopback, with one client and with many, beside a plain socket copy of the same bytes in the same run (the
-/// physical ceiling); then the server's peak resident size under a write load of 4 × its capacity, in a separate
+/// physical ceiling), all taking turns pass after pass; then the server's peak resident size under a write load of 4 × its capacity, in a separate
 /// process.
 /// </summary>
 internal static class LmBench
@@ -28,7 +28,7 @@ internal static class LmBench
         var chunkMib = new Option<int>("--chunk-mib") { Description = "Chunk size in MiB (32 = one Llama-3.1-8B bf16 chunk of 256 tokens).", DefaultValueFactory = _ => 32 };
         var clients = new Option<int>("--clients") { Description = "Concurrent clients of the multi-client run.", DefaultValueFactory = _ => 16 };
         var rounds = new Option<int>("--rounds") { Description = "Chunks moved per measured pass with one client (the multi-client run moves the same total).", DefaultValueFactory = _ => 32 };
-        var passes = new Option<int>("--passes") { Description = "Measured passes; the best is reported (one warm-up precedes them).", DefaultValueFactory = _ => 3 };
+        var passes = new Option<int>("--passes") { Description = "Measured passes (the baseline and each measurement take turns; the best of each is reported; one warm-up pass precedes them).", DefaultValueFactory = _ => 5 };
         var memoryMaxSize = new Option<double>("--memory-max-size")
         {
             Description = "--max-size (GiB) of the server process whose resident size is checked under 4 × that much writing; 0 skips the check.",
@@ -63,37 +63,50 @@ internal static class LmBench
             ["clients"] = settings.Clients,
             ["processor_count"] = Environment.ProcessorCount,
         };
-        var totalBytes = (long)settings.ChunkBytes * settings.Rounds;
-        Progress($"loopback TCP baseline: {totalBytes / (1 << 20)} MiB through one plain socket, best of {settings.Passes}");
-        var loopback = await BestOfAsync(settings.Passes, () => MeasureLoopbackAsync(settings.ChunkBytes, settings.Rounds, cancellationToken)).ConfigureAwait(false);
-
         // Each client cycles over 2 keys of its own (so reads do not come from one cache-hot block).
         var keysPerClient = 2;
-        var capacity = Math.Max(1L << 30, ((long)settings.Clients * keysPerClient + 4) * (settings.ChunkBytes + 4096));
+        var capacity = Math.Max(1L << 30, ((long)settings.Clients + 1) * keysPerClient * (settings.ChunkBytes + 4096L) + (64L << 20));
         await using var server = new LmServer(new LmServerOptions { Host = "127.0.0.1", Port = 0, CapacityBytes = capacity, MaxPayloadBytes = settings.ChunkBytes });
         var endpoint = await server.StartAsync(cancellationToken).ConfigureAwait(false);
-        long errors = 0;
-        foreach (var clients in new[] { 1, settings.Clients }.Distinct())
+        await using var single = await ClientSet.CreateAsync(endpoint, 1, keysPerClient, settings.ChunkBytes, 0, cancellationToken).ConfigureAwait(false);
+        await using var many = await ClientSet.CreateAsync(endpoint, settings.Clients, keysPerClient, settings.ChunkBytes, 1, cancellationToken).ConfigureAwait(false);
+        var manyPerClient = Math.Max(2, settings.Rounds / settings.Clients);
+
+        // The machine may get busier or quieter during the run, so the baseline and every measurement take turns,
+        // pass after pass, and each reports its best pass: all of them see the same conditions.
+        var measurements = new (string Name, Func<Task<double>> Measure)[]
         {
-            var perClient = Math.Max(2, settings.Rounds / clients);
-            await using var run = await ClientSet.CreateAsync(endpoint, clients, keysPerClient, settings.ChunkBytes, cancellationToken).ConfigureAwait(false);
-            Progress($"{clients} client(s): PUT and GET of {clients * perClient} × {settings.ChunkBytes >> 20} MiB, best of {settings.Passes}");
-            var put = await BestOfAsync(settings.Passes, () => run.PutAsync(perClient, cancellationToken)).ConfigureAwait(false);
-            var get = await BestOfAsync(settings.Passes, () => run.GetAsync(perClient, cancellationToken)).ConfigureAwait(false);
-            errors += run.Errors;
-            var suffix = clients == 1 ? string.Empty : "_clients";
-            results["put_gbps" + suffix] = Round(put);
-            results["get_gbps" + suffix] = Round(get);
+            ("loopback_tcp_gbps", () => MeasureLoopbackAsync(settings.ChunkBytes, settings.Rounds, cancellationToken)),
+            ("put_gbps", () => single.PutAsync(settings.Rounds, cancellationToken)),
+            ("get_gbps", () => single.GetAsync(settings.Rounds, cancellationToken)),
+            ("put_gbps_clients", () => many.PutAsync(manyPerClient, cancellationToken)),
+            ("get_gbps_clients", () => many.GetAsync(manyPerClient, cancellationToken)),
+        };
+        if (settings.Clients == 1)
+        {
+            measurements = measurements[..3];
         }
-        // The ceiling again after the server runs, so a machine that got busier or quieter during the run shows.
-        Progress("loopback TCP baseline again (the best of both is the ceiling)");
-        var loopbackAfter = await BestOfAsync(settings.Passes, () => MeasureLoopbackAsync(settings.ChunkBytes, settings.Rounds, cancellationToken)).ConfigureAwait(false);
-        results["loopback_tcp_gbps_before"] = Round(loopback);
-        results["loopback_tcp_gbps_after"] = Round(loopbackAfter);
-        loopback = Math.Max(loopback, loopbackAfter);
-        results["loopback_tcp_gbps"] = Round(loopback);
-        results["put_vs_loopback"] = Round(results["put_gbps"]!.GetValue<double>() / loopback);
-        results["get_vs_loopback"] = Round(results["get_gbps"]!.GetValue<double>() / loopback);
+        Progress($"{settings.Passes} passes of: loopback socket copy, then 1 client, then {settings.Clients} clients; each moves {settings.Rounds} × {settings.ChunkBytes >> 20} MiB per direction");
+        var best = new double[measurements.Length];
+        for (var pass = -1; pass < settings.Passes; pass++)   // pass -1 warms up
+        {
+            for (var m = 0; m < measurements.Length; m++)
+            {
+                var value = await measurements[m].Measure().ConfigureAwait(false);
+                if (pass >= 0)
+                {
+                    best[m] = Math.Max(best[m], value);
+                }
+            }
+        }
+        for (var m = 0; m < measurements.Length; m++)
+        {
+            results[measurements[m].Name] = Round(best[m]);
+        }
+        long errors = single.Errors + many.Errors;
+        var loopback = best[0];
+        results["put_vs_loopback"] = Round(best[1] / loopback);
+        results["get_vs_loopback"] = Round(best[2] / loopback);
         if (settings.Clients > 1)
         {
             results["put_clients_vs_single"] = Round(results["put_gbps_clients"]!.GetValue<double>() / results["put_gbps"]!.GetValue<double>());
@@ -272,10 +285,12 @@ internal static class LmBench
 
         public long Errors => Interlocked.Read(ref _errors);
 
+        private int _group;
+
         public static CacheEngineKey Key(int client, int index) =>
             new("vllm", "bench/lm", 1, 0, Convert.ToHexStringLower(BitConverter.GetBytes(((long)client << 32) | (uint)index)).PadLeft(64, '0'));
 
-        public static async Task<ClientSet> CreateAsync(IPEndPoint endpoint, int clients, int keysPerClient, int chunkBytes, CancellationToken cancellationToken)
+        public static async Task<ClientSet> CreateAsync(IPEndPoint endpoint, int clients, int keysPerClient, int chunkBytes, int group, CancellationToken cancellationToken)
         {
             // Sources plus one receive block per client.
             var allocator = new NativeSlabAllocator(2L * clients * (chunkBytes + 4096L));
@@ -293,14 +308,14 @@ internal static class LmBench
                 sources[c] = source;
                 for (var k = 0; k < keysPerClient; k++)
                 {
-                    await connectors[c].PutAsync(Key(c, k), source, cancellationToken).ConfigureAwait(false);
+                    await connectors[c].PutAsync(Key((group << 16) + c, k), source, cancellationToken).ConfigureAwait(false);
                 }
             }
-            var set = new ClientSet(connectors, sources, allocator, keysPerClient);
+            var set = new ClientSet(connectors, sources, allocator, keysPerClient) { _group = group };
             // Check once, outside the timed loops, that what comes back is what went in.
             for (var c = 0; c < clients; c++)
             {
-                using var read = await connectors[c].GetAsync(Key(c, 0), allocator, cancellationToken).ConfigureAwait(false);
+                using var read = await connectors[c].GetAsync(Key((group << 16) + c, 0), allocator, cancellationToken).ConfigureAwait(false);
                 if (read is null || !read.Span.SequenceEqual(sources[c].Span))
                 {
                     set._errors++;
@@ -317,7 +332,7 @@ internal static class LmBench
             {
                 for (var i = 0; i < perClient; i++)
                 {
-                    await _connectors[c].PutAsync(Key(c, i % _keysPerClient), _sources[c], cancellationToken).ConfigureAwait(false);
+                    await _connectors[c].PutAsync(Key((_group << 16) + c, i % _keysPerClient), _sources[c], cancellationToken).ConfigureAwait(false);
                 }
                 // PUT has no reply: a HEALTH behind them returns once the server has consumed every byte.
                 await _connectors[c].PingAsync(cancellationToken).ConfigureAwait(false);
@@ -332,7 +347,7 @@ internal static class LmBench
             {
                 for (var i = 0; i < perClient; i++)
                 {
-                    using var read = await _connectors[c].GetAsync(Key(c, i % _keysPerClient), _allocator, cancellationToken).ConfigureAwait(false);
+                    using var read = await _connectors[c].GetAsync(Key((_group << 16) + c, i % _keysPerClient), _allocator, cancellationToken).ConfigureAwait(false);
                     if (read is null)
                     {
                         Interlocked.Increment(ref _errors);
