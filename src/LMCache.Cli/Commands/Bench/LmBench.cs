@@ -63,20 +63,22 @@ internal static class LmBench
             ["clients"] = settings.Clients,
             ["processor_count"] = Environment.ProcessorCount,
         };
-        // Each client cycles over 2 keys of its own (so reads do not come from one cache-hot block).
-        var keysPerClient = 2;
-        var capacity = Math.Max(1L << 30, ((long)settings.Clients + 1) * keysPerClient * (settings.ChunkBytes + 4096L) + (64L << 20));
+        // One client and N clients work on the same amount of distinct memory (N source chunks, 2 × N stored keys), and
+        // so does the socket baseline (N source chunks), so no path is flattered by a cache-resident working set.
+        var keys = 2 * settings.Clients;
+        var capacity = Math.Max(1L << 30, 2L * keys * (settings.ChunkBytes + 4096L) + (64L << 20));
         await using var server = new LmServer(new LmServerOptions { Host = "127.0.0.1", Port = 0, CapacityBytes = capacity, MaxPayloadBytes = settings.ChunkBytes });
         var endpoint = await server.StartAsync(cancellationToken).ConfigureAwait(false);
-        await using var single = await ClientSet.CreateAsync(endpoint, 1, keysPerClient, settings.ChunkBytes, 0, cancellationToken).ConfigureAwait(false);
-        await using var many = await ClientSet.CreateAsync(endpoint, settings.Clients, keysPerClient, settings.ChunkBytes, 1, cancellationToken).ConfigureAwait(false);
+        await using var loopbackPair = await LoopbackPair.CreateAsync(settings.ChunkBytes, settings.Clients, cancellationToken).ConfigureAwait(false);
+        await using var single = await ClientSet.CreateAsync(endpoint, 1, keys, settings.Clients, settings.ChunkBytes, 0, cancellationToken).ConfigureAwait(false);
+        await using var many = await ClientSet.CreateAsync(endpoint, settings.Clients, 2, 1, settings.ChunkBytes, 1, cancellationToken).ConfigureAwait(false);
         var manyPerClient = Math.Max(2, settings.Rounds / settings.Clients);
 
         // The machine may get busier or quieter during the run, so the baseline and every measurement take turns,
         // pass after pass, and each reports its best pass: all of them see the same conditions.
         var measurements = new (string Name, Func<Task<double>> Measure)[]
         {
-            ("loopback_tcp_gbps", () => MeasureLoopbackAsync(settings.ChunkBytes, settings.Rounds, cancellationToken)),
+            ("loopback_tcp_gbps", () => loopbackPair.MeasureAsync(settings.Rounds, cancellationToken)),
             ("put_gbps", () => single.PutAsync(settings.Rounds, cancellationToken)),
             ("get_gbps", () => single.GetAsync(settings.Rounds, cancellationToken)),
             ("put_gbps_clients", () => many.PutAsync(manyPerClient, cancellationToken)),
@@ -120,43 +122,85 @@ internal static class LmBench
         return results;
     }
 
-    /// <summary>A plain socket copy of the same bytes: one sender writing whole chunks, one receiver reading into a native chunk.</summary>
-    private static async Task<double> MeasureLoopbackAsync(int chunkBytes, int rounds, CancellationToken cancellationToken)
+    /// <summary>
+    /// The ceiling: a plain socket copy of the same bytes. One long-lived connection (so TCP windows have grown, as on
+    /// the connector's pooled connections), a sender writing whole chunks from the same number of distinct native
+    /// source chunks as the clients use, a receiver reading each into one native chunk.
+    /// </summary>
+    private sealed class LoopbackPair : IAsyncDisposable
     {
-        using var listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
-        listener.Listen(1);
-        using var sender = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
-        var acceptTask = listener.AcceptAsync(cancellationToken);
-        await sender.ConnectAsync(listener.LocalEndPoint!, cancellationToken).ConfigureAwait(false);
-        using var receiver = await acceptTask.ConfigureAwait(false);
-        receiver.NoDelay = true;
-        using var source = new NativeSlabAllocator(chunkBytes + 4096L);
-        using var target = new NativeSlabAllocator(chunkBytes + 4096L);
-        var metadata = MemoryObjectMetadata.Opaque(chunkBytes);
-        source.TryAllocate(metadata, out var sendBlock);
-        target.TryAllocate(metadata, out var receiveBlock);
-        using (sendBlock)
-        using (receiveBlock)
+        private readonly Socket _sender;
+        private readonly Socket _receiver;
+        private readonly NetworkStream _sendStream;
+        private readonly NetworkStream _receiveStream;
+        private readonly NativeSlabAllocator _allocator;
+        private readonly MemoryObject[] _sources;
+        private readonly MemoryObject _target;
+
+        private LoopbackPair(Socket sender, Socket receiver, NativeSlabAllocator allocator, MemoryObject[] sources, MemoryObject target)
         {
-            Random.Shared.NextBytes(sendBlock!.Span);
-            await using var sendStream = new NetworkStream(sender, ownsSocket: false);
-            await using var receiveStream = new NetworkStream(receiver, ownsSocket: false);
-            var total = (long)chunkBytes * rounds;
+            _sender = sender;
+            _receiver = receiver;
+            _sendStream = new NetworkStream(sender, ownsSocket: false);
+            _receiveStream = new NetworkStream(receiver, ownsSocket: false);
+            _allocator = allocator;
+            _sources = sources;
+            _target = target;
+        }
+
+        public static async Task<LoopbackPair> CreateAsync(int chunkBytes, int sourceCount, CancellationToken cancellationToken)
+        {
+            using var listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+            listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+            listener.Listen(1);
+            var sender = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+            var acceptTask = listener.AcceptAsync(cancellationToken);
+            await sender.ConnectAsync(listener.LocalEndPoint!, cancellationToken).ConfigureAwait(false);
+            var receiver = await acceptTask.ConfigureAwait(false);
+            receiver.NoDelay = true;
+            var allocator = new NativeSlabAllocator((sourceCount + 1) * (chunkBytes + 4096L));
+            var metadata = MemoryObjectMetadata.Opaque(chunkBytes);
+            var sources = new MemoryObject[sourceCount];
+            for (var i = 0; i < sourceCount; i++)
+            {
+                allocator.TryAllocate(metadata, out var source);
+                new Random(i).NextBytes(source!.Span);
+                sources[i] = source;
+            }
+            allocator.TryAllocate(metadata, out var target);
+            return new LoopbackPair(sender, receiver, allocator, sources, target!);
+        }
+
+        public async Task<double> MeasureAsync(int rounds, CancellationToken cancellationToken)
+        {
             var stopwatch = Stopwatch.StartNew();
             var receiving = Task.Run(async () =>
             {
                 for (var i = 0; i < rounds; i++)
                 {
-                    await receiveStream.ReadExactlyAsync(receiveBlock!.Memory, cancellationToken).ConfigureAwait(false);
+                    await _receiveStream.ReadExactlyAsync(_target.Memory, cancellationToken).ConfigureAwait(false);
                 }
             }, cancellationToken);
             for (var i = 0; i < rounds; i++)
             {
-                await sendStream.WriteAsync(sendBlock.Memory, cancellationToken).ConfigureAwait(false);
+                await _sendStream.WriteAsync(_sources[i % _sources.Length].Memory, cancellationToken).ConfigureAwait(false);
             }
             await receiving.ConfigureAwait(false);
-            return total / stopwatch.Elapsed.TotalSeconds / GB;
+            return (double)_target.Length * rounds / stopwatch.Elapsed.TotalSeconds / GB;
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            await _sendStream.DisposeAsync().ConfigureAwait(false);
+            await _receiveStream.DisposeAsync().ConfigureAwait(false);
+            _sender.Dispose();
+            _receiver.Dispose();
+            foreach (var source in _sources)
+            {
+                source.Release();
+            }
+            _target.Release();
+            _allocator.Dispose();
         }
     }
 
@@ -270,12 +314,12 @@ internal static class LmBench
     private sealed class ClientSet : IAsyncDisposable
     {
         private readonly LmConnector[] _connectors;
-        private readonly MemoryObject[] _sources;
+        private readonly MemoryObject[][] _sources;
         private readonly NativeSlabAllocator _allocator;
         private readonly int _keysPerClient;
         private long _errors;
 
-        private ClientSet(LmConnector[] connectors, MemoryObject[] sources, NativeSlabAllocator allocator, int keysPerClient)
+        private ClientSet(LmConnector[] connectors, MemoryObject[][] sources, NativeSlabAllocator allocator, int keysPerClient)
         {
             _connectors = connectors;
             _sources = sources;
@@ -290,25 +334,30 @@ internal static class LmBench
         public static CacheEngineKey Key(int client, int index) =>
             new("vllm", "bench/lm", 1, 0, Convert.ToHexStringLower(BitConverter.GetBytes(((long)client << 32) | (uint)index)).PadLeft(64, '0'));
 
-        public static async Task<ClientSet> CreateAsync(IPEndPoint endpoint, int clients, int keysPerClient, int chunkBytes, int group, CancellationToken cancellationToken)
+        public static async Task<ClientSet> CreateAsync(
+            IPEndPoint endpoint, int clients, int keysPerClient, int sourcesPerClient, int chunkBytes, int group, CancellationToken cancellationToken)
         {
             // Sources plus one receive block per client.
-            var allocator = new NativeSlabAllocator(2L * clients * (chunkBytes + 4096L));
+            var allocator = new NativeSlabAllocator((long)clients * (sourcesPerClient + 1) * (chunkBytes + 4096L));
             var metadata = new MemoryObjectMetadata(new KvShape(chunkBytes / 2, 0, 0, 0), KvDType.BFloat16, MemoryFormat.KV2LTD);
             var connectors = new LmConnector[clients];
-            var sources = new MemoryObject[clients];
+            var sources = new MemoryObject[clients][];
             for (var c = 0; c < clients; c++)
             {
                 connectors[c] = new LmConnector(new LmConnectorOptions { Host = endpoint.Address.ToString(), Port = endpoint.Port, Connections = 1, OperationTimeout = TimeSpan.FromMinutes(2) });
-                if (!allocator.TryAllocate(metadata, out var source))
+                sources[c] = new MemoryObject[sourcesPerClient];
+                for (var i = 0; i < sourcesPerClient; i++)
                 {
-                    throw new InvalidOperationException("bench allocator too small");
+                    if (!allocator.TryAllocate(metadata, out var source))
+                    {
+                        throw new InvalidOperationException("bench allocator too small");
+                    }
+                    new Random((c * 1000) + i).NextBytes(source.Span);
+                    sources[c][i] = source;
                 }
-                new Random(c).NextBytes(source.Span);
-                sources[c] = source;
                 for (var k = 0; k < keysPerClient; k++)
                 {
-                    await connectors[c].PutAsync(Key((group << 16) + c, k), source, cancellationToken).ConfigureAwait(false);
+                    await connectors[c].PutAsync(Key((group << 16) + c, k), sources[c][k % sourcesPerClient], cancellationToken).ConfigureAwait(false);
                 }
             }
             var set = new ClientSet(connectors, sources, allocator, keysPerClient) { _group = group };
@@ -316,7 +365,7 @@ internal static class LmBench
             for (var c = 0; c < clients; c++)
             {
                 using var read = await connectors[c].GetAsync(Key((group << 16) + c, 0), allocator, cancellationToken).ConfigureAwait(false);
-                if (read is null || !read.Span.SequenceEqual(sources[c].Span))
+                if (read is null || !read.Span.SequenceEqual(sources[c][0].Span))
                 {
                     set._errors++;
                     await Console.Error.WriteLineAsync($"bench: client {c} read back wrong bytes").ConfigureAwait(false);
@@ -332,12 +381,12 @@ internal static class LmBench
             {
                 for (var i = 0; i < perClient; i++)
                 {
-                    await _connectors[c].PutAsync(Key((_group << 16) + c, i % _keysPerClient), _sources[c], cancellationToken).ConfigureAwait(false);
+                    await _connectors[c].PutAsync(Key((_group << 16) + c, i % _keysPerClient), _sources[c][i % _sources[c].Length], cancellationToken).ConfigureAwait(false);
                 }
                 // PUT has no reply: a HEALTH behind them returns once the server has consumed every byte.
                 await _connectors[c].PingAsync(cancellationToken).ConfigureAwait(false);
             }, cancellationToken))).ConfigureAwait(false);
-            return (double)_sources[0].Length * perClient * _connectors.Length / stopwatch.Elapsed.TotalSeconds / GB;
+            return (double)_sources[0][0].Length * perClient * _connectors.Length / stopwatch.Elapsed.TotalSeconds / GB;
         }
 
         public async Task<double> GetAsync(int perClient, CancellationToken cancellationToken)
@@ -354,7 +403,7 @@ internal static class LmBench
                     }
                 }
             }, cancellationToken))).ConfigureAwait(false);
-            return (double)_sources[0].Length * perClient * _connectors.Length / stopwatch.Elapsed.TotalSeconds / GB;
+            return (double)_sources[0][0].Length * perClient * _connectors.Length / stopwatch.Elapsed.TotalSeconds / GB;
         }
 
         public async ValueTask DisposeAsync()
@@ -363,7 +412,7 @@ internal static class LmBench
             {
                 await connector.DisposeAsync().ConfigureAwait(false);
             }
-            foreach (var source in _sources)
+            foreach (var source in _sources.SelectMany(s => s))
             {
                 source.Release();
             }
