@@ -70,6 +70,11 @@ internal static class LmBench
         await using var server = new LmServer(new LmServerOptions { Host = "127.0.0.1", Port = 0, CapacityBytes = capacity, MaxPayloadBytes = settings.ChunkBytes });
         var endpoint = await server.StartAsync(cancellationToken).ConfigureAwait(false);
         await using var loopbackPair = await LoopbackPair.CreateAsync(settings.ChunkBytes, settings.Clients, cancellationToken).ConfigureAwait(false);
+        var loopbackPairs = new LoopbackPair[settings.Clients];
+        for (var i = 0; i < loopbackPairs.Length; i++)
+        {
+            loopbackPairs[i] = await LoopbackPair.CreateAsync(settings.ChunkBytes, 1, cancellationToken).ConfigureAwait(false);
+        }
         await using var single = await ClientSet.CreateAsync(endpoint, 1, keys, settings.Clients, settings.ChunkBytes, 0, cancellationToken).ConfigureAwait(false);
         await using var many = await ClientSet.CreateAsync(endpoint, settings.Clients, 2, 1, settings.ChunkBytes, 1, cancellationToken).ConfigureAwait(false);
         var manyPerClient = Math.Max(2, settings.Rounds / settings.Clients);
@@ -83,6 +88,13 @@ internal static class LmBench
             ("get_gbps", () => single.GetAsync(settings.Rounds, cancellationToken)),
             ("put_gbps_clients", () => many.PutAsync(manyPerClient, cancellationToken)),
             ("get_gbps_clients", () => many.GetAsync(manyPerClient, cancellationToken)),
+            ("loopback_tcp_gbps_clients", async () =>
+            {
+                // N plain socket pairs at once, the same total bytes: the ceiling for N concurrent streams on this box.
+                var stopwatch = Stopwatch.StartNew();
+                await Task.WhenAll(loopbackPairs.Select(pair => Task.Run(() => pair.MeasureAsync(manyPerClient, cancellationToken), cancellationToken))).ConfigureAwait(false);
+                return (double)settings.ChunkBytes * manyPerClient * loopbackPairs.Length / stopwatch.Elapsed.TotalSeconds / GB;
+            }),
         };
         if (settings.Clients == 1)
         {
@@ -113,6 +125,13 @@ internal static class LmBench
         {
             results["put_clients_vs_single"] = Round(results["put_gbps_clients"]!.GetValue<double>() / results["put_gbps"]!.GetValue<double>());
             results["get_clients_vs_single"] = Round(results["get_gbps_clients"]!.GetValue<double>() / results["get_gbps"]!.GetValue<double>());
+            results["loopback_clients_vs_single"] = Round(best[5] / loopback);
+            results["put_clients_vs_loopback_clients"] = Round(best[3] / best[5]);
+            results["get_clients_vs_loopback_clients"] = Round(best[4] / best[5]);
+        }
+        foreach (var pair in loopbackPairs)
+        {
+            await pair.DisposeAsync().ConfigureAwait(false);
         }
         if (settings.MemoryMaxSizeGib > 0)
         {
