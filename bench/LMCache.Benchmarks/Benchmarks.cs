@@ -15,15 +15,59 @@ public class HashingBenchmarks
     private readonly TokenChunk[] _chunks = new TokenChunk[16];
     private int[] _tokens = [];
 
-    [GlobalSetup]
+    [GlobalSetup(Targets = [nameof(HashChunks), nameof(EncodeOnly)])]
     public void Setup()
     {
         var random = new Random(1);
         _tokens = Enumerable.Range(0, 4096).Select(_ => random.Next(0, 128_256)).ToArray();
     }
 
+    private byte[][] _encoded = [];
+    private readonly byte[] _digest = new byte[32];
+
+    [GlobalSetup(Target = nameof(Sha256OverSameBytes))]
+    public void SetupBaseline()
+    {
+        Setup();
+        _database.GetChunks(_tokens, _chunks);
+        var previous = _database.Hasher.InitialHash;
+        var scratch = new byte[Sha256CborChunkHasher.MaxEncodedLength(256, null)];
+        _encoded = new byte[_chunks.Length][];
+        for (var i = 0; i < _chunks.Length; i++)
+        {
+            var length = Sha256CborChunkHasher.Encode(previous, _tokens.AsSpan(_chunks[i].Start, 256), null, scratch);
+            _encoded[i] = scratch.AsSpan(0, length).ToArray();
+            previous = _chunks[i].Hash;
+        }
+    }
+
     [Benchmark]
     public int HashChunks() => _database.GetChunks(_tokens, _chunks);
+
+    private readonly byte[] _scratch = new byte[4096];
+
+    [Benchmark]
+    public int EncodeOnly()
+    {
+        var total = 0;
+        var previous = _database.Hasher.InitialHash;
+        for (var i = 0; i < 16; i++)
+        {
+            total += Sha256CborChunkHasher.Encode(previous, _tokens.AsSpan(i * 256, 256), null, _scratch);
+        }
+        return total;
+    }
+
+    /// <summary>The baseline: plain SHA-256 over exactly the bytes HashChunks digests.</summary>
+    [Benchmark(Baseline = true)]
+    public int Sha256OverSameBytes()
+    {
+        foreach (var bytes in _encoded)
+        {
+            System.Security.Cryptography.SHA256.HashData(bytes, _digest);
+        }
+        return _encoded.Length;
+    }
 }
 
 /// <summary>The allocator's allocate/release cycle.</summary>

@@ -112,8 +112,8 @@ public sealed class Sha256CborChunkHasher : IChunkHasher
         // comparisons, write the head byte and always 4 big-endian argument bytes shifted so the significant ones come
         // first, then advance by the class's length. Token ids of real vocabularies straddle 2^16, so a branch per
         // size would mispredict about half the time.
-        ReadOnlySpan<byte> shifts = [0, 24, 16, 0];
-        ReadOnlySpan<byte> lengths = [1, 2, 3, 5];
+        // Every quantity below depends only on the token, so the only serial dependency from token to token is one
+        // add to the output position.
         ref var start = ref MemoryMarshal.GetReference(destination);
         ref var output = ref start;
         foreach (var token in tokens)
@@ -125,10 +125,15 @@ public sealed class Sha256CborChunkHasher : IChunkHasher
                 continue;
             }
             var value = (uint)token;
-            var sizeClass = (value >= 24 ? 1 : 0) + (value >= 256 ? 1 : 0) + (value >= 65536 ? 1 : 0);
-            output = (byte)(sizeClass == 0 ? value : (uint)(23 + sizeClass));
-            Unsafe.WriteUnaligned(ref Unsafe.Add(ref output, 1), BinaryPrimitives.ReverseEndianness(value << shifts[sizeClass]));
-            output = ref Unsafe.Add(ref output, lengths[sizeClass]);
+            // (limit - token) is negative exactly when token > limit: its sign bit is the comparison, without a branch.
+            var atLeast24 = (uint)(23 - token) >> 31;
+            var atLeast256 = (uint)(255 - token) >> 31;
+            var atLeast65536 = (uint)(65535 - token) >> 31;
+            var sizeClass = atLeast24 + atLeast256 + atLeast65536;                    // 0: 1 byte, 1: 2, 2: 3, 3: 5
+            var shift = (int)(8 * ((3 * atLeast24) - atLeast256 - (2 * atLeast65536)));   // 24, 16 or 0 bits
+            output = (byte)((value & (atLeast24 - 1)) | ((23 + sizeClass) & (0u - atLeast24)));
+            Unsafe.WriteUnaligned(ref Unsafe.Add(ref output, 1), BinaryPrimitives.ReverseEndianness(value << shift));
+            output = ref Unsafe.Add(ref output, (int)(1 + atLeast24 + atLeast256 + (2 * atLeast65536)));
         }
         return (int)Unsafe.ByteOffset(ref start, ref output);
     }
