@@ -12,7 +12,8 @@ namespace LMCache.Cli;
 /// </summary>
 internal static class Hosting
 {
-    public static RemoteConnectorRegistry CreateConnectorRegistry() => new();
+    public static RemoteConnectorRegistry CreateConnectorRegistry() => new RemoteConnectorRegistry()
+        .Add(new Connectors.Lm.LmConnectorFactory());
 
     public static SerdeRegistry CreateSerdeRegistry(ILoggerFactory? loggerFactory = null) =>
         CacheGenSerde.Register(new SerdeRegistry(), loggerFactory);
