@@ -1,6 +1,7 @@
 using LMCache.Connectors.Redis;
 using LMCache.Core.Serde;
 using LMCache.Engine;
+using LMCache.Serde.CacheGen;
 using LMCache.Storage.Remote;
 using Microsoft.Extensions.Logging;
 
@@ -12,10 +13,13 @@ namespace LMCache.Cli;
 /// </summary>
 internal static class Hosting
 {
-    public static RemoteConnectorRegistry CreateConnectorRegistry() => new RemoteConnectorRegistry().Add(new RedisConnectorFactory());
+    public static RemoteConnectorRegistry CreateConnectorRegistry() => new RemoteConnectorRegistry()
+        .Add(new Connectors.Lm.LmConnectorFactory())
+        .Add(new RedisConnectorFactory());
 
-    public static SerdeRegistry CreateSerdeRegistry() => new();
+    public static SerdeRegistry CreateSerdeRegistry(ILoggerFactory? loggerFactory = null) =>
+        CacheGenSerde.Register(new SerdeRegistry(), loggerFactory);
 
     public static LMCacheEngineServices CreateServices(ILoggerFactory loggerFactory) =>
-        new(CreateConnectorRegistry(), CreateSerdeRegistry(), loggerFactory);
+        new(CreateConnectorRegistry(), CreateSerdeRegistry(loggerFactory), loggerFactory);
 }

@@ -223,7 +223,7 @@ public sealed class LMCacheEngine : IAsyncDisposable
     /// Stores the chunks of <paramref name="tokens"/> after <paramref name="skipLeadingTokens"/> (a multiple of the
     /// chunk size: tokens already stored). The copy from the engine into the CPU tier is synchronous, so the engine may
     /// reuse its buffers when this returns; disk and remote writes are queued. Stops at the first chunk the CPU pool
-    /// cannot hold (the stored part is then a prefix).
+    /// cannot hold (the stored part is then a prefix). Chunks the CPU tier already holds are skipped and not counted.
     /// </summary>
     public StoreResult Store(ReadOnlySpan<int> tokens, IKvCacheAdapter source, int skipLeadingTokens = 0, string? cacheSalt = null)
     {
@@ -234,26 +234,41 @@ public sealed class LMCacheEngine : IAsyncDisposable
         var stored = 0;
         var storedTokens = 0;
         long bytes = 0;
-        for (var i = 0; i < chunks.Count; i++)
+        // This call keeps a reference to each chunk it stored until it returns, so allocating chunk i cannot evict
+        // chunks 0..i-1 of the same prompt (the original allocates a request's chunks in one batch for the same
+        // reason): a prompt larger than the pool then stores a prefix, not a useless suffix.
+        var held = ArrayPool<MemoryObject?>.Shared.Rent(Math.Max(1, chunks.Count));
+        var allocated = 0;
+        try
         {
-            var chunk = chunks.Chunks[i];
-            if (!Storage.Cpu.TryAllocate(Layout.ChunkMetadata(chunk.Length), out var memoryObject))
+            for (var i = 0; i < chunks.Count; i++)
             {
-                EngineLog.StorePartial(_logger, stored, chunks.Count);
-                break;
-            }
-            try
-            {
+                var chunk = chunks.Chunks[i];
+                if (Storage.Cpu.Contains(chunks.Keys.Span[i]))
+                {
+                    continue;   // already cached (e.g. a shared prefix another request stored): no copy, no new allocation
+                }
+                if (!Storage.Cpu.TryAllocate(Layout.ChunkMetadata(chunk.Length), out var memoryObject))
+                {
+                    EngineLog.StorePartial(_logger, stored, chunks.Count);
+                    break;
+                }
+                held[allocated++] = memoryObject;
                 source.CopyToChunk(chunk.Start, chunk.Length, memoryObject.Span);
                 Storage.Put(chunks.Keys.Span.Slice(i, 1), new ReadOnlySpan<MemoryObject>(ref memoryObject));
+                stored++;
+                storedTokens += chunk.Length;
+                bytes += memoryObject.Length;
             }
-            finally
+        }
+        finally
+        {
+            for (var i = 0; i < allocated; i++)
             {
-                memoryObject.Release();
+                held[i]!.Release();
+                held[i] = null;
             }
-            stored++;
-            storedTokens += chunk.Length;
-            bytes += memoryObject.Length;
+            ArrayPool<MemoryObject?>.Shared.Return(held);
         }
         Statistics.RecordStore(storedTokens);
         var elapsed = Stopwatch.GetElapsedTime(started);

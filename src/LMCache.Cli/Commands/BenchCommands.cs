@@ -21,7 +21,10 @@ internal static class BenchCommands
 
     private static IEnumerable<Command> Targets()
     {
+        yield return LmBench.Create();
         yield return StorageBench.Create();
         yield return RemoteBench.Create();
+        yield return TtftBench.Create();
+        yield return SerdeBench.Create();
     }
 }

@@ -14,6 +14,8 @@ internal static class CommandCatalog
         yield return DemoCommand.Create();
         yield return ConfigCommands.Create();
         yield return KeysCommands.Create();
+        yield return ServerCommand.Create();
         yield return BenchCommands.Create();
+        yield return ServeCommand.Create();
     }
 }
