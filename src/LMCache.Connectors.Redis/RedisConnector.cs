@@ -36,6 +36,10 @@ public sealed class RedisConnector : IRemoteConnector
     public const string MetadataSuffix = "metadata";
 
     private const int ScanPageSize = 512;
+    private const int CopyBlockBytes = 128 * 1024;
+
+    [ThreadStatic]
+    private static XxHash3? t_hasher;
 
     private readonly RedisUrl _url;
     private readonly RedisConnectorOptions _options;
@@ -602,11 +606,6 @@ public sealed class RedisConnector : IRemoteConnector
             Invalid(db, name, "metadata", error ?? "invalid metadata", deletePayload: true, deleteMetadata: true);
             return null;
         }
-        if (stored.Checksum is { } expected && XxHash3.HashToUInt64(lease.Span) != expected)
-        {
-            Invalid(db, name, "checksum", "payload checksum mismatch", deletePayload: true, deleteMetadata: true);
-            return null;
-        }
         if (!allocator.TryAllocate(objectMetadata, out var item))
         {
             return null;
@@ -616,7 +615,30 @@ public sealed class RedisConnector : IRemoteConnector
             item.Release();
             return null;
         }
-        lease.Span.CopyTo(item.Span);
+        if (stored.Checksum is { } expected)
+        {
+            // Copy and hash block by block, so the hash reads each block from cache right after the copy wrote it.
+            var hasher = t_hasher ??= new XxHash3();
+            hasher.Reset();
+            var source = lease.Span;
+            var target = item.Span;
+            for (var offset = 0; offset < source.Length; offset += CopyBlockBytes)
+            {
+                var block = source.Slice(offset, Math.Min(CopyBlockBytes, source.Length - offset));
+                block.CopyTo(target[offset..]);
+                hasher.Append(block);
+            }
+            if (hasher.GetCurrentHashAsUInt64() != expected)
+            {
+                item.Release();
+                Invalid(db, name, "checksum", "payload checksum mismatch", deletePayload: true, deleteMetadata: true);
+                return null;
+            }
+        }
+        else
+        {
+            lease.Span.CopyTo(item.Span);
+        }
         RedisMetrics.BytesRead.Add(item.Length);
         return item;
     }
