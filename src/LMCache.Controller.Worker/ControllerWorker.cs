@@ -276,8 +276,7 @@ public sealed class ControllerWorker : IAsyncDisposable
                     ["size"] = bytes,
                     ["num_tokens"] = TokensOf(tier, key, bytes),
                     ["pinned"] = pinned,
-                    ["first_seen"] = info?.FirstSeen ?? UnixNow(),
-                    ["last_access"] = info?.LastChange ?? UnixNow(),
+                    ["admitted_at"] = info?.AdmittedAt ?? UnixNow(),
                 });
             }
         }
@@ -375,7 +374,7 @@ public sealed class ControllerWorker : IAsyncDisposable
                 current.Add(text);
                 if (!previous.ContainsKey(text))
                 {
-                    previous[text] = new SeenChunk(now, now);
+                    previous[text] = new SeenChunk(now);
                     Enqueue(KvMessage(MessageTypes.KvAdmit, text, tier.Name));
                 }
             }
@@ -513,5 +512,6 @@ public sealed class ControllerWorker : IAsyncDisposable
 
     private static double UnixNow() => DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() / 1000.0;
 
-    private sealed record SeenChunk(double FirstSeen, double LastChange);
+    /// <summary>When the worker first saw a chunk in a tier (epoch seconds): the tiers keep no access times to report.</summary>
+    private sealed record SeenChunk(double AdmittedAt);
 }
