@@ -14,5 +14,6 @@ internal static class CommandCatalog
         yield return DemoCommand.Create();
         yield return ConfigCommands.Create();
         yield return BenchCommands.Create();
+        yield return ControllerCommand.Create();
     }
 }
