@@ -83,7 +83,9 @@ internal sealed record InstanceSummary(
 
 internal sealed record ControllerSummary(string Version, double Now, long IndexedKeys, long MessagesReceived, int Instances, int Workers);
 
-internal sealed record InstancesResponse(ControllerSummary Controller, List<InstanceSummary> Instances);
+internal sealed record HistoryPoint(double Time, long StoredTokens, long HitTokens, long RequestedTokens);
+
+internal sealed record InstancesResponse(ControllerSummary Controller, List<InstanceSummary> Instances, List<HistoryPoint> History);
 
 internal sealed record ChunkInfo(string Key, string Location, int WorkerId, long Size, long NumTokens, bool Pinned, double AdmittedAt);
 

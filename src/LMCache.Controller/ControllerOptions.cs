@@ -23,4 +23,10 @@ public sealed class ControllerOptions
 
     /// <summary>How long a control request waits for a worker's reply. Defaults to 30 s (ours: the original waits without limit).</summary>
     public TimeSpan RequestTimeout { get; set; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>How often the cluster's token counters are sampled for the dashboard's charts. Defaults to 2 s (ours).</summary>
+    public TimeSpan HistoryInterval { get; set; } = TimeSpan.FromSeconds(2);
+
+    /// <summary>How many samples the charts' history keeps. Defaults to 90 (3 minutes at 2 s).</summary>
+    public int HistoryLength { get; set; } = 90;
 }

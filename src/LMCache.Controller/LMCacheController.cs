@@ -36,7 +36,9 @@ public sealed class LMCacheController : IAsyncDisposable
     private PullSocket? _pull;
     private ResponseSocket? _reply;
     private NetMQPoller? _poller;
+    private readonly Queue<HistoryPoint> _history = new();
     private WebApplication? _app;
+    private ITimer? _sampler;
 
     /// <summary>Creates a controller; nothing is bound until <see cref="StartAsync"/>.</summary>
     public LMCacheController(ControllerOptions options, ILoggerFactory? loggerFactory = null, TimeProvider? timeProvider = null)
@@ -79,6 +81,7 @@ public sealed class LMCacheController : IAsyncDisposable
             _poller.Add(_reply);
         }
         _poller.RunAsync("lmcache-controller-sockets", isBackgroundThread: true);
+        _sampler = TimeProvider.System.CreateTimer(_ => Sample(), null, TimeSpan.Zero, _options.HistoryInterval);
 
         var builder = WebApplication.CreateSlimBuilder();
         builder.Logging.ClearProviders();
@@ -106,6 +109,11 @@ public sealed class LMCacheController : IAsyncDisposable
     /// <summary>Stops the HTTP server and closes every socket.</summary>
     public async ValueTask DisposeAsync()
     {
+        if (_sampler is not null)
+        {
+            await _sampler.DisposeAsync().ConfigureAwait(false);
+            _sampler = null;
+        }
         if (_app is not null)
         {
             await _app.StopAsync().ConfigureAwait(false);
@@ -177,6 +185,34 @@ public sealed class LMCacheController : IAsyncDisposable
         {
             ControllerLog.BadMessage(_logger, ex.Message);
             return null;
+        }
+    }
+
+    /// <summary>The recent samples of the cluster's cumulative token counters (for the dashboard's charts), oldest first.</summary>
+    internal List<HistoryPoint> History()
+    {
+        lock (_history)
+        {
+            return [.. _history];
+        }
+    }
+
+    private void Sample()
+    {
+        long stored = 0, hit = 0, requested = 0;
+        foreach (var worker in State.Workers())
+        {
+            stored += worker.Stats?.GetInt64OrDefault("num_stored_tokens", 0) ?? 0;
+            hit += worker.Stats?.GetInt64OrDefault("num_hit_tokens", 0) ?? 0;
+            requested += worker.Stats?.GetInt64OrDefault("num_requested_tokens", 0) ?? 0;
+        }
+        lock (_history)
+        {
+            _history.Enqueue(new HistoryPoint(State.Now, stored, hit, requested));
+            while (_history.Count > _options.HistoryLength)
+            {
+                _history.Dequeue();
+            }
         }
     }
 

@@ -25,7 +25,7 @@ internal static class Summaries
         }
         return new InstancesResponse(
             new ControllerSummary(LMCacheController.Version, state.Now, state.IndexedKeys, state.MessagesReceived, instances.Count, workers.Count),
-            instances);
+            instances, controller.History());
     }
 
     public static List<TierUsage> Tiers(IEnumerable<WorkerRecord> workers)

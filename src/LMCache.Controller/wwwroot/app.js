@@ -1,7 +1,7 @@
 // LMCache controller dashboard: plain JavaScript against the controller's own HTTP API (no build step, no CDN).
 "use strict";
 
-const state = { instances: [], previous: null, series: [], maxPoints: 60 };
+const state = { instances: [], series: [], maxPoints: 90 };
 
 async function post(path, body) {
   const response = await fetch(path, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
@@ -69,19 +69,20 @@ async function refreshOverview() {
 }
 
 function sample(data) {
-  const now = Date.now() / 1000;
-  const totals = data.instances.reduce((t, i) => ({ stored: t.stored + i.num_stored_tokens, requested: t.requested + i.num_requested_tokens, hit: t.hit + i.num_hit_tokens }), { stored: 0, requested: 0, hit: 0 });
-  if (state.previous) {
-    const dt = Math.max(0.001, now - state.previous.time);
-    const requested = totals.requested - state.previous.requested;
+  // Rates between the controller's samples of the cumulative counters (kept server-side, so a reload keeps the charts).
+  state.series = [];
+  const h = data.history || [];
+  for (let k = 1; k < h.length; k++) {
+    const dt = Math.max(0.001, h[k].time - h[k - 1].time);
+    const requested = h[k].requested_tokens - h[k - 1].requested_tokens;
+    const hit = h[k].hit_tokens - h[k - 1].hit_tokens;
     state.series.push({
-      store: Math.max(0, (totals.stored - state.previous.stored) / dt),
-      retrieve: Math.max(0, (totals.hit - state.previous.hit) / dt),
-      hitRate: requested > 0 ? (100 * (totals.hit - state.previous.hit)) / requested : null,
+      store: Math.max(0, (h[k].stored_tokens - h[k - 1].stored_tokens) / dt),
+      retrieve: Math.max(0, hit / dt),
+      hitRate: requested > 0 ? (100 * hit) / requested : null,
     });
-    if (state.series.length > state.maxPoints) state.series.shift();
   }
-  state.previous = { time: now, ...totals };
+  state.series = state.series.slice(-state.maxPoints);
   drawChart("chart-throughput", [["store", "#3a7bd5"], ["retrieve", "#2e8b57"]], null);
   drawChart("chart-hitrate", [["hitRate", "#d68910"]], 100);
 }
