@@ -234,26 +234,37 @@ public sealed class LMCacheEngine : IAsyncDisposable
         var stored = 0;
         var storedTokens = 0;
         long bytes = 0;
-        for (var i = 0; i < chunks.Count; i++)
+        // This call keeps a reference to each chunk it stored until it returns, so allocating chunk i cannot evict
+        // chunks 0..i-1 of the same prompt (the original allocates a request's chunks in one batch for the same
+        // reason): a prompt larger than the pool then stores a prefix, not a useless suffix.
+        var held = ArrayPool<MemoryObject?>.Shared.Rent(Math.Max(1, chunks.Count));
+        var allocated = 0;
+        try
         {
-            var chunk = chunks.Chunks[i];
-            if (!Storage.Cpu.TryAllocate(Layout.ChunkMetadata(chunk.Length), out var memoryObject))
+            for (var i = 0; i < chunks.Count; i++)
             {
-                EngineLog.StorePartial(_logger, stored, chunks.Count);
-                break;
-            }
-            try
-            {
+                var chunk = chunks.Chunks[i];
+                if (!Storage.Cpu.TryAllocate(Layout.ChunkMetadata(chunk.Length), out var memoryObject))
+                {
+                    EngineLog.StorePartial(_logger, stored, chunks.Count);
+                    break;
+                }
+                held[allocated++] = memoryObject;
                 source.CopyToChunk(chunk.Start, chunk.Length, memoryObject.Span);
                 Storage.Put(chunks.Keys.Span.Slice(i, 1), new ReadOnlySpan<MemoryObject>(ref memoryObject));
+                stored++;
+                storedTokens += chunk.Length;
+                bytes += memoryObject.Length;
             }
-            finally
+        }
+        finally
+        {
+            for (var i = 0; i < allocated; i++)
             {
-                memoryObject.Release();
+                held[i]!.Release();
+                held[i] = null;
             }
-            stored++;
-            storedTokens += chunk.Length;
-            bytes += memoryObject.Length;
+            ArrayPool<MemoryObject?>.Shared.Return(held);
         }
         Statistics.RecordStore(storedTokens);
         var elapsed = Stopwatch.GetElapsedTime(started);

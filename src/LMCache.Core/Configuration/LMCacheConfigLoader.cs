@@ -181,6 +181,10 @@ public static class LMCacheConfigLoader
             {
                 problems.Add("enable_controller = true requires controller_pull_url (host:port).");
             }
+            if (options.ControllerReplyUrl is null)
+            {
+                problems.Add("enable_controller = true requires controller_reply_url (host:port).");
+            }
             if (options.LMCacheWorkerPorts is not { Count: > 0 })
             {
                 problems.Add("enable_controller = true requires a non-empty lmcache_worker_ports list.");
@@ -208,14 +212,23 @@ public static class LMCacheConfigLoader
             throw new LMCacheConfigurationException($"cannot read configuration file '{path}': {ex.Message}");
         }
         var stream = new YamlStream();
+        var scanner = new Scanner(new StringReader(text));
         try
         {
-            stream.Load(new StringReader(text));
+            stream.Load(new Parser(scanner));
         }
         catch (YamlException ex)
         {
             throw new LMCacheConfigurationException(
                 $"configuration file '{path}' is not valid YAML (line {ex.Start.Line}, column {ex.Start.Column}): {ex.InnerException?.Message ?? ex.Message}");
+        }
+        catch (InvalidOperationException ex)
+        {
+            // YamlDotNet's scanner throws this (not a YamlException) for some truncated input, e.g. an unclosed flow
+            // sequence at the end of the file; the scanner's position is where it gave up.
+            var position = scanner.CurrentPosition;
+            throw new LMCacheConfigurationException(
+                $"configuration file '{path}' is not valid YAML (line {position.Line}, column {position.Column}): unexpected end of input ({ex.Message})");
         }
         if (stream.Documents.Count == 0 || stream.Documents[0].RootNode is YamlScalarNode { Value: null or "" })
         {

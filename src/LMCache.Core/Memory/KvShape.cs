@@ -56,6 +56,7 @@ public readonly record struct KvShape(int D0, int D1, int D2, int D3)
             return false;
         }
         Span<int> dims = stackalloc int[4];
+        dims.Clear();   // the module skips locals init; dimensions not given must read as 0
         for (var i = 0; i < parts.Length; i++)
         {
             if (!int.TryParse(parts[i], out dims[i]) || dims[i] < 0)

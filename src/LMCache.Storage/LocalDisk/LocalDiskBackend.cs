@@ -527,7 +527,8 @@ public sealed class LocalDiskBackend : IStorageBackend
             recovered.Add((key, new DiskEntry(path, metadata, fileBytes), File.GetLastWriteTimeUtc(path)));
         }
         long bytes = 0;
-        foreach (var (key, entry, _) in recovered.OrderBy(r => r.Written))
+        var kept = new List<(CacheEngineKey Key, DiskEntry Entry)>(recovered.Count);
+        foreach (var (key, entry, _) in recovered.OrderByDescending(r => r.Written))
         {
             if (_reservedBytes + entry.FileBytes > CapacityBytes)
             {
@@ -535,10 +536,16 @@ public sealed class LocalDiskBackend : IStorageBackend
                 removed += TryDelete(entry.Path) ? 1 : 0;
                 continue;
             }
-            _index[key] = entry;
-            _policy.OnInserted(key);
+            kept.Add((key, entry));
             _reservedBytes += entry.FileBytes;
             bytes += entry.FileBytes;
+        }
+        // The policy learns the entries oldest first, so recency survives the restart.
+        for (var i = kept.Count - 1; i >= 0; i--)
+        {
+            var (key, entry) = kept[i];
+            _index[key] = entry;
+            _policy.OnInserted(key);
             Statistics.AddEntry(entry.FileBytes);
         }
         if (recovered.Count > 0 || removed > 0)

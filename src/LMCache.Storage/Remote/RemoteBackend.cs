@@ -116,6 +116,7 @@ public sealed class RemoteBackend : IStorageBackend
         }
         catch (Exception ex) when (!cancellationToken.IsCancellationRequested)
         {
+            await AbandonAsync(timeout).ConfigureAwait(false);
             RecordFailure("exists", ex);
             return 0;
         }
@@ -196,6 +197,7 @@ public sealed class RemoteBackend : IStorageBackend
         }
         catch (Exception ex) when (!cancellationToken.IsCancellationRequested)
         {
+            await AbandonAsync(timeout).ConfigureAwait(false);
             RecordFailure("get", ex);
             if (task is not null && !task.IsCompleted)
             {
@@ -253,6 +255,7 @@ public sealed class RemoteBackend : IStorageBackend
         }
         catch (Exception ex) when (!cancellationToken.IsCancellationRequested)
         {
+            await AbandonAsync(timeout).ConfigureAwait(false);
             RecordFailure("remove", ex);
             return false;
         }
@@ -355,6 +358,7 @@ public sealed class RemoteBackend : IStorageBackend
     {
         MemoryObject? payload = null;
         Task? sending = null;
+        using var timeout = CreateTimeout(shutdown);
         try
         {
             if (_breaker.IsOpen)
@@ -368,7 +372,6 @@ public sealed class RemoteBackend : IStorageBackend
                 Statistics.RecordPutDropped();
                 return;
             }
-            using var timeout = CreateTimeout(shutdown);
             sending = _connector.PutAsync(put.Key, payload, timeout.Token).AsTask();
             await sending.WaitAsync(_options.Timeout, shutdown).ConfigureAwait(false);
             Statistics.RecordPut(payload.Length);
@@ -381,6 +384,11 @@ public sealed class RemoteBackend : IStorageBackend
         }
         finally
         {
+            if (sending is { IsCompleted: false })
+            {
+                // We stopped waiting (timeout or shutdown): tell the connector to stop too.
+                await AbandonAsync(timeout).ConfigureAwait(false);
+            }
             if (payload is not null && sending is { IsCompleted: false })
             {
                 // The connector may still be reading the payload: release it only when the send really ends.
@@ -445,6 +453,23 @@ public sealed class RemoteBackend : IStorageBackend
         var source = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         source.CancelAfter(_options.Timeout);
         return source;
+    }
+
+    /// <summary>
+    /// Cancels the token a connector call was given once we stop waiting for it. Without this a call abandoned by the
+    /// <c>WaitAsync</c> timeout (which can win the race against the token's own timer) kept running after its token
+    /// source was disposed, so a connector that honours cancellation was never told to stop and kept its buffers.
+    /// </summary>
+    private static async Task AbandonAsync(CancellationTokenSource timeout)
+    {
+        try
+        {
+            await timeout.CancelAsync().ConfigureAwait(false);
+        }
+        catch (AggregateException)
+        {
+            // A connector's cancellation callback threw; the call is abandoned either way.
+        }
     }
 
     private void RecordSuccess()

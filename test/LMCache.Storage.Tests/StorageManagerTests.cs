@@ -1,0 +1,169 @@
+using LMCache.Core.Keys;
+using LMCache.Core.Memory;
+using LMCache.Core.Serde;
+using LMCache.Storage.LocalCpu;
+using LMCache.Storage.LocalDisk;
+using LMCache.Storage.Remote;
+using LMCache.Testing;
+
+namespace LMCache.Storage.Tests;
+
+public sealed class StorageManagerTests : IDisposable
+{
+    private readonly TempFolder _folder = new("lmcache-manager");
+    private readonly FaultInjectingConnector _connector = new();
+
+    public void Dispose() => _folder.Dispose();
+
+    private async Task<(StorageManager Manager, LocalCpuBackend Cpu, LocalDiskBackend Disk, RemoteBackend Remote)> CreateAsync(
+        string? storeLocation = null, IReadOnlyList<string>? retrieveLocations = null, bool localCpu = true)
+    {
+        var cpu = new LocalCpuBackend(64 * 16 * 512, localCpu);
+        var disk = new LocalDiskBackend(_folder.Path, 1 << 20, cpu);
+        var remote = new RemoteBackend(_connector, new NaiveSerde(), cpu, new RemoteBackendOptions());
+        await Task.CompletedTask;
+        return (new StorageManager(cpu, [disk, remote], storeLocation, retrieveLocations), cpu, disk, remote);
+    }
+
+    private static CacheEngineKey[] Keys(int count) => [.. Enumerable.Range(0, count).Select(i => TestChunks.Key(i))];
+
+    [Fact]
+    public async Task A_prefix_continues_from_tier_to_tier_and_lower_hits_are_promoted_into_cpu_only()
+    {
+        var (manager, cpu, disk, remote) = await CreateAsync();
+        var keys = Keys(7);
+        // The remote holds 0..5, the disk 0..3, the CPU 0..1.
+        for (var i = 0; i < 6; i++)
+        {
+            var chunk = TestChunks.Create(cpu, i);
+            remote.SubmitPut(keys[i], chunk);
+            if (i < 4)
+            {
+                disk.SubmitPut(keys[i], chunk);
+            }
+            if (i < 2)
+            {
+                cpu.SubmitPut(keys[i], chunk);
+            }
+            chunk.Release();
+        }
+        await manager.FlushAsync();
+
+        Assert.Equal(6, await manager.ContainsPrefixAsync(keys));
+        var destination = new MemoryObject?[7];
+        var (count, hits) = await manager.GetPrefixAsync(keys, destination);
+        Assert.Equal(6, count);
+        Assert.Equal(new TierHits(2, 2, 2), hits);
+        for (var i = 0; i < 6; i++)
+        {
+            Assert.True(TestChunks.Matches(destination[i]!, i), $"chunk {i}");
+            destination[i]!.Release();
+        }
+        Assert.Null(destination[6]);
+        // Promotion: the CPU now holds all six; the disk is never a promotion target.
+        Assert.Equal(6, await cpu.ContainsPrefixAsync(keys));
+        Assert.False(disk.Contains(keys[4]));
+        var again = new MemoryObject?[7];
+        Assert.Equal((6, new TierHits(6, 0, 0)), await manager.GetPrefixAsync(keys, again));
+        foreach (var chunk in again.Take(6))
+        {
+            chunk!.Release();
+        }
+        await manager.DisposeAsync();
+        Assert.Equal(0, cpu.OutstandingObjects);
+    }
+
+    [Fact]
+    public async Task Puts_go_to_every_tier_or_only_to_the_store_location()
+    {
+        var (manager, cpu, disk, _) = await CreateAsync();
+        var keys = Keys(2);
+        var chunk = TestChunks.Create(cpu, 0);
+        manager.Put(keys.AsSpan(0, 1), [chunk]);
+        chunk.Release();
+        await manager.FlushAsync();
+        Assert.True(cpu.Contains(keys[0]));
+        Assert.True(disk.Contains(keys[0]));
+        Assert.Contains(keys[0], _connector.Keys);
+        Assert.Throws<ArgumentException>(() => manager.Put(keys, []));
+        await manager.DisposeAsync();
+
+        var (diskOnly, cpu2, disk2, _) = await CreateAsync(storeLocation: LocalDiskBackend.BackendName);
+        var other = TestChunks.Create(cpu2, 1);
+        diskOnly.Put(keys.AsSpan(1, 1), [other]);
+        other.Release();
+        await diskOnly.FlushAsync();
+        Assert.False(cpu2.Contains(keys[1]));
+        Assert.True(disk2.Contains(keys[1]));
+        Assert.DoesNotContain(keys[1], _connector.Keys);
+        await diskOnly.DisposeAsync();
+        Assert.Equal(0, cpu2.OutstandingObjects);
+    }
+
+    [Fact]
+    public async Task Retrieve_locations_limit_which_tiers_are_read()
+    {
+        var (manager, cpu, disk, _) = await CreateAsync(retrieveLocations: [LocalDiskBackend.BackendName]);
+        var keys = Keys(2);
+        var chunk = TestChunks.Create(cpu, 0);
+        cpu.SubmitPut(keys[0], chunk);   // only in CPU: invisible
+        disk.SubmitPut(keys[1], chunk);
+        chunk.Release();
+        await manager.FlushAsync();
+        Assert.Equal(0, await manager.ContainsPrefixAsync(keys));
+        Assert.Equal(1, await manager.ContainsPrefixAsync(keys.AsMemory(1)));
+        var destination = new MemoryObject?[1];
+        Assert.Equal((1, new TierHits(0, 1, 0)), await manager.GetPrefixAsync(keys.AsMemory(1), destination));
+        destination[0]!.Release();
+        await manager.DisposeAsync();
+        Assert.Equal(0, cpu.OutstandingObjects);
+    }
+
+    [Fact]
+    public async Task With_local_cpu_off_nothing_is_promoted()
+    {
+        var (manager, cpu, disk, _) = await CreateAsync(localCpu: false);
+        var keys = Keys(1);
+        var chunk = TestChunks.Create(cpu, 0);
+        manager.Put(keys, [chunk]);
+        chunk.Release();
+        await manager.FlushAsync();
+        Assert.True(disk.Contains(keys[0]));
+        var destination = new MemoryObject?[1];
+        Assert.Equal((1, new TierHits(0, 1, 0)), await manager.GetPrefixAsync(keys, destination));
+        destination[0]!.Release();
+        Assert.Equal(0, cpu.Count);
+        Assert.Equal(0, cpu.OutstandingObjects);
+        await manager.DisposeAsync();
+    }
+
+    [Fact]
+    public async Task Remove_pin_and_clear_act_on_the_local_tiers()
+    {
+        var (manager, cpu, disk, _) = await CreateAsync();
+        var keys = Keys(3);
+        for (var i = 0; i < 3; i++)
+        {
+            var chunk = TestChunks.Create(cpu, i);
+            manager.Put(keys.AsSpan(i, 1), [chunk]);
+            chunk.Release();
+        }
+        await manager.FlushAsync();
+        Assert.Equal(2, manager.Pin(keys[0]));        // CPU and disk; the remote cannot pin
+        Assert.Equal(2, await manager.RemoveAsync(keys[1]));
+        Assert.Contains(keys[1], _connector.Keys);    // the shared remote is left alone by default
+        Assert.Equal(3, await manager.RemoveAsync(keys[2], includeRemote: true));
+        Assert.DoesNotContain(keys[2], _connector.Keys);
+        Assert.Equal(0, await manager.ClearAsync());  // only the pinned key 0 is left locally
+        Assert.Equal(2, manager.Unpin(keys[0]));
+        Assert.Equal(1, await manager.ClearAsync([LocalCpuBackend.BackendName]));
+        Assert.True(disk.Contains(keys[0]));
+        Assert.Equal(1, await manager.ClearAsync());
+        Assert.False(disk.Contains(keys[0]));
+        Assert.Same(disk, manager.Find(LocalDiskBackend.BackendName));
+        Assert.Null(manager.Find("GdsBackend"));
+        await manager.DisposeAsync();
+        Assert.Equal(0, cpu.OutstandingObjects);
+        Assert.True(_connector.Disposed);
+    }
+}
