@@ -195,6 +195,7 @@ public sealed class ControllerWorker : IAsyncDisposable
             {
                 MessageTypes.ClearWorker => Clear(request),
                 MessageTypes.PinWorker => PinTokens(request),
+                MessageTypes.MoveWorker => Move(request),
                 MessageTypes.HealthWorker => Health(),
                 MessageTypes.ListChunksWorker => ListChunks(request),
                 MessageTypes.RemoveChunksWorker => RemoveChunks(request),
@@ -250,6 +251,73 @@ public sealed class ControllerWorker : IAsyncDisposable
         }
         return new ControlMessage(MessageTypes.PinWorkerRet).With("num_tokens", pinnedTokens);
     }
+
+    /// <summary>
+    /// Moves (or copies) chunks between two tiers of this instance: the cached prefix of <c>tokens</c>, or every chunk
+    /// of the source tier when <c>tokens</c> is empty. <c>new_position</c> is <c>[distributed_url, location]</c> as in
+    /// the original; a different <c>distributed_url</c> (another instance) needs a P2P transport this worker lacks.
+    /// </summary>
+    private ControlMessage Move(ControlMessage request)
+    {
+        var source = SingleTier(request.GetString("old_position"));
+        var newPosition = request.GetListOrEmpty("new_position");
+        if (newPosition.Count != 2 || newPosition[1] is not string targetLocation)
+        {
+            throw new FormatException("new_position must be [distributed_url, location].");
+        }
+        if (newPosition[0] is string url && url.Length > 0 && url != _options.DistributedUrl)
+        {
+            throw new ArgumentException($"Moving to another instance ({url}) needs a P2P transport, which this worker does not have.");
+        }
+        var target = SingleTier(targetLocation);
+        if (ReferenceEquals(source, target))
+        {
+            throw new ArgumentException($"Source and target are the same tier ({source.Name}).");
+        }
+        var copy = request.GetBoolOrDefault("copy", false);
+        var tokens = request.GetInt32Array("tokens");
+        var keys = tokens.Length > 0
+            ? [.. _engine.GetChunkKeys(tokens).Select(c => (c.Key, (long)c.Chunk.Length, true))]
+            : Snapshot(source).Select(e => (e.Key, TokensOf(source, e.Key, e.Bytes), false)).ToList();
+        var moved = new List<CacheEngineKey>();
+        var movedTokens = 0L;
+        foreach (var (key, length, prefixOnly) in keys)
+        {
+            var memoryObject = source.GetAsync(key).AsTask().GetAwaiter().GetResult();
+            if (memoryObject is null)
+            {
+                if (prefixOnly)
+                {
+                    break;   // a token prefix ends at its first missing chunk
+                }
+                continue;
+            }
+            try
+            {
+                target.SubmitPut(key, memoryObject);
+            }
+            finally
+            {
+                memoryObject.Release();
+            }
+            moved.Add(key);
+            movedTokens += length;
+        }
+        target.FlushAsync().GetAwaiter().GetResult();
+        if (!copy)
+        {
+            foreach (var key in moved)
+            {
+                source.RemoveAsync(key).AsTask().GetAwaiter().GetResult();
+            }
+        }
+        return new ControlMessage(MessageTypes.MoveWorkerRet).With("num_tokens", movedTokens);
+    }
+
+    private IStorageBackend SingleTier(string location) =>
+        string.Equals(location, "all", StringComparison.OrdinalIgnoreCase)
+            ? throw new ArgumentException("A move needs one source and one target tier, not \"all\".")
+            : TargetTiers(location)[0];
 
     private ControlMessage Health()
     {

@@ -22,6 +22,8 @@ internal static class MessageTypes
     public const string ClearWorkerRet = "ClearWorkerRetMsg";
     public const string PinWorker = "PinWorkerMsg";
     public const string PinWorkerRet = "PinWorkerRetMsg";
+    public const string MoveWorker = "MoveWorkerMsg";
+    public const string MoveWorkerRet = "MoveWorkerRetMsg";
     public const string HealthWorker = "HealthWorkerMsg";
     public const string HealthWorkerRet = "HealthWorkerRetMsg";
 

@@ -19,6 +19,19 @@ internal sealed class InstanceLocationRequest
     public int[]? Tokens { get; set; }
 }
 
+internal sealed class MoveRequest
+{
+    public string[]? OldPosition { get; set; }
+
+    public string[]? NewPosition { get; set; }
+
+    public int[]? Tokens { get; set; }
+
+    public bool? Copy { get; set; }
+
+    public bool? ShouldCopy { get; set; }
+}
+
 internal sealed class QueryInstanceRequest
 {
     public string? EventId { get; set; }
@@ -99,6 +112,7 @@ internal sealed record ChunksResponse(string EventId, string InstanceId, int Tot
 [JsonSerializable(typeof(LookupRequest))]
 [JsonSerializable(typeof(InstanceLocationRequest))]
 [JsonSerializable(typeof(QueryInstanceRequest))]
+[JsonSerializable(typeof(MoveRequest))]
 [JsonSerializable(typeof(QueryWorkerInfoRequest))]
 [JsonSerializable(typeof(ListChunksRequest))]
 [JsonSerializable(typeof(ChunkKeysRequest))]

@@ -64,6 +64,30 @@ internal static class HttpApi
             return Ok(new NumTokensResponse(eventId, LMCacheController.AgreedTokens(replies)), Json.NumTokensResponse);
         });
 
+        Post(app, "/move", Json.MoveRequest, async (MoveRequest body, CancellationToken ct) =>
+        {
+            if (body.OldPosition is not [var fromInstance, var fromLocation] || body.NewPosition is not [var toInstance, var toLocation])
+            {
+                throw ControllerApiException.BadRequest("old_position and new_position are required: [instance_id, location] each.");
+            }
+            RequireLocation(fromLocation);
+            RequireLocation(toLocation);
+            if (toInstance != fromInstance)
+            {
+                controller.ActiveWorkersOf(toInstance);   // 404 for an unknown target first
+                throw ControllerApiException.BadRequest(
+                    $"Moving chunks from '{fromInstance}' to another instance ('{toInstance}') needs a P2P transport, which LMCache.NET does not have; share a remote tier between the instances instead.");
+            }
+            var eventId = LMCacheController.NewEventId("Move");
+            var copy = body.ShouldCopy ?? body.Copy ?? false;
+            var replies = await controller.FanOutAsync(fromInstance, w => WorkerRequest(MessageTypes.MoveWorker, "Move", w, eventId)
+                .With("old_position", fromLocation)
+                .With("new_position", new List<object?> { w.DistributedUrl, toLocation })
+                .With("tokens", body.Tokens ?? [])
+                .With("copy", copy), MessageTypes.MoveWorkerRet, ct).ConfigureAwait(false);
+            return Ok(new NumTokensResponse(eventId, LMCacheController.AgreedTokens(replies)), Json.NumTokensResponse);
+        });
+
         Post(app, "/health", Json.InstanceLocationRequest, async (InstanceLocationRequest body, CancellationToken ct) =>
         {
             var eventId = LMCacheController.NewEventId("Health");

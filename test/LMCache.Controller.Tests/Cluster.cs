@@ -41,12 +41,14 @@ public sealed class Instance : IAsyncDisposable
 
     public ControllerWorker Worker { get; }
 
-    public static Instance Start(string id, int pullPort, int cpuChunks = 64)
+    public static Instance Start(string id, int pullPort, int cpuChunks = 64, string? diskFolder = null)
     {
         var options = new LMCacheEngineOptions
         {
             ChunkSize = ChunkSize,
             MaxLocalCpuSizeGib = cpuChunks * Layout.BytesPerToken * ChunkSize / (1024.0 * 1024 * 1024),
+            LocalDisk = diskFolder,
+            MaxLocalDiskSizeGib = diskFolder is null ? 0 : 0.01,
         };
         var engine = LMCacheEngine.Create(options, new KeyScope("vllm", "tiny/test-model", DType: Layout.DType.ToKeyToken()), Layout);
         var worker = ControllerWorker.Start(engine, new ControllerWorkerOptions
@@ -126,9 +128,9 @@ public sealed class Cluster : IAsyncDisposable
         return new Cluster(controller, new HttpClient { BaseAddress = address, Timeout = TimeSpan.FromSeconds(60) });
     }
 
-    public async Task<Instance> AddInstanceAsync(string id, int cpuChunks = 64)
+    public async Task<Instance> AddInstanceAsync(string id, int cpuChunks = 64, string? diskFolder = null)
     {
-        var instance = Instance.Start(id, Controller.PullPort, cpuChunks);
+        var instance = Instance.Start(id, Controller.PullPort, cpuChunks, diskFolder);
         _instances.Add(instance);
         await WaitUntilAsync(async () =>
         {

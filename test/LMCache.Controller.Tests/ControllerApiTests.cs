@@ -180,4 +180,40 @@ public sealed class ControllerApiTests
         Assert.Equal(Cpu, (string?)tier["location"]);
         Assert.Equal(4L * 32768, (long)tier["capacity_bytes"]! / 16);   // a 64-chunk pool
     }
+
+    [Fact]
+    public async Task MoveTakesChunksFromTheCpuTierToTheDiskTier()
+    {
+        using var folder = new LMCache.Testing.TempFolder("lmcache-controller-move");
+        await using var cluster = await Cluster.StartAsync();
+        var a = await cluster.AddInstanceAsync("instance-a", diskFolder: folder.Path);
+        await cluster.AddInstanceAsync("instance-b");
+        var prompt = Cluster.Prompt(512, start: 31);
+        a.Serve(prompt);
+        await a.Engine.FlushAsync(TestContext.Current.CancellationToken);
+        await cluster.PostAsync("/clear", new { instance_id = "instance-a", location = "LocalDiskBackend" });   // stores write through; start from CPU only
+        Assert.Equal(0, a.Engine.Storage.Find("LocalDiskBackend") is LMCache.Storage.LocalDisk.LocalDiskBackend d ? d.Count : -1);
+
+        var moved = await cluster.PostAsync("/move", new
+        {
+            old_position = new[] { "instance-a", Cpu },
+            new_position = new[] { "instance-a", "LocalDiskBackend" },
+            tokens = prompt,
+        });
+        Assert.Equal(512, (long)moved["num_tokens"]!);
+        Assert.Equal(0, a.Engine.Storage.Cpu.Count);
+        await Cluster.WaitUntilAsync(async () =>
+            (await cluster.LookupAsync(prompt))["instance-a"] is { } where && (string?)where[0] == "LocalDiskBackend" && (int)where[1]! == 512,
+            "A's prefix on disk in /lookup");
+        Assert.Equal(512, (await a.RetrieveAsync(prompt)).HitTokens);
+
+        var error = await cluster.PostAsync("/move", new
+        {
+            old_position = new[] { "instance-a", Cpu },
+            new_position = new[] { "instance-b", Cpu },
+        }, expectedStatus: 400);
+        Assert.Contains("P2P transport", (string?)error["detail"], StringComparison.Ordinal);
+        await cluster.PostAsync("/move", new { old_position = new[] { "instance-a" }, new_position = new[] { "instance-a", Cpu } }, expectedStatus: 400);
+        await cluster.PostAsync("/move", new { old_position = new[] { "nobody", Cpu }, new_position = new[] { "nobody", "LocalDiskBackend" } }, expectedStatus: 404);
+    }
 }
