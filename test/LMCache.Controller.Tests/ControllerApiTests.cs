@@ -18,7 +18,7 @@ public sealed class ControllerApiTests
         var stored = a.Serve(prompt);
         Assert.Equal(512, stored.StoredTokens);
 
-        await Cluster.WaitUntilAsync(async () => (await cluster.LookupAsync(prompt)).ContainsKey("instance-a"), "A in /lookup");
+        await Cluster.WaitUntilAsync(async () => await PrefixAsync(cluster, prompt, "instance-a") == 512, "A's 512 tokens in /lookup");
         var layout = await cluster.LookupAsync(prompt);
         Assert.Single(layout);
         Assert.Equal(Cpu, (string?)layout["instance-a"]![0]);
@@ -60,7 +60,7 @@ public sealed class ControllerApiTests
 
         Assert.Equal(0, a.Engine.Storage.Cpu.Count);
         Assert.Equal(0, (await a.RetrieveAsync(prompt)).HitTokens);
-        Assert.Empty(await cluster.LookupAsync(prompt));
+        await Cluster.WaitUntilAsync(async () => (await cluster.LookupAsync(prompt)).Count == 0, "A gone from /lookup");
     }
 
     [Fact]
@@ -164,16 +164,21 @@ public sealed class ControllerApiTests
         var deleted = await cluster.PostAsync("/delete_chunks", new { instance_id = "instance-a", keys = new[] { keys[1] } });
         Assert.Equal(1, (long)deleted["num_chunks"]!);
         Assert.Equal(256, await a.Engine.LookupAsync(prompt, cancellationToken: TestContext.Current.CancellationToken));
-        Assert.Equal(256, (int)(await cluster.LookupAsync(prompt))["instance-a"]![1]!);
+        await Cluster.WaitUntilAsync(async () => await PrefixAsync(cluster, prompt, "instance-a") == 256, "A's 256 tokens in /lookup");
         Assert.Single((await cluster.PostAsync("/list_chunks", new { instance_id = "instance-a" }))["chunks"]!.AsArray());
 
+        // Workers report counters every 200 ms: wait for a report taken after the deletion (one 32 KiB chunk left).
+        const string Labels = "{model_name=\"tiny/test-model\",worker_id=\"0\",instance_id=\"instance-a\"}";
+        var metrics = "";
         await Cluster.WaitUntilAsync(async () =>
-            (await cluster.Http.GetStringAsync("/metrics", TestContext.Current.CancellationToken)).Contains(
-                "lmcache:num_hit_tokens{model_name=\"tiny/test-model\",worker_id=\"0\",instance_id=\"instance-a\"} 512", StringComparison.Ordinal),
-            "hit tokens in /metrics");
-        var metrics = await cluster.Http.GetStringAsync("/metrics", TestContext.Current.CancellationToken);
+        {
+            metrics = await cluster.Http.GetStringAsync("/metrics", TestContext.Current.CancellationToken);
+            return metrics.Contains($"lmcache:local_cache_usage{Labels} 32768\n", StringComparison.Ordinal);
+        }, "CPU usage after the deletion in /metrics");
+        Assert.Contains($"lmcache:num_hit_tokens{Labels} 512\n", metrics, StringComparison.Ordinal);
+        Assert.Contains($"lmcache:num_requested_tokens{Labels} 512\n", metrics, StringComparison.Ordinal);
+        Assert.Contains($"lmcache:cache_hit_rate{Labels} 1\n", metrics, StringComparison.Ordinal);
         Assert.Contains("# TYPE lmcache:cache_hit_rate gauge", metrics, StringComparison.Ordinal);
-        Assert.Contains("lmcache:local_cache_usage{model_name=\"tiny/test-model\",worker_id=\"0\",instance_id=\"instance-a\"} 32768", metrics, StringComparison.Ordinal);
 
         var summary = System.Text.Json.Nodes.JsonNode.Parse(await cluster.Http.GetStringAsync("/instances", TestContext.Current.CancellationToken))!;
         var tier = summary["instances"]![0]!["tiers"]![0]!;
@@ -216,4 +221,7 @@ public sealed class ControllerApiTests
         await cluster.PostAsync("/move", new { old_position = new[] { "instance-a" }, new_position = new[] { "instance-a", Cpu } }, expectedStatus: 400);
         await cluster.PostAsync("/move", new { old_position = new[] { "nobody", Cpu }, new_position = new[] { "nobody", "LocalDiskBackend" } }, expectedStatus: 404);
     }
+
+    private static async Task<int> PrefixAsync(Cluster cluster, int[] tokens, string instance) =>
+        (await cluster.LookupAsync(tokens))[instance] is { } where ? (int)where[1]! : 0;
 }
