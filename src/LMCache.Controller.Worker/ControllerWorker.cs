@@ -1,5 +1,4 @@
 using System.Diagnostics;
-using System.Net;
 using System.Net.NetworkInformation;
 using System.Net.Sockets;
 using LMCache.Core.Keys;
@@ -165,9 +164,11 @@ public sealed class ControllerWorker : IAsyncDisposable
                 }
                 Flush();
             }
-            catch (Exception ex) when (ex is NetMQException or InvalidOperationException or FormatException)
+            catch (Exception ex)
             {
+                // Never let the reporting thread take the engine's process down; try again on the next round.
                 WorkerLog.LoopError(_logger, ex.Message);
+                Thread.Sleep(100);
             }
         }
         if (_sendDeregister)
@@ -206,8 +207,9 @@ public sealed class ControllerWorker : IAsyncDisposable
             Flush();
             return reply;
         }
-        catch (Exception ex) when (ex is FormatException or ArgumentException or InvalidOperationException or OverflowException)
+        catch (Exception ex)
         {
+            // Every request gets a reply (a REP socket that does not answer is stuck), and a failure is an ErrorMsg.
             WorkerLog.RequestFailed(_logger, request.Type, ex.Message);
             return Error(ex.Message);
         }
@@ -553,9 +555,7 @@ public sealed class ControllerWorker : IAsyncDisposable
 
     private static string GuessHost(string pullUrl)
     {
-        var address = ControllerWorkerOptions.ToTcpAddress(pullUrl);
-        var host = new Uri(address).Host;
-        if (host is "localhost" || (IPAddress.TryParse(host, out var ip) && IPAddress.IsLoopback(ip)))
+        if (ControllerWorkerOptions.IsLoopback(pullUrl))
         {
             return "127.0.0.1";
         }

@@ -36,7 +36,8 @@ public sealed class ControllerWorkerOptions
     public TimeSpan StatsInterval { get; set; } = TimeSpan.FromSeconds(2);
 
     /// <summary>
-    /// Reads the worker settings from the engine configuration: <c>lmcache_instance_id</c>, <c>controller_pull_url</c>,
+    /// Reads the worker settings from the engine configuration (the reply socket binds to 127.0.0.1 when the controller
+    /// is on loopback, else to all interfaces): <c>lmcache_instance_id</c>, <c>controller_pull_url</c>,
     /// <c>lmcache_worker_ports</c> (indexed by <paramref name="workerId"/>), <c>lmcache_worker_heartbeat_delay_time</c>,
     /// <c>lmcache_worker_heartbeat_time</c>.
     /// </summary>
@@ -54,10 +55,17 @@ public sealed class ControllerWorkerOptions
         {
             InstanceId = options.LMCacheInstanceId,
             PullUrl = options.ControllerPullUrl,
+            BindHost = IsLoopback(options.ControllerPullUrl) ? "127.0.0.1" : "*",
             Port = ports is { Count: > 0 } ? ports[Math.Min(workerId, ports.Count - 1)] : 0,
             HeartbeatDelay = TimeSpan.FromSeconds(options.LMCacheWorkerHeartbeatDelayTime),
             HeartbeatInterval = options.LMCacheWorkerHeartbeatTime is int s ? TimeSpan.FromSeconds(s) : null,
         };
+    }
+
+    internal static bool IsLoopback(string url)
+    {
+        var host = new Uri(ToTcpAddress(url)).Host;
+        return host == "localhost" || (System.Net.IPAddress.TryParse(host, out var ip) && System.Net.IPAddress.IsLoopback(ip));
     }
 
     internal static string ToTcpAddress(string url) => url.Contains("://", StringComparison.Ordinal) ? url : "tcp://" + url;

@@ -181,8 +181,9 @@ public sealed class LMCacheController : IAsyncDisposable
             }
             return message;
         }
-        catch (Exception ex) when (ex is FormatException or OverflowException or System.Text.Json.JsonException or MessagePack.MessagePackSerializationException)
+        catch (Exception ex)
         {
+            // A bad frame from one worker must not stop the socket thread that serves all of them.
             ControllerLog.BadMessage(_logger, ex.Message);
             return null;
         }
