@@ -1,5 +1,6 @@
 using LMCache.Core.Serde;
 using LMCache.Engine;
+using LMCache.Serde.CacheGen;
 using LMCache.Storage.Remote;
 using Microsoft.Extensions.Logging;
 
@@ -11,10 +12,12 @@ namespace LMCache.Cli;
 /// </summary>
 internal static class Hosting
 {
-    public static RemoteConnectorRegistry CreateConnectorRegistry() => new();
+    public static RemoteConnectorRegistry CreateConnectorRegistry() => new RemoteConnectorRegistry()
+        .Add(new Connectors.Lm.LmConnectorFactory());
 
-    public static SerdeRegistry CreateSerdeRegistry() => new();
+    public static SerdeRegistry CreateSerdeRegistry(ILoggerFactory? loggerFactory = null) =>
+        CacheGenSerde.Register(new SerdeRegistry(), loggerFactory);
 
     public static LMCacheEngineServices CreateServices(ILoggerFactory loggerFactory) =>
-        new(CreateConnectorRegistry(), CreateSerdeRegistry(), loggerFactory);
+        new(CreateConnectorRegistry(), CreateSerdeRegistry(loggerFactory), loggerFactory);
 }

@@ -223,7 +223,7 @@ public sealed class LMCacheEngine : IAsyncDisposable
     /// Stores the chunks of <paramref name="tokens"/> after <paramref name="skipLeadingTokens"/> (a multiple of the
     /// chunk size: tokens already stored). The copy from the engine into the CPU tier is synchronous, so the engine may
     /// reuse its buffers when this returns; disk and remote writes are queued. Stops at the first chunk the CPU pool
-    /// cannot hold (the stored part is then a prefix).
+    /// cannot hold (the stored part is then a prefix). Chunks the CPU tier already holds are skipped and not counted.
     /// </summary>
     public StoreResult Store(ReadOnlySpan<int> tokens, IKvCacheAdapter source, int skipLeadingTokens = 0, string? cacheSalt = null)
     {
@@ -244,6 +244,10 @@ public sealed class LMCacheEngine : IAsyncDisposable
             for (var i = 0; i < chunks.Count; i++)
             {
                 var chunk = chunks.Chunks[i];
+                if (Storage.Cpu.Contains(chunks.Keys.Span[i]))
+                {
+                    continue;   // already cached (e.g. a shared prefix another request stored): no copy, no new allocation
+                }
                 if (!Storage.Cpu.TryAllocate(Layout.ChunkMetadata(chunk.Length), out var memoryObject))
                 {
                     EngineLog.StorePartial(_logger, stored, chunks.Count);

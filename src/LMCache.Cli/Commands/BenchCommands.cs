@@ -21,6 +21,9 @@ internal static class BenchCommands
 
     private static IEnumerable<Command> Targets()
     {
+        yield return LmBench.Create();
         yield return StorageBench.Create();
+        yield return TtftBench.Create();
+        yield return SerdeBench.Create();
     }
 }

@@ -13,7 +13,9 @@ internal static class CommandCatalog
     {
         yield return DemoCommand.Create();
         yield return ConfigCommands.Create();
+        yield return ServerCommand.Create();
         yield return BenchCommands.Create();
+        yield return ServeCommand.Create();
         yield return ControllerCommand.Create();
     }
 }

@@ -153,6 +153,9 @@ public sealed class ConfigKeyDefinition
 /// </summary>
 public static class ConfigKeys
 {
+    /// <summary>Largest size in GiB a size key accepts (1 PiB): keeps byte counts far from overflow.</summary>
+    public const double MaxSizeGib = 1024 * 1024;
+
     /// <summary>The serializers a configuration may name; the engine fails at start-up if the chosen one is not registered.</summary>
     public static readonly IReadOnlyList<string> KnownSerdes = ["naive", "kivi", "cachegen"];
 
@@ -173,11 +176,11 @@ public static class ConfigKeys
         new("local_cpu", ConfigValueKind.Bool, true, "Whether the CPU tier keeps chunks (it always exists as the allocator).",
             (o, v) => o.LocalCpu = (bool)v!),
         new("max_local_cpu_size", ConfigValueKind.Float, 5.0, "CPU pool size in GiB (a hard cap on the tier's memory).",
-            (o, v) => o.MaxLocalCpuSizeGib = (double)v!, v => (double)v! > 0 ? null : "must be a positive size in GiB"),
+            (o, v) => o.MaxLocalCpuSizeGib = (double)v!, v => (double)v! is > 0 and <= MaxSizeGib ? null : $"must be a positive size in GiB, at most {MaxSizeGib}"),
         new("local_disk", ConfigValueKind.String, null, "Disk-tier folder: file:///path/ or a plain path.",
             (o, v) => o.LocalDisk = ConfigConverters.NormalizeLocalDisk((string?)v), v => v is string s && s.Trim().Length == 0 ? "must not be empty (use null to disable)" : null),
         new("max_local_disk_size", ConfigValueKind.Float, 0.0, "Disk-tier size in GiB; the tier exists only when this is > 0 and local_disk is set.",
-            (o, v) => o.MaxLocalDiskSizeGib = (double)v!, v => (double)v! >= 0 ? null : "must be a non-negative size in GiB"),
+            (o, v) => o.MaxLocalDiskSizeGib = (double)v!, v => (double)v! is >= 0 and <= MaxSizeGib ? null : $"must be a non-negative size in GiB, at most {MaxSizeGib}"),
         new("remote_url", ConfigValueKind.String, null, "Remote store URL; the scheme picks the connector (redis://, rediss://, unix://, redis-sentinel://, redis-cluster://, valkey://, lm://).",
             (o, v) => o.RemoteUrl = (string?)v, v => v is string s && !s.Contains("://", StringComparison.Ordinal) ? "must be a URL with a scheme, such as redis://host:6379 or lm://host:65432" : null),
         new("remote_serde", ConfigValueKind.String, "naive", "Serializer of the remote tier: naive (raw bytes), cachegen (compressed) or kivi (identity).",

@@ -26,6 +26,7 @@ public sealed unsafe class NativeSlabAllocator : IMemoryAllocator, IMemoryObject
     private byte* _slab;
     private long _used;
     private int _outstanding;
+    private bool _disposeRequested;
 
     /// <summary>Creates a pool of <paramref name="capacity"/> bytes (rounded down to the alignment).</summary>
     /// <param name="capacity">Pool size in bytes; must be at least one alignment unit.</param>
@@ -86,7 +87,7 @@ public sealed unsafe class NativeSlabAllocator : IMemoryAllocator, IMemoryObject
         long offset;
         lock (_lock)
         {
-            ObjectDisposedException.ThrowIf(_slab == null, this);
+            ObjectDisposedException.ThrowIf(_disposeRequested, this);
             var index = -1;
             for (var i = 0; i < _free.Count; i++)
             {
@@ -129,6 +130,10 @@ public sealed unsafe class NativeSlabAllocator : IMemoryAllocator, IMemoryObject
             _used -= size;
             _outstanding--;
             _retired.Push(memoryObject);
+            if (_disposeRequested && _outstanding == 0)
+            {
+                FreeSlab();
+            }
         }
     }
 
@@ -153,16 +158,28 @@ public sealed unsafe class NativeSlabAllocator : IMemoryAllocator, IMemoryObject
         }
     }
 
-    /// <summary>Frees the slab. Objects still alive become invalid; tests assert <see cref="OutstandingObjects"/> is 0 first.</summary>
+    /// <summary>
+    /// Frees the slab — at once when no object is alive, otherwise when the last live object is released, so a reader
+    /// that still holds a chunk never sees its memory freed under it. No allocation succeeds after this call.
+    /// </summary>
     public void Dispose()
     {
         lock (_lock)
         {
-            if (_slab != null)
+            _disposeRequested = true;
+            if (_outstanding == 0)
             {
-                NativeMemory.AlignedFree(_slab);
-                _slab = null;
+                FreeSlab();
             }
+        }
+    }
+
+    private void FreeSlab()
+    {
+        if (_slab != null)
+        {
+            NativeMemory.AlignedFree(_slab);
+            _slab = null;
         }
     }
 

@@ -319,10 +319,7 @@ public sealed class LocalCpuBackend : IStorageBackend, IMemoryAllocator
             Statistics.RemoveEntry(entry.Length);
             entry.Release();
         }
-        if (_allocator.OutstandingObjects == 0)
-        {
-            _allocator.Dispose();
-        }
-        // Otherwise objects are still referenced by callers; the slab stays mapped rather than freeing memory under them.
+        // Objects still referenced by callers keep the slab alive until their last release (see NativeSlabAllocator.Dispose).
+        _allocator.Dispose();
     }
 }

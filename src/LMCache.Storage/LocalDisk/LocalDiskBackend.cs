@@ -1,6 +1,6 @@
 using System.Buffers;
 using System.IO.Hashing;
-using System.Threading.Channels;
+using System.Collections.Concurrent;
 using LMCache.Core.Diagnostics;
 using LMCache.Core.Keys;
 using LMCache.Core.Memory;
@@ -44,8 +44,8 @@ public sealed class LocalDiskBackend : IStorageBackend
     private readonly EvictionPolicy<CacheEngineKey> _policy;
     private readonly Func<CacheEngineKey, bool> _canEvict;
     private readonly Lock _lock = new();
-    private readonly Channel<WriteJob> _writes;
-    private readonly Task[] _writers;
+    private readonly BlockingCollection<WriteJob> _writes;
+    private readonly Thread[] _writers;
     private long _reservedBytes;
     private int _pendingWrites;
 
@@ -80,11 +80,14 @@ public sealed class LocalDiskBackend : IStorageBackend
         Statistics = new TierStatistics(BackendName, capacityBytes);
         EnsureWritable(_folder);
         Recover();
-        _writes = Channel.CreateBounded<WriteJob>(new BoundedChannelOptions(writeQueueCapacity) { FullMode = BoundedChannelFullMode.Wait });
-        _writers = new Task[writerCount];
+        // Writers are dedicated threads: their file I/O is synchronous, and on the shared thread pool a busy server
+        // could starve them, leaving CPU chunks pinned by pending writes and unevictable.
+        _writes = new BlockingCollection<WriteJob>(writeQueueCapacity);
+        _writers = new Thread[writerCount];
         for (var i = 0; i < writerCount; i++)
         {
-            _writers[i] = Task.Run(RunWriterAsync);
+            _writers[i] = new Thread(RunWriter) { IsBackground = true, Name = $"lmcache-disk-writer-{i}" };
+            _writers[i].Start();
         }
     }
 
@@ -182,7 +185,7 @@ public sealed class LocalDiskBackend : IStorageBackend
         DeleteFiles(evictedFiles);
         memoryObject.AddRef();
         Interlocked.Increment(ref _pendingWrites);
-        if (!_writes.Writer.TryWrite(new WriteJob(key, memoryObject, fileBytes)))
+        if (!TryQueue(new WriteJob(key, memoryObject, fileBytes)))
         {
             AbandonWrite(key, memoryObject, fileBytes);
             Statistics.RecordPutDropped();
@@ -282,8 +285,30 @@ public sealed class LocalDiskBackend : IStorageBackend
     /// <summary>Finishes queued writes, then stops the writers. Files stay on disk for the next run.</summary>
     public async ValueTask DisposeAsync()
     {
-        _writes.Writer.TryComplete();
-        await Task.WhenAll(_writers).ConfigureAwait(false);
+        if (!_writes.IsAddingCompleted)
+        {
+            _writes.CompleteAdding();
+        }
+        await Task.Run(() =>
+        {
+            foreach (var writer in _writers)
+            {
+                writer.Join();
+            }
+        }).ConfigureAwait(false);
+        _writes.Dispose();
+    }
+
+    private bool TryQueue(WriteJob job)
+    {
+        try
+        {
+            return _writes.TryAdd(job);
+        }
+        catch (InvalidOperationException)
+        {
+            return false;   // disposed: adding is complete
+        }
     }
 
     private MemoryObject? Read(CacheEngineKey key)
@@ -376,15 +401,12 @@ public sealed class LocalDiskBackend : IStorageBackend
         }
     }
 
-    private async Task RunWriterAsync()
+    private void RunWriter()
     {
         var header = new byte[DiskChunkFile.HeaderSize];
-        while (await _writes.Reader.WaitToReadAsync().ConfigureAwait(false))
+        foreach (var job in _writes.GetConsumingEnumerable())
         {
-            while (_writes.Reader.TryRead(out var job))
-            {
-                Write(job, header);
-            }
+            Write(job, header);
         }
     }
 

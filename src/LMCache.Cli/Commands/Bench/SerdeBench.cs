@@ -1,0 +1,495 @@
+using System.CommandLine;
+using System.Diagnostics;
+using System.Runtime.InteropServices;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using LMCache.Core.Memory;
+using LMCache.Serde.CacheGen;
+using Microsoft.ML.OnnxRuntime;
+using Microsoft.ML.OnnxRuntime.Tensors;
+
+namespace LMCache.Cli.Commands.Bench;
+
+/// <summary>
+/// <c>lmcache bench serde</c>: the cachegen serde on real KV. Runs the fixture (or another exported decoder with a
+/// <c>reference.json</c> prompt) with ONNX Runtime over a long prompt, cuts its KV into 256-token <c>KV_2LTD</c>
+/// chunks, and measures size (per-chunk and shared tables), encode/decode throughput (one core and all cores),
+/// the reconstruction error and the greedy continuation when the prompt's KV comes back through cachegen — beside the
+/// naive serde (raw bytes, a copy) measured in the same run.
+/// </summary>
+internal static class SerdeBench
+{
+    private const int ChunkTokens = 256;
+    private const int GeneratedTokens = 16;
+
+    public static Command Create()
+    {
+        var json = CommonOptions.Json();
+        var model = new Option<DirectoryInfo?>("--model")
+        {
+            Description = "Model folder with onnx/model.onnx, config.json and reference.json (prompt token ids); defaults to ../shared/fixtures/tiny-llama found upward from the current folder.",
+        };
+        var seconds = new Option<double>("--seconds") { Description = "Minimum time per throughput measurement.", DefaultValueFactory = _ => 1.5 };
+        var profileChunks = new Option<int>("--profile-chunks") { Description = "Chunks profiled for the shared table (excluded from the shared-table ratio).", DefaultValueFactory = _ => 2 };
+        var command = new Command("serde", "cachegen vs naive on real KV from the fixture model: ratio, throughput, error, continuation match.")
+        {
+            json, model, seconds, profileChunks,
+        };
+        command.SetAction(parse =>
+        {
+            var folder = parse.GetValue(model)?.FullName ?? FindFixture();
+            if (folder is null)
+            {
+                Console.Error.WriteLine("error: no model: pass --model DIR (the fixture lives in ../shared/fixtures/tiny-llama).");
+                return 2;
+            }
+            var result = Run(folder, parse.GetValue(seconds), Math.Max(1, parse.GetValue(profileChunks)));
+            if (parse.GetValue(json))
+            {
+                Console.WriteLine(result.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+            }
+            else
+            {
+                foreach (var (name, value) in result)
+                {
+                    Console.WriteLine($"{name,-40} {value?.ToJsonString()}");
+                }
+            }
+            return 0;
+        });
+        return command;
+    }
+
+    private static string? FindFixture()
+    {
+        for (var dir = new DirectoryInfo(Directory.GetCurrentDirectory()); dir is not null; dir = dir.Parent)
+        {
+            var candidate = Path.Combine(dir.FullName, "shared", "fixtures", "tiny-llama");
+            if (File.Exists(Path.Combine(candidate, "onnx", "model.onnx")))
+            {
+                return candidate;
+            }
+            candidate = Path.Combine(dir.FullName, "..", "shared", "fixtures", "tiny-llama");
+            if (File.Exists(Path.Combine(candidate, "onnx", "model.onnx")))
+            {
+                return Path.GetFullPath(candidate);
+            }
+        }
+        return null;
+    }
+
+    private static void Progress(string text) => Console.Error.WriteLine($"bench: {text}");
+
+    private static JsonObject Run(string folder, double seconds, int profileChunks)
+    {
+        var reference = JsonNode.Parse(File.ReadAllText(Path.Combine(folder, "reference.json")))!;
+        var prompt = reference["prompts"]!["long"]!;
+        var ids = prompt["input_ids"]!.AsArray().Select(n => (long)n!).ToArray();
+        var referenceGreedy = prompt["greedy_16"]?.AsArray().Select(n => (long)n!).ToArray();
+
+        using var runner = new OnnxKvRunner(Path.Combine(folder, "onnx", "model.onnx"), Path.Combine(folder, "config.json"));
+        var prefix = (ids.Length - 1) / ChunkTokens * ChunkTokens;
+        if (prefix == 0)
+        {
+            throw new InvalidOperationException($"The prompt has {ids.Length} tokens; at least {ChunkTokens + 1} are needed.");
+        }
+        Progress($"prefill of {prefix} tokens ({runner.Layers} layers, {runner.KvHeads} KV heads x {runner.HeadDim})");
+        var (_, kv) = runner.Run(ids.AsSpan(0, prefix), null, 0);
+
+        var layers = runner.Layers;
+        var hidden = runner.KvHeads * runner.HeadDim;
+        var chunkCount = prefix / ChunkTokens;
+        var chunksF32 = new float[chunkCount][];
+        var chunksBf16 = new byte[chunkCount][];
+        for (var j = 0; j < chunkCount; j++)
+        {
+            chunksF32[j] = runner.ToChunk(kv, prefix, j * ChunkTokens, ChunkTokens);
+            chunksBf16[j] = new byte[chunksF32[j].Length * 2];
+            var bf = MemoryMarshal.Cast<byte, ushort>(chunksBf16[j].AsSpan());
+            for (var i = 0; i < bf.Length; i++)
+            {
+                bf[i] = Bf16(chunksF32[j][i]);
+            }
+        }
+        var rawBf16 = chunksBf16.Sum(c => (long)c.Length);
+        var chunkBytes = chunksBf16[0].Length;
+
+        using var allocator = new NativeSlabAllocator(1L << 30);
+        var metaBf16 = new MemoryObjectMetadata(KvShape.Kv2Ltd(layers, ChunkTokens, hidden), KvDType.BFloat16, MemoryFormat.KV2LTD);
+        var metaF32 = new MemoryObjectMetadata(KvShape.Kv2Ltd(layers, ChunkTokens, hidden), KvDType.Float32, MemoryFormat.KV2LTD);
+        var inputsBf16 = chunksBf16.Select(c => Load(allocator, metaBf16, c)).ToArray();
+        var inputsF32 = chunksF32.Select(c => Load(allocator, metaF32, MemoryMarshal.AsBytes(c.AsSpan()))).ToArray();
+        try
+        {
+            var cores = Environment.ProcessorCount;
+            var serde = new CacheGenSerde(new CacheGenOptions { Threads = cores });
+
+            // Size with the original's per-chunk tables.
+            var blobs = inputsBf16.Select(c => serde.Serialize(c, allocator)!).ToArray();
+            var cachegenBytes = blobs.Sum(b => (long)b.Length);
+            long cachegenF32 = 0;
+            foreach (var chunk in inputsF32)
+            {
+                using var blob = serde.Serialize(chunk, allocator)!;
+                cachegenF32 += blob.Length;
+            }
+
+            // Sensitivity to the bins: 16 bins everywhere (what models with 10+ layers use for most layers).
+            var coarse = new CacheGenSerde(new CacheGenOptions { Threads = cores, KeyBins = "16", ValueBins = "16" });
+            long coarseBytes = 0;
+            foreach (var chunk in inputsBf16)
+            {
+                using var blob = coarse.Serialize(chunk, allocator)!;
+                coarseBytes += blob.Length;
+            }
+
+            // Shared tables: profiled over the first chunks, measured on the others.
+            var shared = new CacheGenSerde(new CacheGenOptions { Threads = cores, SharedTables = true, ProfileChunks = Math.Min(profileChunks, chunkCount - 1) });
+            long sharedBytes = 0, perChunkSame = 0, rawSame = 0;
+            var measuredShared = 0;
+            for (var j = 0; j < chunkCount; j++)
+            {
+                using var blob = shared.Serialize(inputsBf16[j], allocator)!;
+                if (blob.Span[5] == 1)
+                {
+                    sharedBytes += blob.Length;
+                    perChunkSame += blobs[j].Length;
+                    rawSame += chunkBytes;
+                    measuredShared++;
+                }
+            }
+            var tableBytes = shared.SharedTables.Count > 0 ? TableSize(layers, hidden) : 0;
+
+            // Error of the bf16 round trip, in absolute terms and in quantization half-steps of the token's scale.
+            double maxError = 0, sumError = 0, maxHalfSteps = 0;
+            long elements = 0;
+            var bins = CacheGenBins.Default(layers);
+            var restoredF32 = new float[chunkCount][];
+            for (var j = 0; j < chunkCount; j++)
+            {
+                using var back = serde.Deserialize(blobs[j], allocator)!;
+                var x = MemoryMarshal.Cast<byte, ushort>(chunksBf16[j].AsSpan());
+                var y = MemoryMarshal.Cast<byte, ushort>(back.Span);
+                restoredF32[j] = new float[x.Length];
+                for (var row = 0; row < 2 * layers; row++)
+                {
+                    var levels = (bins.RowBins(row) / 2) - 1;
+                    for (var t = 0; t < ChunkTokens; t++)
+                    {
+                        var offset = ((row * ChunkTokens) + t) * hidden;
+                        var m = 0f;
+                        for (var c = 0; c < hidden; c++)
+                        {
+                            m = Math.Max(m, Math.Abs(F32(x[offset + c])));
+                        }
+                        for (var c = 0; c < hidden; c++)
+                        {
+                            var error = Math.Abs(F32(y[offset + c]) - F32(x[offset + c]));
+                            maxError = Math.Max(maxError, error);
+                            sumError += error;
+                            if (m > 0)
+                            {
+                                maxHalfSteps = Math.Max(maxHalfSteps, error / (m / (2.0 * levels)));
+                            }
+                            restoredF32[j][offset + c] = F32(y[offset + c]);
+                        }
+                    }
+                }
+                elements += x.Length;
+            }
+
+            // Throughput: MB (10^6 bytes) of raw bf16 KV per second, one thread and all threads, beside a plain copy.
+            Progress("throughput");
+            var single = new CacheGenSerde(new CacheGenOptions { Threads = 1 });
+            var encode1 = Throughput(seconds, rawBf16, () => { foreach (var c in inputsBf16) { single.Serialize(c, allocator)!.Release(); } });
+            var encodeN = Throughput(seconds, rawBf16, () => { foreach (var c in inputsBf16) { serde.Serialize(c, allocator)!.Release(); } });
+            var decode1 = Throughput(seconds, rawBf16, () => { foreach (var b in blobs) { single.Deserialize(b, allocator)!.Release(); } });
+            var decodeN = Throughput(seconds, rawBf16, () => { foreach (var b in blobs) { serde.Deserialize(b, allocator)!.Release(); } });
+            var copy = new byte[chunkBytes];
+            var copyMbps = Throughput(seconds, rawBf16, () => { foreach (var c in chunksBf16) { c.CopyTo(copy, 0); } }).Wall;
+            var load = File.Exists("/proc/loadavg") ? File.ReadAllText("/proc/loadavg").Split(' ')[0] : "unknown";
+
+            // Greedy continuation: the prompt's KV exact (baseline), rounded to bf16 (naive bf16), or through cachegen.
+            Progress("continuation");
+            var exact = Continue(runner, ids, prefix, kv);
+            var viaBf16 = Continue(runner, ids, prefix, runner.FromChunks(chunksBf16.Select(c => MemoryMarshal.Cast<byte, ushort>(c.AsSpan()).ToArray().Select(F32).ToArray()).ToArray(), ChunkTokens));
+            var viaCachegen = Continue(runner, ids, prefix, runner.FromChunks(restoredF32, ChunkTokens));
+
+            foreach (var b in blobs)
+            {
+                b.Release();
+            }
+
+            return new JsonObject
+            {
+                ["model"] = Path.GetFileName(folder.TrimEnd('/')),
+                ["kv_source"] = "ONNX Runtime run of the model inside the bench (the serving engine is not used)",
+                ["prompt_tokens"] = ids.Length,
+                ["chunk_tokens"] = ChunkTokens,
+                ["chunks"] = chunkCount,
+                ["layers"] = layers,
+                ["kv_heads"] = runner.KvHeads,
+                ["head_dim"] = runner.HeadDim,
+                ["raw_dtype"] = "bfloat16 (the model's float32 KV rounded to bf16, round-to-nearest-even)",
+                ["raw_bytes"] = rawBf16,
+                ["cachegen_bytes"] = cachegenBytes,
+                ["ratio"] = Round(rawBf16 / (double)cachegenBytes),
+                ["ratio_fp32_input"] = Round(2.0 * rawBf16 / cachegenF32),
+                ["bins"] = bins.ToString(),
+                ["payload_bits_per_value"] = Round(8.0 * (cachegenBytes - (chunkCount * (TableSize(layers, hidden) + (2L * layers * ChunkTokens * 2) + (2L * layers * hidden * 2)))) / (rawBf16 / 2.0)),
+                ["ratio_all_16_bins"] = Round(rawBf16 / (double)coarseBytes),
+                ["ratio_shared_tables"] = measuredShared == 0 ? null : Round(rawSame / (double)sharedBytes),
+                ["ratio_per_chunk_tables_same_chunks"] = measuredShared == 0 ? null : Round(rawSame / (double)perChunkSame),
+                ["shared_table_chunks_measured"] = measuredShared,
+                ["shared_table_profiled_chunks"] = chunkCount - measuredShared,
+                ["shared_table_bytes_once"] = tableBytes,
+                ["cores"] = cores,
+                ["encode_mbps"] = new JsonObject { ["per_core"] = Round(encode1.Wall), ["per_core_cpu_time"] = encode1.Cpu is { } e1 ? Round(e1) : null, ["all_cores"] = Round(encodeN.Wall) },
+                ["decode_mbps"] = new JsonObject { ["per_core"] = Round(decode1.Wall), ["per_core_cpu_time"] = decode1.Cpu is { } d1 ? Round(d1) : null, ["all_cores"] = Round(decodeN.Wall) },
+                ["mbps_unit"] = "10^6 bytes of raw bf16 KV per second; per_core = one thread by the wall clock, per_core_cpu_time = per CPU-second of that thread, all_cores = cachegen_threads = cores by the wall clock",
+                ["load_average_1m"] = load,
+                ["max_abs_error"] = maxError,
+                ["mean_abs_error"] = sumError / elements,
+                ["max_error_in_half_steps"] = Round(maxHalfSteps),
+                ["continuation_tokens"] = GeneratedTokens,
+                ["continuation_match_rate"] = Round(Match(exact, viaCachegen)),
+                ["continuation_identical_prefix"] = exact.Zip(viaCachegen).TakeWhile(p => p.First == p.Second).Count(),
+                ["continuation_match_rate_bf16_naive"] = Round(Match(exact, viaBf16)),
+                ["continuation_baseline_matches_reference"] = referenceGreedy is null ? null : Round(Match(exact, referenceGreedy)),
+                ["baseline_naive"] = new JsonObject { ["ratio"] = 1.0, ["bytes"] = rawBf16, ["copy_mbps"] = Round(copyMbps) },
+            };
+        }
+        finally
+        {
+            foreach (var o in inputsBf16.Concat(inputsF32))
+            {
+                o.Release();
+            }
+        }
+    }
+
+    private static double Round(double value) => Math.Round(value, 3);
+
+    private static long TableSize(int layers, int hidden) => 20 + (2L * layers) + (2L * layers * hidden * 33 * 2) + 8;
+
+    private static double Match(long[] expected, long[] actual) => expected.Zip(actual).Count(p => p.First == p.Second) / (double)expected.Length;
+
+    private static ushort Bf16(float value)
+    {
+        var bits = BitConverter.SingleToUInt32Bits(value);
+        return (ushort)((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
+    }
+
+    private static float F32(ushort bf16) => BitConverter.UInt32BitsToSingle((uint)bf16 << 16);
+
+    private static MemoryObject Load(IMemoryAllocator allocator, MemoryObjectMetadata metadata, ReadOnlySpan<byte> bytes)
+    {
+        if (!allocator.TryAllocate(metadata, out var chunk))
+        {
+            throw new InvalidOperationException("bench allocator is full");
+        }
+        bytes.CopyTo(chunk.Span);
+        return chunk;
+    }
+
+    /// <summary>MB/s by the wall clock, and MB per CPU-second of the calling thread (Linux; null elsewhere).</summary>
+    private static (double Wall, double? Cpu) Throughput(double seconds, long bytesPerPass, Action pass)
+    {
+        pass(); // warm-up (JIT, pools)
+        var cpuStart = ThreadCpuSeconds();
+        var watch = Stopwatch.StartNew();
+        var passes = 0;
+        while (watch.Elapsed.TotalSeconds < seconds || passes < 3)
+        {
+            pass();
+            passes++;
+        }
+        var wall = watch.Elapsed.TotalSeconds;
+        var cpuEnd = ThreadCpuSeconds();
+        var bytes = bytesPerPass * (double)passes / 1e6;
+        return (bytes / wall, cpuStart is { } a && cpuEnd is { } b && b > a ? bytes / (b - a) : null);
+    }
+
+    /// <summary>CPU time of the calling OS thread from <c>/proc/thread-self/schedstat</c> (nanoseconds on the CPU).</summary>
+    private static double? ThreadCpuSeconds()
+    {
+        try
+        {
+            var text = File.ReadAllText("/proc/thread-self/schedstat");
+            return long.Parse(text.AsSpan(0, text.IndexOf(' ', StringComparison.Ordinal)), System.Globalization.CultureInfo.InvariantCulture) / 1e9;
+        }
+        catch (IOException)
+        {
+            return null;
+        }
+        catch (UnauthorizedAccessException)
+        {
+            return null;
+        }
+    }
+
+    private static long[] Continue(OnnxKvRunner runner, long[] ids, int prefix, float[][] kv)
+    {
+        var (logits, state) = runner.Run(ids.AsSpan(prefix), kv, prefix);
+        var length = ids.Length;
+        var generated = new long[GeneratedTokens];
+        for (var i = 0; i < GeneratedTokens; i++)
+        {
+            generated[i] = ArgMax(logits);
+            if (i == GeneratedTokens - 1)
+            {
+                break;
+            }
+            (logits, state) = runner.Run([generated[i]], state, length);
+            length++;
+        }
+        return generated;
+    }
+
+    private static long ArgMax(ReadOnlySpan<float> values)
+    {
+        var best = 0;
+        for (var i = 1; i < values.Length; i++)
+        {
+            if (values[i] > values[best])
+            {
+                best = i;
+            }
+        }
+        return best;
+    }
+
+    /// <summary>
+    /// A minimal decoder-with-past loop over an optimum-style ONNX export (inputs <c>input_ids</c>,
+    /// <c>attention_mask</c>, <c>position_ids</c>, <c>past_key_values.{i}.key/value</c> float32 <c>[1, kv_heads, past, head_dim]</c>).
+    /// KV is held as one float array per (layer, K/V): index <c>2·layer + kv</c>.
+    /// </summary>
+    private sealed class OnnxKvRunner : IDisposable
+    {
+        private readonly InferenceSession _session;
+
+        public OnnxKvRunner(string modelPath, string configPath)
+        {
+            var config = JsonNode.Parse(File.ReadAllText(configPath))!;
+            Layers = (int)config["num_hidden_layers"]!;
+            KvHeads = (int)(config["num_key_value_heads"] ?? config["num_attention_heads"])!;
+            HeadDim = config["head_dim"] is { } hd ? (int)hd : (int)config["hidden_size"]! / (int)config["num_attention_heads"]!;
+            using var options = new SessionOptions { IntraOpNumThreads = Environment.ProcessorCount };
+            _session = new InferenceSession(modelPath, options);
+        }
+
+        public int Layers { get; }
+        public int KvHeads { get; }
+        public int HeadDim { get; }
+
+        /// <summary>Runs <paramref name="tokens"/> after <paramref name="pastLength"/> tokens of KV; returns the last logits and the new KV.</summary>
+        public (float[] Logits, float[][] Kv) Run(ReadOnlySpan<long> tokens, float[][]? past, int pastLength)
+        {
+            var count = tokens.Length;
+            var total = pastLength + count;
+            var inputs = new Dictionary<string, OrtValue>(StringComparer.Ordinal);
+            try
+            {
+                inputs["input_ids"] = OrtValue.CreateTensorValueFromMemory(tokens.ToArray(), [1, count]);
+                inputs["attention_mask"] = OrtValue.CreateTensorValueFromMemory(Enumerable.Repeat(1L, total).ToArray(), [1, total]);
+                inputs["position_ids"] = OrtValue.CreateTensorValueFromMemory(Enumerable.Range(pastLength, count).Select(p => (long)p).ToArray(), [1, count]);
+                for (var l = 0; l < Layers; l++)
+                {
+                    for (var kv = 0; kv < 2; kv++)
+                    {
+                        var name = $"past_key_values.{l}.{(kv == 0 ? "key" : "value")}";
+                        long[] shape = [1, KvHeads, pastLength, HeadDim];
+                        inputs[name] = past is null
+                            ? OrtValue.CreateAllocatedTensorValue(OrtAllocator.DefaultInstance, TensorElementType.Float, shape)
+                            : OrtValue.CreateTensorValueFromMemory(past[(2 * l) + kv], shape);
+                    }
+                }
+                var inputNames = _session.InputNames.Where(inputs.ContainsKey).ToArray();
+                var outputNames = new List<string> { "logits" };
+                for (var l = 0; l < Layers; l++)
+                {
+                    outputNames.Add($"present.{l}.key");
+                    outputNames.Add($"present.{l}.value");
+                }
+                using var runOptions = new RunOptions();
+                using var outputs = _session.Run(runOptions, inputNames, inputNames.Select(n => inputs[n]).ToArray(), outputNames);
+                var logits = outputs[0].GetTensorDataAsSpan<float>();
+                var vocab = (int)outputs[0].GetTensorTypeAndShape().Shape[^1];
+                var last = logits.Slice((count - 1) * vocab, vocab).ToArray();
+                var present = new float[2 * Layers][];
+                for (var i = 0; i < present.Length; i++)
+                {
+                    present[i] = outputs[i + 1].GetTensorDataAsSpan<float>().ToArray();
+                    if (present[i].Length != KvHeads * total * HeadDim)
+                    {
+                        throw new InvalidOperationException($"present tensor {i} has {present[i].Length} values, expected {KvHeads * total * HeadDim}.");
+                    }
+                }
+                return (last, present);
+            }
+            finally
+            {
+                foreach (var value in inputs.Values)
+                {
+                    value.Dispose();
+                }
+            }
+        }
+
+        /// <summary>Tokens [start, start+count) of <paramref name="kv"/> (length <paramref name="length"/>) as <c>KV_2LTD [2, L, count, heads·dim]</c>.</summary>
+        public float[] ToChunk(float[][] kv, int length, int start, int count)
+        {
+            var hidden = KvHeads * HeadDim;
+            var chunk = new float[2 * Layers * count * hidden];
+            for (var kvIndex = 0; kvIndex < 2; kvIndex++)
+            {
+                for (var l = 0; l < Layers; l++)
+                {
+                    var source = kv[(2 * l) + kvIndex];
+                    for (var t = 0; t < count; t++)
+                    {
+                        for (var h = 0; h < KvHeads; h++)
+                        {
+                            source.AsSpan(((h * length) + start + t) * HeadDim, HeadDim)
+                                .CopyTo(chunk.AsSpan((((((kvIndex * Layers) + l) * count) + t) * hidden) + (h * HeadDim)));
+                        }
+                    }
+                }
+            }
+            return chunk;
+        }
+
+        /// <summary>The inverse of <see cref="ToChunk"/> over consecutive chunks.</summary>
+        public float[][] FromChunks(float[][] chunks, int count)
+        {
+            var hidden = KvHeads * HeadDim;
+            var length = chunks.Length * count;
+            var kv = new float[2 * Layers][];
+            for (var i = 0; i < kv.Length; i++)
+            {
+                kv[i] = new float[KvHeads * length * HeadDim];
+            }
+            for (var j = 0; j < chunks.Length; j++)
+            {
+                for (var kvIndex = 0; kvIndex < 2; kvIndex++)
+                {
+                    for (var l = 0; l < Layers; l++)
+                    {
+                        var destination = kv[(2 * l) + kvIndex];
+                        for (var t = 0; t < count; t++)
+                        {
+                            for (var h = 0; h < KvHeads; h++)
+                            {
+                                chunks[j].AsSpan((((((kvIndex * Layers) + l) * count) + t) * hidden) + (h * HeadDim), HeadDim)
+                                    .CopyTo(destination.AsSpan(((h * length) + (j * count) + t) * HeadDim));
+                            }
+                        }
+                    }
+                }
+            }
+            return kv;
+        }
+
+        public void Dispose() => _session.Dispose();
+    }
+}

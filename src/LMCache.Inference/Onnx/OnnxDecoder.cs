@@ -1,0 +1,278 @@
+using System.Globalization;
+using System.Text.RegularExpressions;
+using LMCache.Engine;
+using LMCache.Inference.Models;
+using Microsoft.ML.OnnxRuntime;
+using Microsoft.ML.OnnxRuntime.Tensors;
+
+namespace LMCache.Inference.Onnx;
+
+/// <summary>
+/// A decoder-with-past ONNX model in the <c>optimum</c> IO convention: inputs <c>input_ids</c>, optional
+/// <c>attention_mask</c> and <c>position_ids</c>, <c>past_key_values.{i}.key/value</c>
+/// <c>[batch, kv_heads, past, head_dim]</c>; outputs <c>logits</c> (<c>[batch, seq, vocab]</c>, or
+/// <c>[batch, 1, vocab]</c> for exports that keep only the last position) and <c>present.{i}.key/value</c>.
+/// Our loop owns the KV: each <see cref="Forward"/> feeds a <see cref="KvSequence"/> as the past and replaces it with
+/// the present. One session per model; runs are serialized by the caller.
+/// </summary>
+public sealed partial class OnnxDecoder : IDisposable
+{
+    private readonly InferenceSession _session;
+    private readonly RunOptions _runOptions = new();
+    private readonly string[] _pastNames;      // [kv * layers + layer]
+    private readonly string[] _presentNames;   // same order
+    private readonly bool _hasAttentionMask;
+    private readonly bool _hasPositionIds;
+    private readonly string? _logitsToKeepName;
+    private readonly bool _lastLogitsOnly;
+    private readonly TensorElementType _logitsType;
+
+    private OnnxDecoder(InferenceSession session, KvLayout layout, TensorElementType kvType, int vocabSize,
+        string[] pastNames, string[] presentNames, bool hasAttentionMask, bool hasPositionIds, string? logitsToKeepName,
+        bool lastLogitsOnly, TensorElementType logitsType)
+    {
+        _session = session;
+        Layout = layout;
+        KvElementType = kvType;
+        VocabSize = vocabSize;
+        _pastNames = pastNames;
+        _presentNames = presentNames;
+        _hasAttentionMask = hasAttentionMask;
+        _hasPositionIds = hasPositionIds;
+        _logitsToKeepName = logitsToKeepName;
+        _lastLogitsOnly = lastLogitsOnly;
+        _logitsType = logitsType;
+    }
+
+    /// <summary>The KV geometry (layers, KV heads, head size, dtype) read from the model's past inputs.</summary>
+    public KvLayout Layout { get; }
+
+    /// <summary>ONNX element type of the KV tensors.</summary>
+    public TensorElementType KvElementType { get; }
+
+    /// <summary>Logits per position.</summary>
+    public int VocabSize { get; }
+
+    /// <summary>
+    /// Loads <paramref name="path"/> and checks its inputs and outputs against the convention and
+    /// <paramref name="config"/>.
+    /// </summary>
+    /// <param name="path">The .onnx file (external data next to it is found by ONNX Runtime).</param>
+    /// <param name="config">The model's config.json, for the layer/head geometry when the graph leaves it symbolic.</param>
+    /// <param name="intraOpThreads">ONNX Runtime intra-op threads; 0 lets ONNX Runtime choose (one per core).</param>
+    /// <exception cref="InvalidDataException">The graph does not follow the decoder-with-past convention.</exception>
+    public static OnnxDecoder Load(string path, ModelConfig config, int intraOpThreads = 0)
+    {
+        using var sessionOptions = new SessionOptions
+        {
+            GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL,
+            IntraOpNumThreads = intraOpThreads,
+            InterOpNumThreads = 1,
+            ExecutionMode = ExecutionMode.ORT_SEQUENTIAL,
+            // Every run has new shapes (growing past, varying prompt steps): memory-pattern planning would be redone each time.
+            EnableMemoryPattern = false,
+        };
+        var session = new InferenceSession(path, sessionOptions);
+        try
+        {
+            return Create(session, config);
+        }
+        catch
+        {
+            session.Dispose();
+            throw;
+        }
+    }
+
+    private static OnnxDecoder Create(InferenceSession session, ModelConfig config)
+    {
+        var inputs = session.InputMetadata;
+        var outputs = session.OutputMetadata;
+        if (!inputs.ContainsKey("input_ids"))
+        {
+            throw new InvalidDataException("ONNX model: no 'input_ids' input; expected a decoder exported in the optimum convention.");
+        }
+        if (!outputs.ContainsKey("logits"))
+        {
+            throw new InvalidDataException("ONNX model: no 'logits' output.");
+        }
+        var pastLayers = inputs.Keys.Select(k => PastKeyRegex().Match(k)).Where(m => m.Success)
+            .Select(m => int.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture)).Distinct().OrderBy(i => i).ToArray();
+        if (pastLayers.Length == 0)
+        {
+            throw new InvalidDataException("ONNX model: no 'past_key_values.{i}.key' inputs; export the decoder *with past* (optimum task text-generation-with-past).");
+        }
+        var layers = pastLayers.Length;
+        if (pastLayers[^1] != layers - 1)
+        {
+            throw new InvalidDataException($"ONNX model: past_key_values layers are not 0..{layers - 1}.");
+        }
+        if (layers != config.NumLayers)
+        {
+            throw new InvalidDataException($"ONNX model has {layers} layers of past_key_values but config.json says num_hidden_layers = {config.NumLayers}.");
+        }
+        var pastNames = new string[2 * layers];
+        var presentNames = new string[2 * layers];
+        for (var l = 0; l < layers; l++)
+        {
+            pastNames[l] = $"past_key_values.{l}.key";
+            pastNames[layers + l] = $"past_key_values.{l}.value";
+            presentNames[l] = $"present.{l}.key";
+            presentNames[layers + l] = $"present.{l}.value";
+        }
+        foreach (var name in pastNames)
+        {
+            if (!inputs.ContainsKey(name))
+            {
+                throw new InvalidDataException($"ONNX model: missing input '{name}'.");
+            }
+        }
+        foreach (var name in presentNames)
+        {
+            if (!outputs.ContainsKey(name))
+            {
+                throw new InvalidDataException($"ONNX model: missing output '{name}'.");
+            }
+        }
+        var past0 = inputs[pastNames[0]];
+        var kvType = past0.ElementDataType;
+        var dims = past0.Dimensions;
+        var kvHeads = dims.Length == 4 && dims[1] > 0 ? dims[1] : config.NumKeyValueHeads;
+        var headDim = dims.Length == 4 && dims[3] > 0 ? dims[3] : config.HeadDim;
+        if (kvHeads != config.NumKeyValueHeads || headDim != config.HeadDim)
+        {
+            throw new InvalidDataException($"ONNX past tensors are [*, {kvHeads}, *, {headDim}] but config.json says {config.NumKeyValueHeads} KV heads of {config.HeadDim}.");
+        }
+        var layout = new KvLayout(layers, kvHeads, headDim, KvSequence.ToKvDType(kvType));
+        var logits = outputs["logits"];
+        var vocab = logits.Dimensions.Length == 3 && logits.Dimensions[2] > 0 ? logits.Dimensions[2] : config.VocabSize;
+        var lastOnly = logits.Dimensions.Length == 3 && logits.Dimensions[1] == 1;
+        var logitsToKeep = inputs.Keys.FirstOrDefault(k => k is "num_logits_to_keep" or "logits_to_keep");
+        foreach (var name in inputs.Keys)
+        {
+            if (name is not ("input_ids" or "attention_mask" or "position_ids" or "num_logits_to_keep" or "logits_to_keep") && !pastNames.Contains(name))
+            {
+                throw new InvalidDataException($"ONNX model: unexpected input '{name}' (this engine feeds input_ids, attention_mask, position_ids and past_key_values.*).");
+            }
+        }
+        return new OnnxDecoder(session, layout, kvType, vocab, pastNames, presentNames,
+            inputs.ContainsKey("attention_mask"), inputs.ContainsKey("position_ids"), logitsToKeep,
+            lastOnly || logitsToKeep is not null, logits.ElementDataType);
+    }
+
+    /// <summary>
+    /// Runs the model on <paramref name="tokens"/> at positions <c>sequence.Length ..</c>, extends
+    /// <paramref name="sequence"/> with their KV, and writes the logits of the last position into
+    /// <paramref name="lastLogits"/> (length <see cref="VocabSize"/>).
+    /// </summary>
+    public void Forward(ReadOnlySpan<int> tokens, KvSequence sequence, Span<float> lastLogits)
+    {
+        if (tokens.IsEmpty)
+        {
+            throw new ArgumentException("At least one token is needed.", nameof(tokens));
+        }
+        var past = sequence.Length;
+        var count = tokens.Length;
+        var total = past + count;
+        var ids = new long[count];
+        var positions = new long[count];
+        for (var i = 0; i < count; i++)
+        {
+            ids[i] = tokens[i];
+            positions[i] = past + i;
+        }
+        var inputNames = new List<string>(4 + _pastNames.Length);
+        var inputValues = new List<OrtValue>(4 + _pastNames.Length);
+        var owned = new List<OrtValue>(4);
+        var outputNames = new List<string>(1 + _presentNames.Length);
+        var outputValues = new List<OrtValue>(1 + _presentNames.Length);
+        OrtValue[]? presents = null;
+        try
+        {
+            Add("input_ids", OrtValue.CreateTensorValueFromMemory(ids, [1, count]), own: true);
+            if (_hasAttentionMask)
+            {
+                var mask = new long[total];
+                Array.Fill(mask, 1L);
+                Add("attention_mask", OrtValue.CreateTensorValueFromMemory(mask, [1, total]), own: true);
+            }
+            if (_hasPositionIds)
+            {
+                Add("position_ids", OrtValue.CreateTensorValueFromMemory(positions, [1, count]), own: true);
+            }
+            if (_logitsToKeepName is not null)
+            {
+                Add(_logitsToKeepName, OrtValue.CreateTensorValueFromMemory(new long[] { 1 }, []), own: true);
+            }
+            for (var i = 0; i < _pastNames.Length; i++)
+            {
+                Add(_pastNames[i], sequence.Tensor(i % Layout.NumLayers, i >= Layout.NumLayers), own: false);
+            }
+
+            var logitRows = _lastLogitsOnly ? 1 : count;
+            var logits = OrtValue.CreateAllocatedTensorValue(OrtAllocator.DefaultInstance, _logitsType, [1, logitRows, VocabSize]);
+            owned.Add(logits);
+            outputNames.Add("logits");
+            outputValues.Add(logits);
+            presents = sequence.Allocate(total);
+            outputNames.AddRange(_presentNames);
+            outputValues.AddRange(presents);
+
+            _session.Run(_runOptions, inputNames, inputValues, outputNames, outputValues);
+
+            var row = (logitRows - 1) * VocabSize;
+            if (_logitsType == TensorElementType.Float)
+            {
+                logits.GetTensorDataAsSpan<float>().Slice(row, VocabSize).CopyTo(lastLogits);
+            }
+            else if (_logitsType == TensorElementType.Float16)
+            {
+                var half = logits.GetTensorDataAsSpan<Float16>().Slice(row, VocabSize);
+                for (var i = 0; i < VocabSize; i++)
+                {
+                    lastLogits[i] = (float)half[i];
+                }
+            }
+            else
+            {
+                throw new NotSupportedException($"logits element type {_logitsType} is not supported.");
+            }
+            sequence.Replace(presents, total);
+            presents = null;
+        }
+        finally
+        {
+            foreach (var value in owned)
+            {
+                value.Dispose();
+            }
+            if (presents is not null)
+            {
+                foreach (var value in presents)
+                {
+                    value.Dispose();
+                }
+            }
+        }
+
+        void Add(string name, OrtValue value, bool own)
+        {
+            inputNames.Add(name);
+            inputValues.Add(value);
+            if (own)
+            {
+                owned.Add(value);
+            }
+        }
+    }
+
+    /// <inheritdoc />
+    public void Dispose()
+    {
+        _session.Dispose();
+        _runOptions.Dispose();
+    }
+
+    [GeneratedRegex(@"^past_key_values\.(\d+)\.key$", RegexOptions.CultureInvariant)]
+    private static partial Regex PastKeyRegex();
+}

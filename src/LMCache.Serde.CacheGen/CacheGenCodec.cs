@@ -1,0 +1,640 @@
+using System.Buffers;
+using System.Buffers.Binary;
+using System.IO.Hashing;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using LMCache.Core.Memory;
+
+namespace LMCache.Serde.CacheGen;
+
+/// <summary>How a blob's payload is represented (byte 5 of the container).</summary>
+internal enum CacheGenMode : byte
+{
+    /// <summary>Quantized and arithmetic-coded; the chunk's own CDF tables are inline.</summary>
+    Coded = 0,
+    /// <summary>Quantized and arithmetic-coded with a shared table named by a 16-byte id.</summary>
+    SharedTable = 1,
+    /// <summary>A lossless copy of the chunk (used when coding would not shrink it, or for non-finite values).</summary>
+    Raw = 2,
+}
+
+/// <summary>
+/// Encodes a <c>KV_2LTD</c> chunk into the cachegen container and back (layout in <c>docs/cachegen.md</c>). Streams are
+/// independent per (symbol row, channel, ≤ 256-token data chunk); work is spread over symbol rows (2·layers of them)
+/// on up to <c>maxDegreeOfParallelism</c> threads. Scratch comes from <see cref="ArrayPool{T}.Shared"/>.
+/// </summary>
+internal sealed class CacheGenCodec
+{
+    /// <summary>Tokens per data chunk (the reference's <c>CACHEGEN_GPU_MAX_TOKENS_PER_CHUNK</c>).</summary>
+    public const int DataChunkTokens = 256;
+    public const byte Version = 1;
+    public const int FixedHeaderSize = 28;
+    public const int ChecksumSize = 8;
+    public const int TableIdSize = 16;
+    private const uint Magic = 0x47434D4C; // "LMCG"
+
+    private readonly ParallelOptions _parallel;
+    private readonly bool _reference;
+
+    /// <param name="maxDegreeOfParallelism">Threads used per chunk (1 = the calling thread only).</param>
+    /// <param name="reference">Use the plain scalar quantizer and bit-at-a-time coder (tests compare both paths).</param>
+    public CacheGenCodec(int maxDegreeOfParallelism, bool reference = false)
+    {
+        _parallel = new ParallelOptions { MaxDegreeOfParallelism = Math.Max(1, maxDegreeOfParallelism) };
+        _reference = reference;
+    }
+
+    public static bool IsSupported(KvDType dtype) => dtype is KvDType.BFloat16 or KvDType.Float16 or KvDType.Float32;
+
+    private void ForEachRow(int rows, Action<int> body)
+    {
+        if (_parallel.MaxDegreeOfParallelism == 1 || rows == 1)
+        {
+            for (var r = 0; r < rows; r++)
+            {
+                body(r);
+            }
+        }
+        else
+        {
+            Parallel.For(0, rows, _parallel, body);
+        }
+    }
+
+    // ----------------------------------------------------------------------------------------------------------------
+    // Encode
+
+    /// <summary>
+    /// Quantizes and codes <paramref name="chunk"/> (<c>[2, layers, tokens, hidden]</c> of <paramref name="dtype"/>).
+    /// The result knows its exact container size; write it with <see cref="PreparedEncoding.WriteTo"/>, then dispose it.
+    /// </summary>
+    public PreparedEncoding Prepare(ReadOnlyMemory<byte> chunk, KvDType dtype, int layers, int tokens, int hidden, CacheGenBins bins, CacheGenSharedTables? shared)
+    {
+        if (!IsSupported(dtype) || bins.Layers != layers)
+        {
+            throw new ArgumentException($"cachegen codes bf16/fp16/fp32 chunks with bins for their layer count (got {dtype}, {layers} layers, bins for {bins.Layers}).");
+        }
+        var item = dtype.ItemSize();
+        var rows = 2 * layers;
+        var rawBytes = (long)rows * tokens * hidden * item;
+        if (chunk.Length != rawBytes)
+        {
+            throw new ArgumentException($"The chunk has {chunk.Length} bytes, expected {rawBytes}.", nameof(chunk));
+        }
+        var prepared = new PreparedEncoding(dtype, layers, tokens, hidden, bins, chunk);
+        var table = shared?.ForEncode(bins, hidden);
+        var maxBins = bins.MaxBinCount;
+        var lp = maxBins + 1;
+        var dataChunks = (tokens + DataChunkTokens - 1) / DataChunkTokens;
+        var maxStream = ArithmeticCoder.MaxStreamBytes(Math.Min(tokens, DataChunkTokens));
+        var regionBytes = hidden * maxStream;
+
+        var symbols = ArrayPool<byte>.Shared.Rent(rows * tokens * hidden);
+        var counts = ArrayPool<uint>.Shared.Rent(rows * hidden * maxBins);
+        try
+        {
+            prepared.Scales = ArrayPool<uint>.Shared.Rent(rows * tokens);
+            prepared.Cdf = table is null ? ArrayPool<ushort>.Shared.Rent(rows * hidden * lp) : null;
+            prepared.Table = table;
+            prepared.Streams = ArrayPool<byte>.Shared.Rent(rows * dataChunks * regionBytes);
+            prepared.Lengths = ArrayPool<ushort>.Shared.Rent(dataChunks * rows * hidden);
+            prepared.SectionBytes = ArrayPool<int>.Shared.Rent(rows * dataChunks);
+            var nonFinite = 0;
+
+            ForEachRow(rows, row =>
+            {
+                var source = chunk.Span;
+                var rowSymbols = symbols.AsSpan(row * tokens * hidden, tokens * hidden);
+                var rowBins = bins.RowBins(row);
+                for (var t = 0; t < tokens; t++)
+                {
+                    var element = ((row * tokens) + t) * hidden;
+                    var ok = _reference
+                        ? Quantizer.QuantizeRowReference(dtype, source.Slice(element * item, hidden * item), rowBins, rowSymbols.Slice(t * hidden, hidden), out prepared.Scales[(row * tokens) + t])
+                        : Quantizer.QuantizeRow(dtype, source.Slice(element * item, hidden * item), rowBins, rowSymbols.Slice(t * hidden, hidden), out prepared.Scales[(row * tokens) + t]);
+                    if (!ok)
+                    {
+                        Interlocked.Exchange(ref nonFinite, 1);
+                        return;
+                    }
+                }
+
+                var rowCounts = counts.AsSpan(row * hidden * maxBins, hidden * maxBins);
+                rowCounts.Clear();
+                for (var t = 0; t < tokens; t++)
+                {
+                    var symbolRow = rowSymbols.Slice(t * hidden, hidden);
+                    for (var c = 0; c < hidden; c++)
+                    {
+                        rowCounts[(c * maxBins) + symbolRow[c]]++;
+                    }
+                }
+                ReadOnlySpan<ushort> cdf;
+                if (table is null)
+                {
+                    var rowCdf = prepared.Cdf.AsSpan(row * hidden * lp, hidden * lp);
+                    for (var c = 0; c < hidden; c++)
+                    {
+                        Cdf.Build(rowCounts.Slice(c * maxBins, maxBins), (ulong)tokens, rowCdf.Slice(c * lp, lp));
+                    }
+                    cdf = rowCdf;
+                }
+                else
+                {
+                    cdf = table.Cdf.AsSpan(row * hidden * lp, hidden * lp);
+                }
+
+                for (var d = 0; d < dataChunks; d++)
+                {
+                    var t0 = d * DataChunkTokens;
+                    var n = Math.Min(DataChunkTokens, tokens - t0);
+                    var region = prepared.Streams.AsSpan(((row * dataChunks) + d) * regionBytes, regionBytes);
+                    var lengths = prepared.Lengths.AsSpan(((d * rows) + row) * hidden, hidden);
+                    var position = 0;
+                    for (var c = 0; c < hidden; c++)
+                    {
+                        var input = rowSymbols[((t0 * hidden) + c)..];
+                        var length = _reference
+                            ? ArithmeticCoder.EncodeReference(input, hidden, n, cdf.Slice(c * lp, lp), region.Slice(position, maxStream))
+                            : ArithmeticCoder.Encode(input, hidden, n, cdf.Slice(c * lp, lp), region[position..]);
+                        lengths[c] = (ushort)length;
+                        position += length;
+                    }
+                    prepared.SectionBytes[(row * dataChunks) + d] = position;
+                }
+            });
+
+            var headerBytes = FixedHeaderSize + rows;
+            var rawSize = headerBytes + rawBytes + ChecksumSize;
+            if (nonFinite != 0)
+            {
+                prepared.SetRaw(rawSize, "non-finite values");
+                return prepared;
+            }
+            long size = headerBytes + (table is null ? (long)rows * hidden * lp * 2 : TableIdSize) + ((long)rows * tokens * item) + ChecksumSize;
+            for (var i = 0; i < rows * dataChunks; i++)
+            {
+                size += prepared.SectionBytes[i];
+            }
+            size += (long)dataChunks * rows * hidden * 2;
+            if (size >= rawSize)
+            {
+                prepared.SetRaw(rawSize, $"coded {size} bytes >= raw {rawSize} bytes");
+            }
+            else
+            {
+                prepared.Mode = table is null ? CacheGenMode.Coded : CacheGenMode.SharedTable;
+                prepared.Size = size;
+            }
+            if (shared is not null && table is null)
+            {
+                shared.Observe(bins, hidden, counts.AsSpan(0, rows * hidden * maxBins), tokens);
+            }
+            return prepared;
+        }
+        catch
+        {
+            prepared.Dispose();
+            throw;
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(symbols);
+            ArrayPool<uint>.Shared.Return(counts);
+        }
+    }
+
+    /// <summary>An encoded chunk waiting to be written into a buffer of exactly <see cref="Size"/> bytes.</summary>
+    internal sealed class PreparedEncoding : IDisposable
+    {
+        private readonly ReadOnlyMemory<byte> _chunk;
+
+        public PreparedEncoding(KvDType dtype, int layers, int tokens, int hidden, CacheGenBins bins, ReadOnlyMemory<byte> chunk)
+        {
+            DType = dtype;
+            Layers = layers;
+            Tokens = tokens;
+            Hidden = hidden;
+            Bins = bins;
+            _chunk = chunk;
+        }
+
+        public KvDType DType { get; }
+        public int Layers { get; }
+        public int Tokens { get; }
+        public int Hidden { get; }
+        public CacheGenBins Bins { get; }
+        public CacheGenMode Mode { get; set; }
+        public long Size { get; set; }
+        public string? RawReason { get; private set; }
+        public CacheGenTable? Table { get; set; }
+        public uint[] Scales { get; set; } = [];
+        public ushort[]? Cdf { get; set; }
+        public byte[] Streams { get; set; } = [];
+        public ushort[] Lengths { get; set; } = [];
+        public int[] SectionBytes { get; set; } = [];
+
+        public void SetRaw(long size, string reason)
+        {
+            Mode = CacheGenMode.Raw;
+            Size = size;
+            RawReason = reason;
+        }
+
+        /// <summary>Writes the container into <paramref name="destination"/> (exactly <see cref="Size"/> bytes).</summary>
+        public void WriteTo(Span<byte> destination)
+        {
+            if (destination.Length != Size)
+            {
+                throw new ArgumentException($"The destination has {destination.Length} bytes, expected {Size}.", nameof(destination));
+            }
+            var rows = 2 * Layers;
+            var lp = Bins.MaxBinCount + 1;
+            var item = DType.ItemSize();
+            BinaryPrimitives.WriteUInt32LittleEndian(destination, Magic);
+            destination[4] = Version;
+            destination[5] = (byte)Mode;
+            destination[6] = (byte)DType.ToWireCode();
+            destination[7] = 0;
+            BinaryPrimitives.WriteInt32LittleEndian(destination[8..], Layers);
+            BinaryPrimitives.WriteInt32LittleEndian(destination[12..], Tokens);
+            BinaryPrimitives.WriteInt32LittleEndian(destination[16..], Hidden);
+            BinaryPrimitives.WriteInt32LittleEndian(destination[20..], DataChunkTokens);
+            BinaryPrimitives.WriteInt32LittleEndian(destination[24..], lp);
+            Bins.WritePacked(destination.Slice(FixedHeaderSize, rows));
+            var offset = FixedHeaderSize + rows;
+            if (Mode == CacheGenMode.Raw)
+            {
+                _chunk.Span.CopyTo(destination[offset..]);
+                offset += _chunk.Length;
+            }
+            else
+            {
+                if (Mode == CacheGenMode.SharedTable)
+                {
+                    BinaryPrimitives.WriteUInt128LittleEndian(destination[offset..], Table!.Id);
+                    offset += TableIdSize;
+                }
+                var scaleCount = rows * Tokens;
+                if (item == 2)
+                {
+                    var scales = MemoryMarshal.Cast<byte, ushort>(destination.Slice(offset, scaleCount * 2));
+                    for (var i = 0; i < scaleCount; i++)
+                    {
+                        scales[i] = (ushort)Scales[i];
+                    }
+                }
+                else
+                {
+                    MemoryMarshal.AsBytes(Scales.AsSpan(0, scaleCount)).CopyTo(destination[offset..]);
+                }
+                offset += scaleCount * item;
+                if (Mode == CacheGenMode.Coded)
+                {
+                    var cdfBytes = MemoryMarshal.AsBytes(Cdf.AsSpan(0, rows * Hidden * lp));
+                    cdfBytes.CopyTo(destination[offset..]);
+                    offset += cdfBytes.Length;
+                }
+                var dataChunks = (Tokens + DataChunkTokens - 1) / DataChunkTokens;
+                var regionBytes = Hidden * ArithmeticCoder.MaxStreamBytes(Math.Min(Tokens, DataChunkTokens));
+                for (var d = 0; d < dataChunks; d++)
+                {
+                    var lengthBytes = MemoryMarshal.AsBytes(Lengths.AsSpan(d * rows * Hidden, rows * Hidden));
+                    lengthBytes.CopyTo(destination[offset..]);
+                    offset += lengthBytes.Length;
+                    for (var row = 0; row < rows; row++)
+                    {
+                        var section = SectionBytes[(row * dataChunks) + d];
+                        Streams.AsSpan(((row * dataChunks) + d) * regionBytes, section).CopyTo(destination[offset..]);
+                        offset += section;
+                    }
+                }
+            }
+            BinaryPrimitives.WriteUInt64LittleEndian(destination[offset..], XxHash64.HashToUInt64(destination[..offset]));
+        }
+
+        public void Dispose()
+        {
+            ReturnArray(Scales);
+            if (Cdf is not null)
+            {
+                ArrayPool<ushort>.Shared.Return(Cdf);
+            }
+            ReturnArray(Streams);
+            ReturnArray(Lengths);
+            ReturnArray(SectionBytes);
+            Scales = [];
+            Cdf = null;
+            Streams = [];
+            Lengths = [];
+            SectionBytes = [];
+        }
+
+        private static void ReturnArray<T>(T[] array)
+        {
+            if (array.Length > 0)
+            {
+                ArrayPool<T>.Shared.Return(array);
+            }
+        }
+    }
+
+    // ----------------------------------------------------------------------------------------------------------------
+    // Decode
+
+    /// <summary>The validated structure of a blob.</summary>
+    internal sealed class ParsedBlob
+    {
+        public CacheGenMode Mode { get; init; }
+        public KvDType DType { get; init; }
+        public int Layers { get; init; }
+        public int Tokens { get; init; }
+        public int Hidden { get; init; }
+        public int DataChunkTokensInBlob { get; init; }
+        public int Lp { get; init; }
+        public required CacheGenBins Bins { get; init; }
+        public UInt128 TableId { get; init; }
+        public int PayloadOffset { get; init; }
+        public int ScalesOffset { get; init; }
+        public int CdfOffset { get; init; }
+        public int[] LengthsOffsets { get; init; } = [];
+        public long[] SectionOffsets { get; init; } = [];
+        public int DataChunks => LengthsOffsets.Length;
+
+        /// <summary>Metadata of the decoded chunk.</summary>
+        public MemoryObjectMetadata ChunkMetadata => new(KvShape.Kv2Ltd(Layers, Tokens, Hidden), DType, MemoryFormat.KV2LTD);
+    }
+
+    /// <summary>Validates a blob completely (checksum, header, every size and offset, scales, inline CDFs).</summary>
+    public static bool TryParse(ReadOnlySpan<byte> blob, out ParsedBlob? parsed, out string reason)
+    {
+        parsed = null;
+        if (blob.Length < FixedHeaderSize + ChecksumSize)
+        {
+            reason = blob.Length == 0 ? "empty" : "shorter than the header";
+            return false;
+        }
+        if (BinaryPrimitives.ReadUInt32LittleEndian(blob) != Magic)
+        {
+            reason = "bad magic";
+            return false;
+        }
+        if (blob[4] != Version)
+        {
+            reason = $"unsupported version {blob[4]}";
+            return false;
+        }
+        if (XxHash64.HashToUInt64(blob[..^ChecksumSize]) != BinaryPrimitives.ReadUInt64LittleEndian(blob[^ChecksumSize..]))
+        {
+            reason = "checksum mismatch (corrupted or truncated)";
+            return false;
+        }
+        var mode = (CacheGenMode)blob[5];
+        if (mode is not (CacheGenMode.Coded or CacheGenMode.SharedTable or CacheGenMode.Raw) || blob[7] != 0
+            || !KvDTypes.FromWireCode(blob[6], out var dtype) || !IsSupported(dtype))
+        {
+            reason = "unknown mode, flags or dtype";
+            return false;
+        }
+        var layers = BinaryPrimitives.ReadInt32LittleEndian(blob[8..]);
+        var tokens = BinaryPrimitives.ReadInt32LittleEndian(blob[12..]);
+        var hidden = BinaryPrimitives.ReadInt32LittleEndian(blob[16..]);
+        var dataChunkTokens = BinaryPrimitives.ReadInt32LittleEndian(blob[20..]);
+        var lp = BinaryPrimitives.ReadInt32LittleEndian(blob[24..]);
+        var item = dtype.ItemSize();
+        if (layers <= 0 || tokens <= 0 || hidden <= 0 || dataChunkTokens is <= 0 or > DataChunkTokens
+            || (long)layers * tokens * hidden * 2 * item > int.MaxValue)
+        {
+            reason = "invalid geometry";
+            return false;
+        }
+        var rows = 2 * layers;
+        long offset = FixedHeaderSize;
+        if (offset + rows > blob.Length - ChecksumSize
+            || !CacheGenBins.TryFromPacked(blob.Slice(FixedHeaderSize, rows), out var bins) || bins!.MaxBinCount + 1 != lp)
+        {
+            reason = "invalid bin table";
+            return false;
+        }
+        offset += rows;
+        var end = blob.Length - ChecksumSize;
+        if (mode == CacheGenMode.Raw)
+        {
+            if (offset + ((long)rows * tokens * hidden * item) != end)
+            {
+                reason = "raw payload size mismatch";
+                return false;
+            }
+            parsed = new ParsedBlob { Mode = mode, DType = dtype, Layers = layers, Tokens = tokens, Hidden = hidden, Lp = lp, Bins = bins, DataChunkTokensInBlob = dataChunkTokens, PayloadOffset = (int)offset };
+            reason = string.Empty;
+            return true;
+        }
+        UInt128 tableId = default;
+        if (mode == CacheGenMode.SharedTable)
+        {
+            if (offset + TableIdSize > end)
+            {
+                reason = "truncated table id";
+                return false;
+            }
+            tableId = BinaryPrimitives.ReadUInt128LittleEndian(blob[(int)offset..]);
+            offset += TableIdSize;
+        }
+        var scalesOffset = offset;
+        var scaleCount = rows * tokens;
+        offset += (long)scaleCount * item;
+        if (offset > end)
+        {
+            reason = "truncated scales";
+            return false;
+        }
+        var scales = blob.Slice((int)scalesOffset, scaleCount * item);
+        for (var i = 0; i < scaleCount; i++)
+        {
+            var bits = item == 2 ? MemoryMarshal.Read<ushort>(scales[(2 * i)..]) : MemoryMarshal.Read<uint>(scales[(4 * i)..]);
+            if (!Quantizer.IsValidScale(dtype, bits))
+            {
+                reason = "invalid scale";
+                return false;
+            }
+        }
+        var cdfOffset = offset;
+        if (mode == CacheGenMode.Coded)
+        {
+            var cdfCount = (long)rows * hidden * lp;
+            offset += cdfCount * 2;
+            if (offset > end)
+            {
+                reason = "truncated CDF table";
+                return false;
+            }
+            var cdf = MemoryMarshal.Cast<byte, ushort>(blob.Slice((int)cdfOffset, (int)(cdfCount * 2)));
+            for (var r = 0; r < rows * hidden; r++)
+            {
+                if (!Cdf.IsValid(cdf.Slice(r * lp, lp)))
+                {
+                    reason = "invalid CDF table";
+                    return false;
+                }
+            }
+        }
+        var dataChunks = (tokens + dataChunkTokens - 1) / dataChunkTokens;
+        var lengthsOffsets = new int[dataChunks];
+        var sectionOffsets = new long[rows * dataChunks];
+        for (var d = 0; d < dataChunks; d++)
+        {
+            lengthsOffsets[d] = (int)offset;
+            offset += (long)rows * hidden * 2;
+            if (offset > end)
+            {
+                reason = "truncated stream lengths";
+                return false;
+            }
+            var lengths = MemoryMarshal.Cast<byte, ushort>(blob.Slice(lengthsOffsets[d], rows * hidden * 2));
+            for (var row = 0; row < rows; row++)
+            {
+                sectionOffsets[(row * dataChunks) + d] = offset;
+                for (var c = 0; c < hidden; c++)
+                {
+                    offset += lengths[(row * hidden) + c];
+                }
+            }
+            if (offset > end)
+            {
+                reason = "truncated streams";
+                return false;
+            }
+        }
+        if (offset != end)
+        {
+            reason = "trailing bytes";
+            return false;
+        }
+        parsed = new ParsedBlob
+        {
+            Mode = mode, DType = dtype, Layers = layers, Tokens = tokens, Hidden = hidden, Lp = lp, Bins = bins,
+            DataChunkTokensInBlob = dataChunkTokens, TableId = tableId, ScalesOffset = (int)scalesOffset, CdfOffset = (int)cdfOffset,
+            LengthsOffsets = lengthsOffsets, SectionOffsets = sectionOffsets,
+        };
+        reason = string.Empty;
+        return true;
+    }
+
+    /// <summary>
+    /// Decodes a parsed blob into <paramref name="output"/> (<see cref="ParsedBlob.ChunkMetadata"/>'s byte length).
+    /// <paramref name="table"/> is required for <see cref="CacheGenMode.SharedTable"/> blobs and must match their geometry.
+    /// </summary>
+    public void Decode(ReadOnlyMemory<byte> blob, ParsedBlob parsed, CacheGenTable? table, Memory<byte> output)
+    {
+        if (parsed.Mode == CacheGenMode.Raw)
+        {
+            blob.Span.Slice(parsed.PayloadOffset, output.Length).CopyTo(output.Span);
+            return;
+        }
+        if (parsed.Mode == CacheGenMode.SharedTable && !Matches(table, parsed))
+        {
+            throw new ArgumentException("The shared table does not match the blob.", nameof(table));
+        }
+        var rows = 2 * parsed.Layers;
+        var tokens = parsed.Tokens;
+        var hidden = parsed.Hidden;
+        var lp = parsed.Lp;
+        var item = parsed.DType.ItemSize();
+        var dataChunks = parsed.DataChunks;
+        var step = parsed.DataChunkTokensInBlob;
+        ForEachRow(rows, row =>
+        {
+            var symbols = ArrayPool<byte>.Shared.Rent(tokens * hidden);
+            try
+            {
+                var span = blob.Span;
+                var cdf = parsed.Mode == CacheGenMode.Coded
+                    ? MemoryMarshal.Cast<byte, ushort>(span.Slice(parsed.CdfOffset + (row * hidden * lp * 2), hidden * lp * 2))
+                    : table!.Cdf.AsSpan(row * hidden * lp, hidden * lp);
+                Span<int> starts = stackalloc int[ArithmeticCoder.Lanes];
+                Span<int> sizes = stackalloc int[ArithmeticCoder.Lanes];
+                for (var d = 0; d < dataChunks; d++)
+                {
+                    var t0 = d * step;
+                    var n = Math.Min(step, tokens - t0);
+                    var lengths = MemoryMarshal.Cast<byte, ushort>(span.Slice(parsed.LengthsOffsets[d] + (row * hidden * 2), hidden * 2));
+                    var position = (int)parsed.SectionOffsets[(row * dataChunks) + d];
+                    var c = 0;
+                    if (!_reference && lp <= 33)
+                    {
+                        // Four channels at a time, their streams decoded in lockstep.
+                        for (; c + ArithmeticCoder.Lanes <= hidden; c += ArithmeticCoder.Lanes)
+                        {
+                            for (var k = 0; k < ArithmeticCoder.Lanes; k++)
+                            {
+                                starts[k] = position;
+                                sizes[k] = lengths[c + k];
+                                position += sizes[k];
+                            }
+                            ArithmeticCoder.DecodeInterleaved(span, starts, sizes, cdf.Slice(c * lp, ArithmeticCoder.Lanes * lp), lp, symbols.AsSpan((t0 * hidden) + c), hidden, n);
+                        }
+                    }
+                    for (; c < hidden; c++)
+                    {
+                        var stream = span.Slice(position, lengths[c]);
+                        var destination = symbols.AsSpan((t0 * hidden) + c);
+                        if (_reference)
+                        {
+                            ArithmeticCoder.DecodeReference(stream, cdf.Slice(c * lp, lp), destination, hidden, n);
+                        }
+                        else
+                        {
+                            ArithmeticCoder.Decode(stream, cdf.Slice(c * lp, lp), destination, hidden, n);
+                        }
+                        position += lengths[c];
+                    }
+                }
+                var rowBins = parsed.Bins.RowBins(row);
+                var top = (byte)(2 * (int)Quantizer.Levels(rowBins));
+                // A valid stream never holds a symbol above 2M; clamp so that a forged one cannot leave the value range.
+                ClampSymbols(symbols.AsSpan(0, tokens * hidden), top);
+                var scales = span.Slice(parsed.ScalesOffset + (row * tokens * item), tokens * item);
+                var destinationRow = output.Span.Slice(row * tokens * hidden * item, tokens * hidden * item);
+                for (var t = 0; t < tokens; t++)
+                {
+                    var scale = item == 2 ? MemoryMarshal.Read<ushort>(scales[(2 * t)..]) : MemoryMarshal.Read<uint>(scales[(4 * t)..]);
+                    var tokenSymbols = symbols.AsSpan(t * hidden, hidden);
+                    if (_reference)
+                    {
+                        Quantizer.DequantizeRowReference(parsed.DType, tokenSymbols, rowBins, scale, destinationRow.Slice(t * hidden * item, hidden * item));
+                    }
+                    else
+                    {
+                        Quantizer.DequantizeRow(parsed.DType, tokenSymbols, rowBins, scale, destinationRow.Slice(t * hidden * item, hidden * item));
+                    }
+                }
+            }
+            finally
+            {
+                ArrayPool<byte>.Shared.Return(symbols);
+            }
+        });
+    }
+
+    private static void ClampSymbols(Span<byte> symbols, byte top)
+    {
+        var i = 0;
+        if (Vector256.IsHardwareAccelerated)
+        {
+            var limit = Vector256.Create(top);
+            ref var start = ref MemoryMarshal.GetReference(symbols);
+            for (; i + Vector256<byte>.Count <= symbols.Length; i += Vector256<byte>.Count)
+            {
+                Vector256.Min(Vector256.LoadUnsafe(ref start, (nuint)i), limit).StoreUnsafe(ref start, (nuint)i);
+            }
+        }
+        for (; i < symbols.Length; i++)
+        {
+            symbols[i] = Math.Min(symbols[i], top);
+        }
+    }
+
+    /// <summary>True when <paramref name="table"/> has the blob's geometry and bins.</summary>
+    public static bool Matches(CacheGenTable? table, ParsedBlob parsed) =>
+        table is not null && table.Id == parsed.TableId && table.Hidden == parsed.Hidden && table.Bins.SameAs(parsed.Bins);
+}

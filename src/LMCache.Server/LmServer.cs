@@ -1,0 +1,340 @@
+using System.Collections.Concurrent;
+using System.Diagnostics.Metrics;
+using System.Globalization;
+using System.Net;
+using System.Net.Sockets;
+using System.Text;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using LMCache.Storage.LocalDisk;
+
+namespace LMCache.Server;
+
+/// <summary>
+/// The <c>lm://</c> cache server: a drop-in, wire-compatible replacement for LMCache's <c>lmcache_server</c>
+/// (186-byte requests, 36-byte replies; PUT, GET, EXIST, HEALTH, and LIST which the original never answers), with a
+/// byte capacity and LRU eviction, many concurrent connections over async sockets, optional shared-token
+/// authentication and TLS, and counters exposed through the <c>LMCache.Server</c> meter and an optional Prometheus
+/// endpoint.
+/// </summary>
+/// <remarks>
+/// Usage: construct, <see cref="StartAsync"/> (returns the bound endpoint, so tests can bind port 0), then
+/// <see cref="StopAsync"/> or <see cref="DisposeAsync"/>. Stopping closes every connection and frees the pool.
+/// </remarks>
+public sealed class LmServer : IAsyncDisposable
+{
+    private readonly ConcurrentDictionary<long, Task> _connections = new();
+    private readonly CancellationTokenSource _shutdown = new();
+    private readonly Meter _meter;
+    private Socket? _listener;
+    private Task? _acceptLoop;
+    private WebApplication? _metricsApp;
+    private long _nextConnectionId;
+    private long _activeConnections;
+    private long _totalConnections;
+    private long _connectionErrors;
+    private long _putsRejected;
+    private long _bytesReceived;
+    private long _bytesSent;
+    private long _spillHits;
+    private int _state;   // 0 = new, 1 = started, 2 = stopped
+
+    /// <summary>Creates a server; nothing is bound until <see cref="StartAsync"/>.</summary>
+    /// <param name="options">Settings; validated on start. The server keeps the instance: do not change it afterwards.</param>
+    /// <param name="loggerFactory">Logging; null for none.</param>
+    public LmServer(LmServerOptions options, ILoggerFactory? loggerFactory = null)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        Options = options;
+        LoggerFactory = loggerFactory ?? NullLoggerFactory.Instance;
+        Logger = LoggerFactory.CreateLogger<LmServer>();
+        MaxPayloadBytes = Math.Min(Math.Min(options.MaxPayloadBytes, options.CapacityBytes), int.MaxValue);
+        AuthTokenBytes = options.AuthToken is null ? null : Encoding.UTF8.GetBytes(options.AuthToken);
+        Store = new LmEntryStore(options.CapacityBytes);
+        if (options.SpillFolder is not null)
+        {
+            try
+            {
+                Store.Spill = new LocalDiskBackend(options.SpillFolder, options.SpillCapacityBytes, Store,
+                    logger: LoggerFactory.CreateLogger<LocalDiskBackend>());
+            }
+            catch
+            {
+                Store.Dispose();
+                throw;
+            }
+        }
+        _meter = new Meter("LMCache.Server");
+        CreateInstruments();
+    }
+
+    /// <summary>The settings in use.</summary>
+    public LmServerOptions Options { get; }
+
+    /// <summary>The bound <c>lm://</c> endpoint; null before <see cref="StartAsync"/>.</summary>
+    public IPEndPoint? Endpoint { get; private set; }
+
+    /// <summary>The bound metrics endpoint; null when <see cref="LmServerOptions.MetricsPort"/> is unset or before start.</summary>
+    public IPEndPoint? MetricsEndpoint { get; private set; }
+
+    internal ILoggerFactory LoggerFactory { get; }
+
+    internal ILogger Logger { get; }
+
+    internal LmEntryStore Store { get; }
+
+    internal long MaxPayloadBytes { get; }
+
+    internal byte[]? AuthTokenBytes { get; }
+
+    /// <summary>Binds the listener (and the metrics endpoint) and starts accepting; returns the bound endpoint.</summary>
+    /// <exception cref="SocketException">The address cannot be bound (in use, not local, ...).</exception>
+    public async Task<IPEndPoint> StartAsync(CancellationToken cancellationToken = default)
+    {
+        if (Interlocked.CompareExchange(ref _state, 1, 0) != 0)
+        {
+            throw new InvalidOperationException("The server was already started.");
+        }
+        var address = await ResolveAsync(Options.Host, cancellationToken).ConfigureAwait(false);
+        var listener = new Socket(address.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
+        try
+        {
+            listener.Bind(new IPEndPoint(address, Options.Port));
+            listener.Listen(512);
+        }
+        catch
+        {
+            listener.Dispose();
+            throw;
+        }
+        _listener = listener;
+        Endpoint = (IPEndPoint)listener.LocalEndPoint!;
+        if (Options.MetricsPort is { } metricsPort)
+        {
+            await StartMetricsAsync(address, metricsPort, cancellationToken).ConfigureAwait(false);
+        }
+        ServerLog.Listening(Logger, Endpoint, Store.Capacity, MaxPayloadBytes, Options.TlsCertificate is not null, AuthTokenBytes is not null);
+        _acceptLoop = Task.Run(AcceptLoopAsync, CancellationToken.None);
+        return Endpoint;
+    }
+
+    /// <summary>A snapshot of the counters.</summary>
+    public LmServerStatistics GetStatistics() => new(
+        Store.Count,
+        Store.Bytes,
+        Store.Capacity,
+        Store.PoolUsed,
+        Store.Hits,
+        Store.Misses,
+        Store.Puts,
+        Interlocked.Read(ref _putsRejected),
+        Store.Evictions,
+        Store.EvictedBytes,
+        Interlocked.Read(ref _activeConnections),
+        Interlocked.Read(ref _totalConnections),
+        Interlocked.Read(ref _connectionErrors),
+        Interlocked.Read(ref _bytesReceived),
+        Interlocked.Read(ref _bytesSent),
+        Store.Spilled,
+        Interlocked.Read(ref _spillHits),
+        Store.Spill?.Count ?? 0);
+
+    /// <summary>The counters in the Prometheus text exposition format (what <c>GET /metrics</c> returns).</summary>
+    public string FormatPrometheus()
+    {
+        var s = GetStatistics();
+        var builder = new StringBuilder(2048);
+        Append(builder, "lmcache_server_keys", "gauge", "Entries stored.", s.Keys);
+        Append(builder, "lmcache_server_bytes", "gauge", "Payload bytes stored.", s.Bytes);
+        Append(builder, "lmcache_server_capacity_bytes", "gauge", "Pool size in bytes (--max-size).", s.CapacityBytes);
+        Append(builder, "lmcache_server_pool_used_bytes", "gauge", "Pool bytes reserved, including payloads being received.", s.PoolUsedBytes);
+        Append(builder, "lmcache_server_hits_total", "counter", "GETs that found their key.", s.Hits);
+        Append(builder, "lmcache_server_misses_total", "counter", "GETs that did not find their key.", s.Misses);
+        Append(builder, "lmcache_server_puts_total", "counter", "PUTs stored.", s.Puts);
+        Append(builder, "lmcache_server_puts_rejected_total", "counter", "PUTs drained and dropped for lack of room.", s.PutsRejected);
+        Append(builder, "lmcache_server_evictions_total", "counter", "Entries evicted to make room.", s.Evictions);
+        Append(builder, "lmcache_server_evicted_bytes_total", "counter", "Payload bytes evicted.", s.EvictedBytes);
+        Append(builder, "lmcache_server_active_connections", "gauge", "Connections open.", s.ActiveConnections);
+        Append(builder, "lmcache_server_connections_total", "counter", "Connections accepted.", s.TotalConnections);
+        Append(builder, "lmcache_server_connection_errors_total", "counter", "Connections closed for a protocol error, timeout or broken socket.", s.ConnectionErrors);
+        Append(builder, "lmcache_server_received_bytes_total", "counter", "PUT payload bytes received.", s.BytesReceived);
+        Append(builder, "lmcache_server_sent_bytes_total", "counter", "GET and LIST payload bytes sent.", s.BytesSent);
+        Append(builder, "lmcache_server_spilled_total", "counter", "Evicted entries written to the disk spill.", s.Spilled);
+        Append(builder, "lmcache_server_spill_hits_total", "counter", "GETs served from the disk spill.", s.SpillHits);
+        Append(builder, "lmcache_server_spill_keys", "gauge", "Entries in the disk spill.", s.SpillKeys);
+        return builder.ToString();
+
+        static void Append(StringBuilder builder, string name, string type, string help, long value) =>
+            builder.Append("# HELP ").Append(name).Append(' ').Append(help).Append('\n')
+                .Append("# TYPE ").Append(name).Append(' ').Append(type).Append('\n')
+                .Append(name).Append(' ').Append(value.ToString(CultureInfo.InvariantCulture)).Append('\n');
+    }
+
+    /// <summary>Stops accepting, closes every connection, waits for them to end and frees the pool.</summary>
+    public async Task StopAsync(CancellationToken cancellationToken = default)
+    {
+        if (Interlocked.Exchange(ref _state, 2) != 1)
+        {
+            return;
+        }
+        await _shutdown.CancelAsync().ConfigureAwait(false);
+        _listener?.Dispose();
+        if (_acceptLoop is not null)
+        {
+            await _acceptLoop.ConfigureAwait(false);
+        }
+        await Task.WhenAll(_connections.Values).WaitAsync(cancellationToken).ConfigureAwait(false);
+        if (_metricsApp is not null)
+        {
+            await _metricsApp.StopAsync(cancellationToken).ConfigureAwait(false);
+            await _metricsApp.DisposeAsync().ConfigureAwait(false);
+        }
+        await DisposeStoreAsync().ConfigureAwait(false);
+        ServerLog.Stopped(Logger);
+    }
+
+    /// <summary>Same as <see cref="StopAsync"/>, then releases the meter.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        if (Interlocked.CompareExchange(ref _state, 2, 0) == 0)
+        {
+            await DisposeStoreAsync().ConfigureAwait(false);
+        }
+        else
+        {
+            await StopAsync().ConfigureAwait(false);
+        }
+        _meter.Dispose();
+        _shutdown.Dispose();
+    }
+
+    internal void CountConnectionError() => Interlocked.Increment(ref _connectionErrors);
+
+    internal void CountPutRejected() => Interlocked.Increment(ref _putsRejected);
+
+    internal void CountReceived(long bytes) => Interlocked.Add(ref _bytesReceived, bytes);
+
+    internal void CountSent(long bytes) => Interlocked.Add(ref _bytesSent, bytes);
+
+    internal void CountSpillHit() => Interlocked.Increment(ref _spillHits);
+
+    private async Task DisposeStoreAsync()
+    {
+        if (Store.Spill is { } spill)
+        {
+            // Queued spill writes hold references into the pool: let them finish before the pool goes.
+            await spill.DisposeAsync().ConfigureAwait(false);
+        }
+        Store.Dispose();
+    }
+
+    private async Task AcceptLoopAsync()
+    {
+        var token = _shutdown.Token;
+        while (!token.IsCancellationRequested)
+        {
+            Socket socket;
+            try
+            {
+                socket = await _listener!.AcceptAsync(token).ConfigureAwait(false);
+            }
+            catch (Exception) when (token.IsCancellationRequested)
+            {
+                return;
+            }
+            catch (SocketException ex) when (ex.SocketErrorCode is SocketError.ConnectionAborted or SocketError.ConnectionReset)
+            {
+                continue;
+            }
+            catch (Exception ex)
+            {
+                ServerLog.AcceptFailed(Logger, ex);
+                await Task.Delay(100, CancellationToken.None).ConfigureAwait(false);
+                continue;
+            }
+            var active = Interlocked.Increment(ref _activeConnections);
+            if (active > Options.MaxConnections)
+            {
+                Interlocked.Decrement(ref _activeConnections);
+                ServerLog.ConnectionLimit(Logger, socket.RemoteEndPoint, (int)active - 1, Options.MaxConnections);
+                socket.Dispose();
+                continue;
+            }
+            Interlocked.Increment(ref _totalConnections);
+            socket.NoDelay = true;
+            if (Options.SocketBufferBytes > 0)
+            {
+                socket.SendBufferSize = Options.SocketBufferBytes;
+                socket.ReceiveBufferSize = Options.SocketBufferBytes;
+            }
+            var id = Interlocked.Increment(ref _nextConnectionId);
+            var connection = new LmServerConnection(this, socket, id);
+            _connections[id] = RunConnectionAsync(connection, id, token);
+        }
+    }
+
+    private async Task RunConnectionAsync(LmServerConnection connection, long id, CancellationToken token)
+    {
+        await Task.Yield();
+        try
+        {
+            await connection.RunAsync(token).ConfigureAwait(false);
+        }
+        finally
+        {
+            Interlocked.Decrement(ref _activeConnections);
+            _connections.TryRemove(id, out _);
+        }
+    }
+
+    private async Task StartMetricsAsync(IPAddress address, int port, CancellationToken cancellationToken)
+    {
+        var builder = WebApplication.CreateSlimBuilder();
+        builder.Logging.ClearProviders();
+        builder.Services.AddSingleton(LoggerFactory);
+        builder.WebHost.UseKestrel(kestrel => kestrel.Listen(address, port));
+        var app = builder.Build();
+        app.MapGet("/metrics", () => Results.Text(FormatPrometheus(), "text/plain; version=0.0.4; charset=utf-8"));
+        app.MapGet("/health", () => Results.Text("ok\n"));
+        await app.StartAsync(cancellationToken).ConfigureAwait(false);
+        _metricsApp = app;
+        var bound = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
+        var uri = new Uri(bound);
+        MetricsEndpoint = new IPEndPoint(address, uri.Port);
+        ServerLog.MetricsListening(Logger, MetricsEndpoint.ToString());
+    }
+
+    private void CreateInstruments()
+    {
+        _meter.CreateObservableGauge("lmcache.server.keys", () => (long)Store.Count, "{entry}", "Entries stored.");
+        _meter.CreateObservableGauge("lmcache.server.bytes", () => Store.Bytes, "By", "Payload bytes stored.");
+        _meter.CreateObservableGauge("lmcache.server.capacity", () => Store.Capacity, "By", "Pool size (--max-size).");
+        _meter.CreateObservableCounter("lmcache.server.hits", () => Store.Hits, "{request}", "GETs that found their key.");
+        _meter.CreateObservableCounter("lmcache.server.misses", () => Store.Misses, "{request}", "GETs that did not find their key.");
+        _meter.CreateObservableCounter("lmcache.server.puts", () => Store.Puts, "{request}", "PUTs stored.");
+        _meter.CreateObservableCounter("lmcache.server.puts_rejected", () => Interlocked.Read(ref _putsRejected), "{request}", "PUTs dropped for lack of room.");
+        _meter.CreateObservableCounter("lmcache.server.evictions", () => Store.Evictions, "{entry}", "Entries evicted to make room.");
+        _meter.CreateObservableGauge("lmcache.server.active_connections", () => Interlocked.Read(ref _activeConnections), "{connection}", "Connections open.");
+        _meter.CreateObservableCounter("lmcache.server.connections", () => Interlocked.Read(ref _totalConnections), "{connection}", "Connections accepted.");
+        _meter.CreateObservableCounter("lmcache.server.connection_errors", () => Interlocked.Read(ref _connectionErrors), "{connection}", "Connections closed on an error.");
+    }
+
+    private static async Task<IPAddress> ResolveAsync(string host, CancellationToken cancellationToken)
+    {
+        if (IPAddress.TryParse(host, out var parsed))
+        {
+            return parsed;
+        }
+        var addresses = await Dns.GetHostAddressesAsync(host, cancellationToken).ConfigureAwait(false);
+        return addresses.FirstOrDefault(a => a.AddressFamily == AddressFamily.InterNetwork)
+            ?? addresses.FirstOrDefault()
+            ?? throw new SocketException((int)SocketError.HostNotFound);
+    }
+}

@@ -1,0 +1,75 @@
+using LMCache.Core.Configuration;
+using LMCache.Engine;
+using LMCache.Inference.Generation;
+using LMCache.Storage.Remote;
+using LMCache.Testing;
+
+namespace LMCache.Inference.Tests;
+
+/// <summary>
+/// The remote tier on the inference path: chunks come back from a remote into a fresh engine, and a remote that
+/// fails or hangs is a miss — the request is recomputed and its output is still the reference.
+/// (The remote store is the shared in-memory fault-injecting connector; real Redis/lm:// connectors plug into the
+/// same registry.)
+/// </summary>
+public sealed class RemoteTierTests : IClassFixture<TinyLlamaModel>
+{
+    private readonly TinyLlamaModel _fixture;
+
+    public RemoteTierTests(TinyLlamaModel fixture) => _fixture = fixture;
+
+    private sealed class Factory(IRemoteConnector connector) : IRemoteConnectorFactory
+    {
+        public IReadOnlyList<string> Schemes => ["fault"];
+
+        public IRemoteConnector Create(string url, RemoteConnectorContext context) => connector;
+    }
+
+    private LMCacheEngine CreateCache(FaultInjectingConnector connector) =>
+        LMCacheEngine.Create(
+            new LMCacheEngineOptions { ChunkSize = 256, MaxLocalCpuSizeGib = 0.25, RemoteUrl = "fault://remote", BlockingTimeoutSecs = 1 },
+            InferenceEngine.CreateKeyScope(_fixture.Model), _fixture.Model.Decoder.Layout,
+            new LMCacheEngineServices(new RemoteConnectorRegistry().Add(new Factory(connector))));
+
+    private async Task<(GenerationResult Result, float[] Logits)> RunAsync(LMCacheEngine cache, int[] ids)
+    {
+        await using var engine = new InferenceEngine(_fixture.Model, cache);
+        float[]? logits = null;
+        var result = await engine.GenerateToEndAsync(new GenerationRequest { PromptTokens = ids, MaxTokens = 16, IgnoreEos = true, PromptLogitsObserver = l => logits = l },
+            TestContext.Current.CancellationToken);
+        await engine.WhenIdleAsync(TestContext.Current.CancellationToken);
+        return (result, logits!);
+    }
+
+    [Fact]
+    public async Task WarmFromRemoteMatchesTheReferenceAndAFailingRemoteIsOnlyAMiss()
+    {
+        var prompt = TinyLlama.Reference.Prompt("long");
+        var connector = new FaultInjectingConnector();
+        await using (var cache = CreateCache(connector))
+        {
+            await RunAsync(cache, prompt.InputIds);
+            await cache.FlushAsync(TestContext.Current.CancellationToken);
+        }
+
+        // A fresh engine (empty CPU tier) reads every chunk from the remote.
+        await using (var cache = CreateCache(connector))
+        {
+            var (warm, logits) = await RunAsync(cache, prompt.InputIds);
+            Assert.Equal(prompt.Greedy16, warm.TokenIds);
+            ColdInferenceTests.AssertClose(prompt.LastLogits, logits, "warm (remote)");
+            Assert.Equal(prompt.InputIds.Length / 256 * 256, warm.Completed.Stats.CachedTokens);
+            Assert.Equal(prompt.InputIds.Length / 256, warm.Completed.Stats.Tiers.Remote);
+        }
+
+        foreach (var fault in new[] { ConnectorFault.Throw, ConnectorFault.Hang })
+        {
+            connector.ReadFault = fault;
+            await using var cache = CreateCache(connector);
+            var (result, logits) = await RunAsync(cache, prompt.InputIds);
+            Assert.Equal(prompt.Greedy16, result.TokenIds);
+            ColdInferenceTests.AssertClose(prompt.LastLogits, logits, $"remote {fault}");
+            Assert.Equal(0, result.Completed.Stats.CachedTokens);
+        }
+    }
+}
