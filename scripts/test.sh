@@ -9,12 +9,14 @@ cd "$root"
 # redis-server / redis-sentinel: real Redis, Sentinel and Cluster topologies for the connector tests.
 # python3: the independent lm:// protocol client under test/python (standard library only).
 # openssl: throw-away certificates for the rediss:// (TLS) connector test.
+# chromium: the headless browser the controller dashboard test drives through Playwright (ExecutablePath, no download).
 packages=()
 command -v redis-server >/dev/null 2>&1 || packages+=(redis-server)
 command -v redis-sentinel >/dev/null 2>&1 || packages+=(redis-sentinel)
 command -v redis-benchmark >/dev/null 2>&1 || packages+=(redis-tools)
 command -v python3 >/dev/null 2>&1 || packages+=(python3)
 command -v openssl >/dev/null 2>&1 || packages+=(openssl)
+command -v chromium >/dev/null 2>&1 || packages+=(chromium)
 if ((${#packages[@]} > 0)); then
     echo "test.sh: installing ${packages[*]}" >&2
     sudo_cmd=()

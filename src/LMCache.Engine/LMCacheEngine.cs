@@ -24,7 +24,8 @@ public readonly record struct RetrieveResult(int HitTokens, int LoadedTokens, Ti
 /// <param name="StoredTokens">Tokens whose chunks were stored now.</param>
 /// <param name="StoredChunks">Chunks stored now.</param>
 /// <param name="DroppedChunks">Chunks that could not be stored (CPU pool exhausted).</param>
-public readonly record struct StoreResult(int StoredTokens, int StoredChunks, int DroppedChunks);
+/// <param name="CachedTokens">Tokens of chunks skipped because the CPU tier already held them.</param>
+public readonly record struct StoreResult(int StoredTokens, int StoredChunks, int DroppedChunks, int CachedTokens = 0);
 
 /// <summary>
 /// The cache engine an inference engine talks to: <see cref="LookupAsync"/> (how many prefix tokens are cached),
@@ -233,6 +234,8 @@ public sealed class LMCacheEngine : IAsyncDisposable
         using var chunks = ChunkKeys.Create(this, tokens, cacheSalt, Math.Max(0, skip));
         var stored = 0;
         var storedTokens = 0;
+        var cachedTokens = 0;
+        var cachedChunks = 0;
         long bytes = 0;
         // This call keeps a reference to each chunk it stored until it returns, so allocating chunk i cannot evict
         // chunks 0..i-1 of the same prompt (the original allocates a request's chunks in one batch for the same
@@ -246,7 +249,9 @@ public sealed class LMCacheEngine : IAsyncDisposable
                 var chunk = chunks.Chunks[i];
                 if (Storage.Cpu.Contains(chunks.Keys.Span[i]))
                 {
-                    continue;   // already cached (e.g. a shared prefix another request stored): no copy, no new allocation
+                    cachedChunks++;
+                    cachedTokens += chunk.Length;   // already cached (a shared prefix, a repeated prompt): no copy, no allocation
+                    continue;
                 }
                 if (!Storage.Cpu.TryAllocate(Layout.ChunkMetadata(chunk.Length), out var memoryObject))
                 {
@@ -274,7 +279,7 @@ public sealed class LMCacheEngine : IAsyncDisposable
         var elapsed = Stopwatch.GetElapsedTime(started);
         Statistics.StoreDuration.Record(elapsed.TotalSeconds);
         EngineLog.Stored(_logger, storedTokens, tokens.Length, bytes / (1024.0 * 1024 * 1024), elapsed.TotalMilliseconds);
-        return new StoreResult(storedTokens, stored, chunks.Count - stored);
+        return new StoreResult(storedTokens, stored, chunks.Count - stored - cachedChunks, cachedTokens);
     }
 
     /// <summary>The keys of the chunks of <paramref name="tokens"/> (for inspection and the controller).</summary>

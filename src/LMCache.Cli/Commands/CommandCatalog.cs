@@ -17,5 +17,6 @@ internal static class CommandCatalog
         yield return ServerCommand.Create();
         yield return BenchCommands.Create();
         yield return ServeCommand.Create();
+        yield return ControllerCommand.Create();
     }
 }

@@ -84,6 +84,8 @@ internal static class ServeCommand
                 }
                 await using (cache)
                 {
+                    // enable_controller: true starts a controller worker (registration, heartbeats, admissions) for this engine.
+                    await using var controllerWorker = Controller.Worker.ControllerWorker.StartIfEnabled(cache, loggerFactory);
                     await using var engine = new InferenceEngine(languageModel, cache, logger: loggerFactory.CreateLogger<InferenceEngine>());
                     var options = new OpenAiServerOptions { Host = parse.GetValue(host)!, Port = parse.GetValue(port) };
                     await using var server = await OpenAiServer.StartAsync(engine, options, loggerFactory, cancellationToken);

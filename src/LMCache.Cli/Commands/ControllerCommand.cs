@@ -1,0 +1,145 @@
+using System.CommandLine;
+using System.Text.Json;
+using LMCache.Controller;
+using LMCache.Controller.Worker;
+using LMCache.Core.Configuration;
+using LMCache.Core.Keys;
+using LMCache.Core.Memory;
+using LMCache.Engine;
+using LMCache.Engine.Adapters;
+using Microsoft.Extensions.Logging;
+
+namespace LMCache.Cli.Commands;
+
+/// <summary>
+/// <c>lmcache controller</c>: the LMCache controller process (the original's <c>lmcache_controller</c>): HTTP API and
+/// dashboard on <c>--host</c>:<c>--port</c>, worker sockets on <c>--monitor-ports</c>.
+/// </summary>
+internal static class ControllerCommand
+{
+    public static Command Create()
+    {
+        var host = new Option<string>("--host") { Description = "HTTP listen address.", DefaultValueFactory = _ => "0.0.0.0" };
+        var port = new Option<int>("--port") { Description = "HTTP port (API, /metrics and the dashboard at /).", DefaultValueFactory = _ => 9000 };
+        var monitorPort = new Option<int?>("--monitor-port") { Description = "Pull-socket port only (deprecated in the original; prefer --monitor-ports)." };
+        var monitorPorts = new Option<string?>("--monitor-ports") { Description = "JSON {\"pull\": 8300, \"reply\": 8400}: ports of the worker pull and reply sockets." };
+        var workerTimeout = new Option<int>("--lmcache-worker-timeout") { Description = "Seconds without a heartbeat before a worker is inactive.", DefaultValueFactory = _ => 300 };
+        var demoInstances = new Option<int>("--demo-instances") { Description = "Also run N in-process demo engine instances that register and serve synthetic prompts (to try the dashboard).", DefaultValueFactory = _ => 0 };
+        var command = new Command("controller", "Run the LMCache controller: see and steer the KV caches of engine instances (HTTP API, Prometheus /metrics, web dashboard).")
+        {
+            host, port, monitorPort, monitorPorts, workerTimeout, demoInstances,
+        };
+        command.SetAction(async (parse, cancellationToken) =>
+        {
+            var options = new ControllerOptions
+            {
+                Host = parse.GetValue(host)!,
+                Port = parse.GetValue(port),
+                WorkerTimeout = TimeSpan.FromSeconds(parse.GetValue(workerTimeout)),
+            };
+            if (parse.GetValue(monitorPort) is int pull)
+            {
+                options.PullPort = pull;
+                options.ReplyPort = null;
+            }
+            if (parse.GetValue(monitorPorts) is string json && !TryApplyPorts(json, options, out var error))
+            {
+                Console.Error.WriteLine($"error: --monitor-ports {json}: {error}");
+                return 2;
+            }
+            using var loggerFactory = CommonOptions.CreateLoggerFactory(LogLevel.Information);
+            await using var controller = new LMCacheController(options, loggerFactory);
+            var address = await controller.StartAsync(cancellationToken);
+            Console.WriteLine($"LMCache controller: dashboard and API on {address} (pull port {controller.PullPort}, reply port {controller.ReplyPort}). Ctrl+C stops.");
+            var demos = new List<(LMCacheEngine Engine, ControllerWorker Worker)>();
+            try
+            {
+                for (var i = 0; i < parse.GetValue(demoInstances); i++)
+                {
+                    demos.Add(StartDemoInstance($"demo-instance-{i + 1}", controller.PullPort, loggerFactory));
+                }
+                using var stopTraffic = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+                var traffic = demos.Count > 0 ? RunDemoTrafficAsync(demos, stopTraffic.Token) : Task.CompletedTask;
+                await controller.WaitForShutdownAsync(cancellationToken);
+                await stopTraffic.CancelAsync();
+                await traffic;
+            }
+            finally
+            {
+                foreach (var (engine, worker) in demos)
+                {
+                    await worker.DisposeAsync();
+                    await engine.DisposeAsync();
+                }
+            }
+            return 0;
+        });
+        return command;
+    }
+
+    private static bool TryApplyPorts(string json, ControllerOptions options, out string error)
+    {
+        error = string.Empty;
+        try
+        {
+            using var document = JsonDocument.Parse(json);
+            if (document.RootElement.ValueKind != JsonValueKind.Object || !document.RootElement.TryGetProperty("pull", out var pull) || !pull.TryGetInt32(out var pullPort))
+            {
+                error = "expected a JSON object with an integer \"pull\" (and optionally \"reply\").";
+                return false;
+            }
+            options.PullPort = pullPort;
+            options.ReplyPort = document.RootElement.TryGetProperty("reply", out var reply) && reply.TryGetInt32(out var replyPort) ? replyPort : null;
+            return true;
+        }
+        catch (JsonException ex)
+        {
+            error = ex.Message;
+            return false;
+        }
+    }
+
+    private static (LMCacheEngine, ControllerWorker) StartDemoInstance(string id, int pullPort, ILoggerFactory loggerFactory)
+    {
+        var layout = new KvLayout(NumLayers: 4, NumKvHeads: 4, HeadDim: 64, DType: KvDType.BFloat16);   // 4 KiB a token, 1 MiB a chunk
+        var options = new LMCacheEngineOptions { MaxLocalCpuSizeGib = 0.0625 };                         // 64 chunks
+        var engine = LMCacheEngine.Create(options, new KeyScope("vllm", "demo/tiny", DType: layout.DType.ToKeyToken()), layout);
+        var worker = ControllerWorker.Start(engine, new ControllerWorkerOptions
+        {
+            InstanceId = id,
+            PullUrl = $"127.0.0.1:{pullPort}",
+            BindHost = "127.0.0.1",
+            HeartbeatDelay = TimeSpan.Zero,
+            HeartbeatInterval = TimeSpan.FromSeconds(5),
+        }, loggerFactory);
+        return (engine, worker);
+    }
+
+    /// <summary>Every second each demo instance serves a prompt: a new one, or a repeat of an earlier one (a hit).</summary>
+    private static async Task RunDemoTrafficAsync(List<(LMCacheEngine Engine, ControllerWorker Worker)> demos, CancellationToken cancellationToken)
+    {
+        var random = new Random(7);
+        var prompts = new List<int[]>();
+        try
+        {
+            while (!cancellationToken.IsCancellationRequested)
+            {
+                foreach (var (engine, _) in demos)
+                {
+                    var tokens = prompts.Count > 0 && random.NextDouble() < 0.5
+                        ? prompts[random.Next(prompts.Count)]
+                        : [.. Enumerable.Range(random.Next(1_000_000), 256 * random.Next(1, 5))];
+                    prompts.Add(tokens);
+                    var kv = new HostKvCache(engine.Layout, tokens.Length);
+                    var hit = await engine.RetrieveAsync(tokens, kv, cancellationToken: cancellationToken);
+                    kv.FillDeterministic(hit.LoadedTokens, tokens.Length - hit.LoadedTokens, seed: tokens[0]);
+                    engine.Store(tokens, kv, skipLeadingTokens: hit.LoadedTokens);
+                }
+                await Task.Delay(1000, cancellationToken);
+            }
+        }
+        catch (OperationCanceledException)
+        {
+        }
+    }
+}

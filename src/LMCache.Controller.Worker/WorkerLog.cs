@@ -1,0 +1,16 @@
+using Microsoft.Extensions.Logging;
+
+namespace LMCache.Controller.Worker;
+
+/// <summary>Log lines of the controller worker (event ids 7100–7199).</summary>
+internal static partial class WorkerLog
+{
+    [LoggerMessage(EventId = 7100, Level = LogLevel.Information, Message = "Controller worker {InstanceId}/{WorkerId} listening on {Endpoint}, reporting to {PullUrl}")]
+    public static partial void Started(ILogger logger, string instanceId, int workerId, string endpoint, string pullUrl);
+
+    [LoggerMessage(EventId = 7101, Level = LogLevel.Warning, Message = "Controller request {Type} failed: {Error}")]
+    public static partial void RequestFailed(ILogger logger, string type, string error);
+
+    [LoggerMessage(EventId = 7102, Level = LogLevel.Warning, Message = "Controller worker loop error: {Error}")]
+    public static partial void LoopError(ILogger logger, string error);
+}

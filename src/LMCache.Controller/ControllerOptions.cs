@@ -1,0 +1,32 @@
+namespace LMCache.Controller;
+
+/// <summary>Settings of an <see cref="LMCacheController"/> (the original's <c>lmcache_controller</c> flags and config keys).</summary>
+public sealed class ControllerOptions
+{
+    /// <summary>HTTP listen address. Defaults to <c>0.0.0.0</c> (LMCache <c>controller_host</c>).</summary>
+    public string Host { get; set; } = "0.0.0.0";
+
+    /// <summary>HTTP port; 0 picks a free one. Defaults to 9000 (LMCache <c>controller_port</c>).</summary>
+    public int Port { get; set; } = 9000;
+
+    /// <summary>The address the ZeroMQ sockets bind to. Defaults to <c>*</c> (all interfaces, as the original).</summary>
+    public string MonitorHost { get; set; } = "*";
+
+    /// <summary>Port of the pull socket that receives worker pushes; 0 picks a free one. Defaults to 8300 (LMCache <c>controller_monitor_ports.pull</c>).</summary>
+    public int PullPort { get; set; } = 8300;
+
+    /// <summary>Port of the reply socket for synchronous worker requests; null binds none, 0 picks a free one. Defaults to 8400 (LMCache <c>controller_monitor_ports.reply</c>).</summary>
+    public int? ReplyPort { get; set; } = 8400;
+
+    /// <summary>A worker not heard from for this long is inactive (left out of lookups and control operations). Defaults to 300 s (LMCache <c>lmcache_worker_timeout</c>).</summary>
+    public TimeSpan WorkerTimeout { get; set; } = TimeSpan.FromSeconds(300);
+
+    /// <summary>How long a control request waits for a worker's reply. Defaults to 30 s (ours: the original waits without limit).</summary>
+    public TimeSpan RequestTimeout { get; set; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>How often the cluster's token counters are sampled for the dashboard's charts. Defaults to 2 s (ours).</summary>
+    public TimeSpan HistoryInterval { get; set; } = TimeSpan.FromSeconds(2);
+
+    /// <summary>How many samples the charts' history keeps. Defaults to 90 (3 minutes at 2 s).</summary>
+    public int HistoryLength { get; set; } = 90;
+}

@@ -1,0 +1,242 @@
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Serialization.Metadata;
+using LMCache.Controller.Worker;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Routing;
+using Microsoft.Extensions.Logging;
+
+namespace LMCache.Controller;
+
+/// <summary>The controller's HTTP endpoints: the original's paths and JSON names, plus chunk browsing and usage.</summary>
+internal static class HttpApi
+{
+    private static ControllerJsonContext Json => ControllerJsonContext.Default;
+
+    public static void Map(WebApplication app, LMCacheController controller)
+    {
+        var logger = app.Services.GetService(typeof(ILoggerFactory)) is ILoggerFactory factory
+            ? factory.CreateLogger("LMCache.Controller.Http")
+            : Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance;
+        app.Use(async (context, next) =>
+        {
+            try
+            {
+                await next(context).ConfigureAwait(false);
+            }
+            catch (ControllerApiException ex)
+            {
+                await WriteAsync(context, new ErrorResponse(ex.Message), Json.ErrorResponse, ex.StatusCode).ConfigureAwait(false);
+            }
+            catch (Exception ex) when (ex is not OperationCanceledException)
+            {
+                ControllerLog.Unhandled(logger, ex, context.Request.Path);
+                await WriteAsync(context, new ErrorResponse($"Internal error: {ex.Message}"), Json.ErrorResponse, StatusCodes.Status500InternalServerError).ConfigureAwait(false);
+            }
+        });
+
+        Post(app, "/lookup", Json.LookupRequest, async (LookupRequest body, CancellationToken _) =>
+        {
+            var tokens = body.Tokens ?? throw ControllerApiException.BadRequest("tokens is required: a list of token ids.");
+            await Task.CompletedTask.ConfigureAwait(false);
+            return Ok(new LookupResponse(LMCacheController.NewEventId("Lookup"), controller.Lookup(tokens)), Json.LookupResponse);
+        });
+
+        Post(app, "/clear", Json.InstanceLocationRequest, async (InstanceLocationRequest body, CancellationToken ct) =>
+        {
+            var location = RequireLocation(body.Location);
+            var eventId = LMCacheController.NewEventId("Clear");
+            var replies = await controller.FanOutAsync(body.InstanceId, w => WorkerRequest(MessageTypes.ClearWorker, "Clear", w, eventId)
+                .With("location", location), MessageTypes.ClearWorkerRet, ct).ConfigureAwait(false);
+            controller.State.RemoveEntries(body.InstanceId!, IsAll(location) ? null : location);
+            return Ok(new NumTokensResponse(eventId, LMCacheController.AgreedTokens(replies)), Json.NumTokensResponse);
+        });
+
+        Post(app, "/pin", Json.InstanceLocationRequest, async (InstanceLocationRequest body, CancellationToken ct) =>
+        {
+            var location = RequireLocation(body.Location);
+            var tokens = body.Tokens ?? throw ControllerApiException.BadRequest("tokens is required: a list of token ids.");
+            var eventId = LMCacheController.NewEventId("Pin");
+            var replies = await controller.FanOutAsync(body.InstanceId, w => WorkerRequest(MessageTypes.PinWorker, "Pin", w, eventId)
+                .With("location", location).With("tokens", tokens), MessageTypes.PinWorkerRet, ct).ConfigureAwait(false);
+            return Ok(new NumTokensResponse(eventId, LMCacheController.AgreedTokens(replies)), Json.NumTokensResponse);
+        });
+
+        Post(app, "/move", Json.MoveRequest, async (MoveRequest body, CancellationToken ct) =>
+        {
+            if (body.OldPosition is not [var fromInstance, var fromLocation] || body.NewPosition is not [var toInstance, var toLocation])
+            {
+                throw ControllerApiException.BadRequest("old_position and new_position are required: [instance_id, location] each.");
+            }
+            RequireLocation(fromLocation);
+            RequireLocation(toLocation);
+            if (toInstance != fromInstance)
+            {
+                controller.ActiveWorkersOf(toInstance);   // 404 for an unknown target first
+                throw ControllerApiException.BadRequest(
+                    $"Moving chunks from '{fromInstance}' to another instance ('{toInstance}') needs a P2P transport, which LMCache.NET does not have; share a remote tier between the instances instead.");
+            }
+            var eventId = LMCacheController.NewEventId("Move");
+            var copy = body.ShouldCopy ?? body.Copy ?? false;
+            var replies = await controller.FanOutAsync(fromInstance, w => WorkerRequest(MessageTypes.MoveWorker, "Move", w, eventId)
+                .With("old_position", fromLocation)
+                .With("new_position", new List<object?> { w.DistributedUrl, toLocation })
+                .With("tokens", body.Tokens ?? [])
+                .With("copy", copy), MessageTypes.MoveWorkerRet, ct).ConfigureAwait(false);
+            return Ok(new NumTokensResponse(eventId, LMCacheController.AgreedTokens(replies)), Json.NumTokensResponse);
+        });
+
+        Post(app, "/health", Json.InstanceLocationRequest, async (InstanceLocationRequest body, CancellationToken ct) =>
+        {
+            var eventId = LMCacheController.NewEventId("Health");
+            if (body.InstanceId is "system" or "test")
+            {
+                return Ok(new HealthResponse(eventId, [], "Controller is running"), Json.HealthResponse);   // the original dashboard's probe
+            }
+            var replies = await controller.FanOutAsync(body.InstanceId, w => WorkerRequest(MessageTypes.HealthWorker, "Health", w, eventId),
+                MessageTypes.HealthWorkerRet, ct).ConfigureAwait(false);
+            var codes = replies.ToDictionary(r => r.Worker.WorkerId.ToString(CultureInfo.InvariantCulture), r => (int)r.Reply.GetInt64("error_code"));
+            return Ok(new HealthResponse(eventId, codes), Json.HealthResponse);
+        });
+
+        Post(app, "/query_instance", Json.QueryInstanceRequest, async (QueryInstanceRequest body, CancellationToken _) =>
+        {
+            var ip = string.IsNullOrWhiteSpace(body.Ip) ? throw ControllerApiException.BadRequest("ip is required.") : body.Ip;
+            await Task.CompletedTask.ConfigureAwait(false);
+            var worker = controller.State.Workers().FirstOrDefault(w => w.Ip == ip)
+                ?? throw ControllerApiException.NotFound($"No instance is registered from ip {ip}.");
+            return Ok(new QueryInstanceResponse(body.EventId ?? LMCacheController.NewEventId("QueryInst"), worker.InstanceId), Json.QueryInstanceResponse);
+        });
+
+        Post(app, "/query_worker_info", Json.QueryWorkerInfoRequest, async (QueryWorkerInfoRequest body, CancellationToken _) =>
+        {
+            await Task.CompletedTask.ConfigureAwait(false);
+            var all = string.IsNullOrEmpty(body.InstanceId) || body.InstanceId == "all";
+            var workers = controller.State.Workers(all ? null : body.InstanceId);
+            if (!all && workers.Count == 0)
+            {
+                throw ControllerApiException.NotFound($"Unknown instance '{body.InstanceId}': no worker of it is registered.");
+            }
+            if (body.WorkerIds is { Length: > 0 } ids)
+            {
+                workers = [.. workers.Where(w => ids.Contains(w.WorkerId))];
+            }
+            var infos = workers.Select(w => new WorkerInfo(w.InstanceId, w.WorkerId, w.Ip, w.Port, w.DistributedUrl, w.RegistrationTime,
+                w.LastHeartbeatTime, controller.State.StatusOf(w), w.ModelName, w.ChunkSize)).ToList();
+            return Ok(new WorkerInfosResponse(LMCacheController.NewEventId("QueryWorkerInfo"), infos), Json.WorkerInfosResponse);
+        });
+
+        Post(app, "/list_chunks", Json.ListChunksRequest, async (ListChunksRequest body, CancellationToken ct) =>
+        {
+            var eventId = LMCacheController.NewEventId("ListChunks");
+            var limit = body.Limit ?? 1000;
+            if (limit <= 0)
+            {
+                throw ControllerApiException.BadRequest($"limit = {limit}: must be a positive number of chunks.");
+            }
+            var replies = await controller.FanOutAsync(body.InstanceId, w => WorkerRequest(MessageTypes.ListChunksWorker, "ListChunks", w, eventId)
+                .With("location", body.Location), MessageTypes.ListChunksWorkerRet, ct).ConfigureAwait(false);
+            var chunks = new List<ChunkInfo>();
+            foreach (var (worker, reply) in replies)
+            {
+                foreach (var item in reply.GetListOrEmpty("chunks").OfType<Dictionary<string, object?>>())
+                {
+                    var fields = new ControlMessage("chunk");
+                    foreach (var (k, v) in item)
+                    {
+                        fields[k] = v;
+                    }
+                    var key = fields.GetString("key");
+                    if (!string.IsNullOrEmpty(body.Search) && !key.Contains(body.Search, StringComparison.OrdinalIgnoreCase))
+                    {
+                        continue;
+                    }
+                    chunks.Add(new ChunkInfo(key, fields.GetString("location"), worker.WorkerId, fields.GetInt64("size"),
+                        fields.GetInt64("num_tokens"), fields.GetBoolOrDefault("pinned", false), fields.GetDoubleOrDefault("admitted_at", 0)));
+                }
+            }
+            chunks.Sort((a, b) => b.AdmittedAt.CompareTo(a.AdmittedAt) is var c && c != 0 ? c : string.CompareOrdinal(a.Key, b.Key));
+            return Ok(new ChunksResponse(eventId, body.InstanceId!, chunks.Count, [.. chunks.Take(limit)]), Json.ChunksResponse);
+        });
+
+        Post(app, "/delete_chunks", Json.ChunkKeysRequest, (ChunkKeysRequest body, CancellationToken ct) =>
+            ChunkKeysAsync(controller, body, "DeleteChunks", MessageTypes.RemoveChunksWorker, MessageTypes.RemoveChunksWorkerRet, null, ct));
+        Post(app, "/pin_chunks", Json.ChunkKeysRequest, (ChunkKeysRequest body, CancellationToken ct) =>
+            ChunkKeysAsync(controller, body, "PinChunks", MessageTypes.PinChunksWorker, MessageTypes.PinChunksWorkerRet, false, ct));
+        Post(app, "/unpin_chunks", Json.ChunkKeysRequest, (ChunkKeysRequest body, CancellationToken ct) =>
+            ChunkKeysAsync(controller, body, "UnpinChunks", MessageTypes.PinChunksWorker, MessageTypes.PinChunksWorkerRet, true, ct));
+
+        app.MapGet("/instances", () => Results.Json(Summaries.Instances(controller), Json.InstancesResponse));
+        app.MapGet("/metrics", () => Results.Text(PrometheusText.Write(controller), "text/plain; version=0.0.4; charset=utf-8", Encoding.UTF8));
+        app.MapGet("/", () => Static("index.html"));
+        app.MapGet("/static/{file}", (string file) => Static(file));
+        app.MapFallback(() => Results.Json(new ErrorResponse("Not found."), Json.ErrorResponse, statusCode: StatusCodes.Status404NotFound));
+    }
+
+    private static async Task<IResult> ChunkKeysAsync(
+        LMCacheController controller, ChunkKeysRequest body, string operation, string requestType, string replyType, bool? unpin, CancellationToken ct)
+    {
+        var keys = body.Keys is { Length: > 0 } k ? k : throw ControllerApiException.BadRequest("keys is required: a non-empty list of chunk keys.");
+        var eventId = LMCacheController.NewEventId(operation);
+        var replies = await controller.FanOutAsync(body.InstanceId, w =>
+        {
+            var request = WorkerRequest(requestType, operation, w, eventId).With("keys", keys).With("location", body.Location);
+            return unpin is bool u ? request.With("unpin", u) : request;
+        }, replyType, ct).ConfigureAwait(false);
+        if (unpin is null)
+        {
+            controller.State.RemoveKeys(body.InstanceId!, keys, string.IsNullOrEmpty(body.Location) ? null : body.Location);
+        }
+        return Ok(new NumChunksResponse(eventId, replies.Sum(r => r.Reply.GetInt64("num_chunks"))), Json.NumChunksResponse);
+    }
+
+    private static ControlMessage WorkerRequest(string type, string operation, WorkerRecord worker, string eventId) =>
+        new ControlMessage(type).With("worker_event_id", $"{operation}Worker{worker.WorkerId}{eventId}");
+
+    private static string RequireLocation(string? location) =>
+        string.IsNullOrWhiteSpace(location) ? throw ControllerApiException.BadRequest("location is required (a tier such as LocalCPUBackend, or \"all\").") : location;
+
+    private static bool IsAll(string location) => string.Equals(location, "all", StringComparison.OrdinalIgnoreCase);
+
+    private static IResult Ok<T>(T value, JsonTypeInfo<T> type) => Results.Json(value, type);
+
+    private static IResult Static(string file)
+    {
+        var text = LMCacheController.ReadEmbedded(file, out var contentType);
+        return text is null
+            ? Results.Json(new ErrorResponse($"No file '{file}'."), Json.ErrorResponse, statusCode: StatusCodes.Status404NotFound)
+            : Results.Text(text, contentType, Encoding.UTF8);
+    }
+
+    /// <summary>Maps a POST whose JSON body is read here, so a bad body is a 400 with a message.</summary>
+    private static void Post<T>(IEndpointRouteBuilder app, string path, JsonTypeInfo<T> type, Func<T, CancellationToken, Task<IResult>> handler)
+        where T : class
+    {
+        app.MapPost(path, async (HttpContext context) =>
+        {
+            T? body;
+            try
+            {
+                body = await JsonSerializer.DeserializeAsync(context.Request.Body, type, context.RequestAborted).ConfigureAwait(false);
+            }
+            catch (JsonException ex)
+            {
+                throw ControllerApiException.BadRequest($"The body is not valid JSON for {path}: {ex.Message}");
+            }
+            if (body is null)
+            {
+                throw ControllerApiException.BadRequest($"{path} needs a JSON object body.");
+            }
+            return await handler(body, context.RequestAborted).ConfigureAwait(false);
+        });
+    }
+
+    private static Task WriteAsync<T>(HttpContext context, T value, JsonTypeInfo<T> type, int status)
+    {
+        context.Response.StatusCode = status;
+        context.Response.ContentType = "application/json; charset=utf-8";
+        return JsonSerializer.SerializeAsync(context.Response.Body, value, type, context.RequestAborted);
+    }
+}

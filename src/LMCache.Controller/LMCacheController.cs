@@ -1,0 +1,342 @@
+using System.Collections.Concurrent;
+using System.Net;
+using System.Reflection;
+using System.Text.Json.Nodes;
+using LMCache.Controller.Worker;
+using LMCache.Core.Keys;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using NetMQ;
+using NetMQ.Sockets;
+
+namespace LMCache.Controller;
+
+/// <summary>
+/// The LMCache controller process as a library: a ZeroMQ pull socket (worker pushes), an optional reply socket
+/// (synchronous registration and heartbeats), the registry and global chunk index, request sockets to every worker,
+/// and the HTTP API, Prometheus metrics and dashboard on ASP.NET Core.
+/// </summary>
+/// <remarks>
+/// Create with <c>new</c>, then <see cref="StartAsync"/> (which returns once every socket is bound, so tests may ask
+/// for port 0 and read the bound ports back); dispose to close everything.
+/// </remarks>
+public sealed class LMCacheController : IAsyncDisposable
+{
+    private readonly ControllerOptions _options;
+    private readonly ILoggerFactory _loggerFactory;
+    private readonly ILogger _logger;
+    private readonly ConcurrentDictionary<string, ChunkedTokenDatabase> _tokenDatabases = new(StringComparer.Ordinal);
+    private PullSocket? _pull;
+    private ResponseSocket? _reply;
+    private NetMQPoller? _poller;
+    private readonly Queue<HistoryPoint> _history = new();
+    private WebApplication? _app;
+    private ITimer? _sampler;
+
+    /// <summary>Creates a controller; nothing is bound until <see cref="StartAsync"/>.</summary>
+    public LMCacheController(ControllerOptions options, ILoggerFactory? loggerFactory = null, TimeProvider? timeProvider = null)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        _options = options;
+        _loggerFactory = loggerFactory ?? NullLoggerFactory.Instance;
+        _logger = _loggerFactory.CreateLogger<LMCacheController>();
+        State = new ClusterState(timeProvider ?? TimeProvider.System, options.WorkerTimeout);
+    }
+
+    /// <summary>The HTTP base address, e.g. <c>http://127.0.0.1:9000</c> (after <see cref="StartAsync"/>).</summary>
+    public Uri? HttpAddress { get; private set; }
+
+    /// <summary>The bound port of the pull socket (workers' <c>controller_pull_url</c>).</summary>
+    public int PullPort { get; private set; }
+
+    /// <summary>The bound port of the reply socket (workers' <c>controller_reply_url</c>); 0 when none.</summary>
+    public int ReplyPort { get; private set; }
+
+    internal ClusterState State { get; }
+
+    internal ControllerOptions Options => _options;
+
+    /// <summary>Binds the sockets, starts the HTTP server and returns its address.</summary>
+    public async Task<Uri> StartAsync(CancellationToken cancellationToken = default)
+    {
+        _pull = new PullSocket();
+        _pull.Options.Linger = TimeSpan.Zero;
+        var monitorHost = _options.MonitorHost;
+        PullPort = _options.PullPort == 0 ? _pull.BindRandomPort("tcp://" + monitorHost) : Bind(_pull, monitorHost, _options.PullPort);
+        _pull.ReceiveReady += (_, e) => OnPull(e.Socket);
+        _poller = [_pull];
+        if (_options.ReplyPort is int replyPort)
+        {
+            _reply = new ResponseSocket();
+            _reply.Options.Linger = TimeSpan.Zero;
+            ReplyPort = replyPort == 0 ? _reply.BindRandomPort("tcp://" + monitorHost) : Bind(_reply, monitorHost, replyPort);
+            _reply.ReceiveReady += (_, e) => OnReply(e.Socket);
+            _poller.Add(_reply);
+        }
+        _poller.RunAsync("lmcache-controller-sockets", isBackgroundThread: true);
+        _sampler = TimeProvider.System.CreateTimer(_ => Sample(), null, TimeSpan.Zero, _options.HistoryInterval);
+
+        var builder = WebApplication.CreateSlimBuilder();
+        builder.Logging.ClearProviders();
+        builder.Services.AddSingleton(_loggerFactory);
+        builder.WebHost.ConfigureKestrel(kestrel =>
+        {
+            var address = _options.Host is "0.0.0.0" or "*" ? IPAddress.Any : IPAddress.Parse(_options.Host == "localhost" ? "127.0.0.1" : _options.Host);
+            kestrel.Listen(address, _options.Port);
+        });
+        builder.Services.ConfigureHttpJsonOptions(o => o.SerializerOptions.TypeInfoResolverChain.Insert(0, ControllerJsonContext.Default));
+        _app = builder.Build();
+        HttpApi.Map(_app, this);
+        await _app.StartAsync(cancellationToken).ConfigureAwait(false);
+        var bound = _app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
+        var uri = new Uri(bound.Replace("0.0.0.0", "127.0.0.1", StringComparison.Ordinal).Replace("[::]", "127.0.0.1", StringComparison.Ordinal));
+        HttpAddress = uri;
+        ControllerLog.Started(_logger, uri.ToString(), PullPort, ReplyPort);
+        return uri;
+    }
+
+    /// <summary>Waits until the HTTP server stops (the CLI runs until Ctrl+C).</summary>
+    public Task WaitForShutdownAsync(CancellationToken cancellationToken) =>
+        _app?.WaitForShutdownAsync(cancellationToken) ?? Task.CompletedTask;
+
+    /// <summary>Stops the HTTP server and closes every socket.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        if (_sampler is not null)
+        {
+            await _sampler.DisposeAsync().ConfigureAwait(false);
+            _sampler = null;
+        }
+        if (_app is not null)
+        {
+            await _app.StopAsync().ConfigureAwait(false);
+            await _app.DisposeAsync().ConfigureAwait(false);
+            _app = null;
+        }
+        if (_poller is not null)
+        {
+            _poller.Stop();
+            _poller.Dispose();
+            _poller = null;
+        }
+        _pull?.Dispose();
+        _reply?.Dispose();
+        foreach (var worker in State.Workers())
+        {
+            worker.Client?.Dispose();
+        }
+    }
+
+    private void OnPull(NetMQSocket socket)
+    {
+        var frames = new List<byte[]>();
+        while (socket.TryReceiveMultipartBytes(TimeSpan.Zero, ref frames))
+        {
+            foreach (var frame in frames)
+            {
+                Ingest(frame);
+            }
+        }
+    }
+
+    private void OnReply(NetMQSocket socket)
+    {
+        while (socket.TryReceiveFrameBytes(TimeSpan.Zero, out var frame))
+        {
+            var message = Ingest(frame);
+            var reply = message?.Type switch
+            {
+                MessageTypes.Register => new ControlMessage(MessageTypes.RegisterRet),
+                MessageTypes.Heartbeat => new ControlMessage(MessageTypes.HeartbeatRet),
+                null => new ControlMessage(MessageTypes.Error).With("error", "Bad message."),
+                _ => new ControlMessage(MessageTypes.Error).With("error", $"'{message.Type}' is not a reply-socket request."),
+            };
+            socket.SendFrame(ControlMessageCodec.Encode(reply));
+        }
+    }
+
+    private ControlMessage? Ingest(byte[] frame)
+    {
+        try
+        {
+            var message = ControlMessageCodec.Decode(frame);
+            var (added, removed) = State.Apply(message);
+            if (added is not null)
+            {
+                added.Client?.Dispose();
+                added.Client = new WorkerClient($"tcp://{added.Ip}:{added.Port}");
+                ControllerLog.Registered(_logger, added.InstanceId, added.WorkerId, added.Ip, added.Port);
+            }
+            if (removed is not null)
+            {
+                removed.Client?.Dispose();
+                ControllerLog.Deregistered(_logger, removed.InstanceId, removed.WorkerId);
+            }
+            return message;
+        }
+        catch (Exception ex)
+        {
+            // A bad frame from one worker must not stop the socket thread that serves all of them.
+            ControllerLog.BadMessage(_logger, ex.Message);
+            return null;
+        }
+    }
+
+    /// <summary>The recent samples of the cluster's cumulative token counters (for the dashboard's charts), oldest first.</summary>
+    internal List<HistoryPoint> History()
+    {
+        lock (_history)
+        {
+            return [.. _history];
+        }
+    }
+
+    private void Sample()
+    {
+        long stored = 0, hit = 0, requested = 0;
+        foreach (var worker in State.Workers())
+        {
+            stored += worker.Stats?.GetInt64OrDefault("num_stored_tokens", 0) ?? 0;
+            hit += worker.Stats?.GetInt64OrDefault("num_hit_tokens", 0) ?? 0;
+            requested += worker.Stats?.GetInt64OrDefault("num_requested_tokens", 0) ?? 0;
+        }
+        lock (_history)
+        {
+            _history.Enqueue(new HistoryPoint(State.Now, stored, hit, requested));
+            while (_history.Count > _options.HistoryLength)
+            {
+                _history.Dequeue();
+            }
+        }
+    }
+
+    // ---- operations behind the HTTP API ---------------------------------------------------------------------------
+
+    internal static string NewEventId(string operation) => operation + Guid.NewGuid().ToString("N");
+
+    /// <summary>For each instance, the longest cached prefix of <paramref name="tokens"/>: (tier of its last chunk, tokens).</summary>
+    internal Dictionary<string, JsonArray> Lookup(int[] tokens)
+    {
+        var result = new Dictionary<string, JsonArray>(StringComparer.Ordinal);
+        foreach (var group in State.Workers().Where(State.IsActive).GroupBy(w => w.InstanceId, StringComparer.Ordinal))
+        {
+            var matched = int.MaxValue;
+            string? location = null;
+            foreach (var worker in group)
+            {
+                var database = _tokenDatabases.GetOrAdd(
+                    $"{worker.ChunkSize}|{worker.SaveUnfullChunk}|{worker.HashSeed}",
+                    _ => new ChunkedTokenDatabase(worker.ChunkSize, worker.SaveUnfullChunk, new Sha256CborChunkHasher(worker.HashSeed)));
+                var scope = worker.Scope;
+                var workerMatched = 0;
+                string? workerLocation = null;
+                foreach (var chunk in database.GetChunks(tokens))
+                {
+                    var where = State.Locate(scope.MakeKey(chunk.Hash).ToString(), worker.InstanceId, worker.WorkerId);
+                    if (where is null)
+                    {
+                        break;
+                    }
+                    workerMatched = chunk.End;
+                    workerLocation = where;
+                }
+                if (workerMatched < matched)
+                {
+                    matched = workerMatched;
+                    location = workerLocation;
+                }
+            }
+            if (matched > 0 && matched != int.MaxValue)
+            {
+                result[group.Key] = [location, matched];
+            }
+        }
+        return result;
+    }
+
+    /// <summary>The workers of <paramref name="instanceId"/> that answer requests; 404 when there are none.</summary>
+    internal List<WorkerRecord> ActiveWorkersOf(string? instanceId)
+    {
+        if (string.IsNullOrWhiteSpace(instanceId))
+        {
+            throw ControllerApiException.BadRequest("instance_id is required.");
+        }
+        var workers = State.Workers(instanceId);
+        if (workers.Count == 0)
+        {
+            throw ControllerApiException.NotFound($"Unknown instance '{instanceId}': no worker of it is registered.");
+        }
+        var active = workers.Where(State.IsActive).ToList();
+        return active.Count > 0
+            ? active
+            : throw new ControllerApiException(StatusCodes.Status503ServiceUnavailable, $"Instance '{instanceId}' has no active worker (none heard from within {_options.WorkerTimeout.TotalSeconds} s).");
+    }
+
+    /// <summary>Sends one request to each worker of the instance concurrently; every reply must be of <paramref name="replyType"/>.</summary>
+    internal async Task<List<(WorkerRecord Worker, ControlMessage Reply)>> FanOutAsync(
+        string? instanceId, Func<WorkerRecord, ControlMessage> build, string replyType, CancellationToken cancellationToken)
+    {
+        var workers = ActiveWorkersOf(instanceId);
+        var replies = await Task.WhenAll(workers.Select(async worker =>
+        {
+            var client = worker.Client ?? throw new ControllerApiException(StatusCodes.Status503ServiceUnavailable, $"Worker {worker.InstanceId}/{worker.WorkerId} has no connection.");
+            var request = build(worker);
+            var reply = await client.RequestAsync(request, _options.RequestTimeout, cancellationToken).ConfigureAwait(false);
+            if (reply is null)
+            {
+                ControllerLog.WorkerTimeout(_logger, worker.InstanceId, worker.WorkerId, request.Type, _options.RequestTimeout.TotalMilliseconds);
+                throw new ControllerApiException(StatusCodes.Status504GatewayTimeout,
+                    $"Worker {worker.InstanceId}/{worker.WorkerId} did not answer {request.Type} within {_options.RequestTimeout.TotalSeconds} s.");
+            }
+            if (reply.Type == MessageTypes.Error)
+            {
+                throw ControllerApiException.BadRequest($"Worker {worker.InstanceId}/{worker.WorkerId}: {reply.GetStringOrNull("error")}");
+            }
+            if (reply.Type != replyType)
+            {
+                throw new ControllerApiException(StatusCodes.Status502BadGateway, $"Worker {worker.InstanceId}/{worker.WorkerId} answered {reply.Type}, expected {replyType}.");
+            }
+            return (worker, reply);
+        })).ConfigureAwait(false);
+        return [.. replies];
+    }
+
+    /// <summary>The workers' common <c>num_tokens</c> (the original asserts they agree); the smallest when they differ.</summary>
+    internal static long AgreedTokens(List<(WorkerRecord Worker, ControlMessage Reply)> replies) =>
+        replies.Count == 0 ? 0 : replies.Min(r => r.Reply.GetInt64("num_tokens"));
+
+    internal static string? ReadEmbedded(string path, out string contentType)
+    {
+        contentType = Path.GetExtension(path) switch
+        {
+            ".html" => "text/html; charset=utf-8",
+            ".js" => "text/javascript; charset=utf-8",
+            ".css" => "text/css; charset=utf-8",
+            ".svg" => "image/svg+xml",
+            _ => "application/octet-stream",
+        };
+        using var stream = typeof(LMCacheController).Assembly.GetManifestResourceStream("wwwroot/" + path);
+        if (stream is null)
+        {
+            return null;
+        }
+        using var reader = new StreamReader(stream);
+        return reader.ReadToEnd();
+    }
+
+    internal static string Version =>
+        typeof(LMCacheController).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion ?? "0.0.0";
+
+    private static int Bind(NetMQSocket socket, string host, int port)
+    {
+        socket.Bind($"tcp://{host}:{port}");
+        return port;
+    }
+}
