@@ -26,14 +26,21 @@ public sealed class RemoteTierTests : IClassFixture<TinyLlamaModel>
     }
 
     private LMCacheEngine CreateCache(FaultInjectingConnector connector) =>
-        LMCacheEngine.Create(
-            new LMCacheEngineOptions { ChunkSize = 256, MaxLocalCpuSizeGib = 0.25, RemoteUrl = "fault://remote", BlockingTimeoutSecs = 1 },
-            InferenceEngine.CreateKeyScope(_fixture.Model), _fixture.Model.Decoder.Layout,
-            new LMCacheEngineServices(new RemoteConnectorRegistry().Add(new Factory(connector))));
+        CreateCache(_fixture, "fault://remote", new Factory(connector), blockingTimeoutSecs: 1);
 
-    private async Task<(GenerationResult Result, float[] Logits)> RunAsync(LMCacheEngine cache, int[] ids)
+    private Task<(GenerationResult Result, float[] Logits)> RunAsync(LMCacheEngine cache, int[] ids) => RunAsync(_fixture, cache, ids);
+
+    /// <summary>A cache engine with a fresh CPU tier (no disk) over the remote at <paramref name="remoteUrl"/>.</summary>
+    internal static LMCacheEngine CreateCache(TinyLlamaModel fixture, string remoteUrl, IRemoteConnectorFactory factory, int blockingTimeoutSecs) =>
+        LMCacheEngine.Create(
+            new LMCacheEngineOptions { ChunkSize = 256, MaxLocalCpuSizeGib = 0.25, RemoteUrl = remoteUrl, BlockingTimeoutSecs = blockingTimeoutSecs },
+            InferenceEngine.CreateKeyScope(fixture.Model), fixture.Model.Decoder.Layout,
+            new LMCacheEngineServices(new RemoteConnectorRegistry().Add(factory)));
+
+    /// <summary>One greedy 16-token request through a fresh inference engine; waits until its stores were handed to the cache.</summary>
+    internal static async Task<(GenerationResult Result, float[] Logits)> RunAsync(TinyLlamaModel fixture, LMCacheEngine cache, int[] ids)
     {
-        await using var engine = new InferenceEngine(_fixture.Model, cache);
+        await using var engine = new InferenceEngine(fixture.Model, cache);
         float[]? logits = null;
         var result = await engine.GenerateToEndAsync(new GenerationRequest { PromptTokens = ids, MaxTokens = 16, IgnoreEos = true, PromptLogitsObserver = l => logits = l },
             TestContext.Current.CancellationToken);
