@@ -287,6 +287,7 @@ internal static class StorageBench
         output.Add("sha256_baseline_tokens_per_s", baseline, "tokens/s");
         output.Add("hash_vs_sha256", ours / baseline);
         output.Add("sha256_raw_int32_tokens_per_s", rawBaseline, "tokens/s");
+        output.Add("hash_vs_sha256_raw_int32", ours / rawBaseline);
         output.Add("hash_bytes_per_token", encoded.Sum(e => (long)e.Length) / (double)tokenCount);
     }
 
