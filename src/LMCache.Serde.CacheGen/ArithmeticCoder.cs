@@ -18,7 +18,7 @@ namespace LMCache.Serde.CacheGen;
 /// identical bytes and symbols. The decoder never reads outside <c>stream</c>: bits past its end read as zero, so a
 /// damaged stream decodes to wrong symbols (caught by the container checksum), never to an out-of-range access.
 /// </remarks>
-internal static class ArithmeticCoder
+internal static partial class ArithmeticCoder
 {
     private const uint Half = 0x80000000u;
     private const uint Quarter = 0x40000000u;

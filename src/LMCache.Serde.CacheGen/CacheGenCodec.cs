@@ -553,6 +553,8 @@ internal sealed class CacheGenCodec
                     : table!.Cdf.AsSpan(row * hidden * lp, hidden * lp);
                 Span<int> starts = stackalloc int[ArithmeticCoder.Lanes];
                 Span<int> sizes = stackalloc int[ArithmeticCoder.Lanes];
+                Span<int> wideStarts = stackalloc int[ArithmeticCoder.WideLanes];
+                Span<int> wideSizes = stackalloc int[ArithmeticCoder.WideLanes];
                 for (var d = 0; d < dataChunks; d++)
                 {
                     var t0 = d * step;
@@ -560,6 +562,20 @@ internal sealed class CacheGenCodec
                     var lengths = MemoryMarshal.Cast<byte, ushort>(span.Slice(parsed.LengthsOffsets[d] + (row * hidden * 2), hidden * 2));
                     var position = (int)parsed.SectionOffsets[(row * dataChunks) + d];
                     var c = 0;
+                    if (!_reference && n <= ArithmeticCoder.WideMaxCount && ArithmeticCoder.WideSupported)
+                    {
+                        // Sixteen channels at a time, one stream per AVX-512 lane.
+                        for (; c + ArithmeticCoder.WideLanes <= hidden; c += ArithmeticCoder.WideLanes)
+                        {
+                            for (var k = 0; k < ArithmeticCoder.WideLanes; k++)
+                            {
+                                wideStarts[k] = position;
+                                wideSizes[k] = lengths[c + k];
+                                position += wideSizes[k];
+                            }
+                            ArithmeticCoder.DecodeWide(span, wideStarts, wideSizes, cdf.Slice(c * lp, ArithmeticCoder.WideLanes * lp), lp, symbols.AsSpan((t0 * hidden) + c), hidden, n);
+                        }
+                    }
                     if (!_reference && lp <= 33)
                     {
                         // Four channels at a time, their streams decoded in lockstep.

@@ -199,4 +199,81 @@ public sealed class CoderTests
             Assert.All(fast, s => Assert.InRange(s, 0, 3));
         }
     }
+
+    [Fact]
+    public void Wide_decoder_equals_reference_decoder_on_random_streams_and_bytes()
+    {
+        if (!ArithmeticCoder.WideSupported)
+        {
+            Assert.Skip("This CPU has no AVX-512 (F, CD, BW): the wide decoder is not used here.");
+        }
+        const int lanes = ArithmeticCoder.WideLanes;
+        var random = new Random(23);
+        for (var trial = 0; trial < 400; trial++)
+        {
+            var maxBins = trial % 4 == 0 ? 32 : random.Next(2, 65);
+            var lp = maxBins + 1;
+            var n = trial < 40 ? random.Next(1, 4) : random.Next(1, ArithmeticCoder.WideMaxCount + 1);
+            var stride = lanes + random.Next(0, 7);
+            var garbage = trial % 7 == 3;
+            var cdf = new ushort[lanes * lp];
+            var data = new List<byte>();
+            var starts = new int[lanes];
+            var lengths = new int[lanes];
+            var expected = new byte[((n - 1) * stride) + lanes];
+            for (var k = 0; k < lanes; k++)
+            {
+                // Skewed and uniform tables, some from other data (rare symbols: long pending runs, many bits per symbol).
+                var counts = new uint[maxBins];
+                var favourite = random.Next(maxBins);
+                var spread = random.Next(1, 5);
+                var stream = new byte[ArithmeticCoder.MaxStreamBytes(n)];
+                var symbols = new byte[n];
+                for (var i = 0; i < n; i++)
+                {
+                    symbols[i] = (byte)(random.Next(spread + 1) == 0 ? random.Next(maxBins) : favourite);
+                    counts[symbols[i]]++;
+                }
+                if (random.Next(6) == 0)
+                {
+                    Array.Clear(counts);
+                    counts[random.Next(maxBins)] = 1;
+                    Cdf.Build(counts, 1, cdf.AsSpan(k * lp, lp));
+                }
+                else
+                {
+                    Cdf.Build(counts, (ulong)n, cdf.AsSpan(k * lp, lp));
+                }
+                int length;
+                if (garbage)
+                {
+                    length = random.Next(0, Math.Min(40, stream.Length + 1));
+                    random.NextBytes(stream.AsSpan(0, length));
+                }
+                else
+                {
+                    length = ArithmeticCoder.Encode(symbols, 1, n, cdf.AsSpan(k * lp, lp), stream);
+                }
+                starts[k] = data.Count;
+                lengths[k] = length;
+                data.AddRange(stream.AsSpan(0, length).ToArray());
+                ArithmeticCoder.DecodeReference(stream.AsSpan(0, length), cdf.AsSpan(k * lp, lp), expected.AsSpan(k), stride, n);
+                if (!garbage)
+                {
+                    Assert.Equal(symbols, Enumerable.Range(0, n).Select(i => expected[k + (i * stride)]).ToArray());
+                }
+            }
+            // Data after the last stream must not be read as part of it.
+            data.AddRange(Enumerable.Repeat((byte)0xFF, 64));
+            var decoded = new byte[expected.Length];
+            ArithmeticCoder.DecodeWide(data.ToArray(), starts, lengths, cdf, lp, decoded, stride, n);
+            for (var i = 0; i < n; i++)
+            {
+                for (var k = 0; k < lanes; k++)
+                {
+                    Assert.Equal(expected[(i * stride) + k], decoded[(i * stride) + k]);
+                }
+            }
+        }
+    }
 }
