@@ -4,16 +4,17 @@ using System.Runtime.InteropServices;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using LMCache.Core.Memory;
+using LMCache.Inference.Models;
+using LMCache.Inference.Onnx;
 using LMCache.Serde.CacheGen;
-using Microsoft.ML.OnnxRuntime;
-using Microsoft.ML.OnnxRuntime.Tensors;
 
 namespace LMCache.Cli.Commands.Bench;
 
 /// <summary>
-/// <c>lmcache bench serde</c>: the cachegen serde on real KV. Runs the fixture (or another exported decoder with a
-/// <c>reference.json</c> prompt) with ONNX Runtime over a long prompt, cuts its KV into 256-token <c>KV_2LTD</c>
-/// chunks, and measures size (per-chunk and shared tables), encode/decode throughput (one core and all cores),
+/// <c>lmcache bench serde</c>: the cachegen serde on real KV. Runs the fixture (or another model folder with a
+/// <c>reference.json</c> prompt) through the serving engine's model runner (<see cref="LanguageModel"/>,
+/// <see cref="OnnxDecoder"/>) over a long prompt, takes its KV as 256-token <c>KV_2LTD</c> chunks through
+/// <see cref="KvSequence"/> (the adapter LMCache stores from), and measures size (per-chunk and shared tables), encode/decode throughput (one core and all cores),
 /// the reconstruction error and the greedy continuation when the prompt's KV comes back through cachegen — beside the
 /// naive serde (raw bytes, a copy) measured in the same run.
 /// </summary>
@@ -27,7 +28,7 @@ internal static class SerdeBench
         var json = CommonOptions.Json();
         var model = new Option<DirectoryInfo?>("--model")
         {
-            Description = "Model folder with onnx/model.onnx, config.json and reference.json (prompt token ids); defaults to ../shared/fixtures/tiny-llama found upward from the current folder.",
+            Description = "Model folder (config.json, tokenizer.json, onnx/model.onnx) with a reference.json holding the prompt token ids; defaults to ../shared/fixtures/tiny-llama found upward from the current folder.",
         };
         var seconds = new Option<double>("--seconds") { Description = "Minimum time per throughput measurement.", DefaultValueFactory = _ => 1.5 };
         var profileChunks = new Option<int>("--profile-chunks") { Description = "Chunks profiled for the shared table (excluded from the shared-table ratio).", DefaultValueFactory = _ => 2 };
@@ -84,26 +85,35 @@ internal static class SerdeBench
     {
         var reference = JsonNode.Parse(File.ReadAllText(Path.Combine(folder, "reference.json")))!;
         var prompt = reference["prompts"]!["long"]!;
-        var ids = prompt["input_ids"]!.AsArray().Select(n => (long)n!).ToArray();
+        var ids = prompt["input_ids"]!.AsArray().Select(n => (int)n!).ToArray();
         var referenceGreedy = prompt["greedy_16"]?.AsArray().Select(n => (long)n!).ToArray();
 
-        using var runner = new OnnxKvRunner(Path.Combine(folder, "onnx", "model.onnx"), Path.Combine(folder, "config.json"));
+        using var model = LanguageModel.Load(folder, intraOpThreads: Environment.ProcessorCount);
+        var decoder = model.Decoder;
+        var layout = decoder.Layout;
         var prefix = (ids.Length - 1) / ChunkTokens * ChunkTokens;
         if (prefix == 0)
         {
             throw new InvalidOperationException($"The prompt has {ids.Length} tokens; at least {ChunkTokens + 1} are needed.");
         }
-        Progress($"prefill of {prefix} tokens ({runner.Layers} layers, {runner.KvHeads} KV heads x {runner.HeadDim})");
-        var (_, kv) = runner.Run(ids.AsSpan(0, prefix), null, 0);
-
-        var layers = runner.Layers;
-        var hidden = runner.KvHeads * runner.HeadDim;
+        Progress($"prefill of {prefix} tokens ({layout.NumLayers} layers, {layout.NumKvHeads} KV heads x {layout.HeadDim}, {layout.DType})");
         var chunkCount = prefix / ChunkTokens;
-        var chunksF32 = new float[chunkCount][];
+        var layers = layout.NumLayers;
+        var hidden = layout.Hidden;
+        var modelChunks = new byte[chunkCount][];
+        using (var sequence = new KvSequence(layout, decoder.KvElementType))
+        {
+            decoder.Forward(ids.AsSpan(0, prefix), sequence, new float[decoder.VocabSize]);
+            for (var j = 0; j < chunkCount; j++)
+            {
+                modelChunks[j] = new byte[2 * layers * ChunkTokens * hidden * layout.DType.ItemSize()];
+                sequence.CopyToChunk(j * ChunkTokens, ChunkTokens, modelChunks[j]);
+            }
+        }
+        var chunksF32 = modelChunks.Select(c => ToFloat(c, layout.DType)).ToArray();
         var chunksBf16 = new byte[chunkCount][];
         for (var j = 0; j < chunkCount; j++)
         {
-            chunksF32[j] = runner.ToChunk(kv, prefix, j * ChunkTokens, ChunkTokens);
             chunksBf16[j] = new byte[chunksF32[j].Length * 2];
             var bf = MemoryMarshal.Cast<byte, ushort>(chunksBf16[j].AsSpan());
             for (var i = 0; i < bf.Length; i++)
@@ -211,9 +221,9 @@ internal static class SerdeBench
 
             // Greedy continuation: the prompt's KV exact (baseline), rounded to bf16 (naive bf16), or through cachegen.
             Progress("continuation");
-            var exact = Continue(runner, ids, prefix, kv);
-            var viaBf16 = Continue(runner, ids, prefix, runner.FromChunks(chunksBf16.Select(c => MemoryMarshal.Cast<byte, ushort>(c.AsSpan()).ToArray().Select(F32).ToArray()).ToArray(), ChunkTokens));
-            var viaCachegen = Continue(runner, ids, prefix, runner.FromChunks(restoredF32, ChunkTokens));
+            var exact = Continue(decoder, ids, prefix, modelChunks);
+            var viaBf16 = Continue(decoder, ids, prefix, chunksBf16.Select(c => FromFloat(MemoryMarshal.Cast<byte, ushort>(c.AsSpan()).ToArray().Select(F32).ToArray(), layout.DType)).ToArray());
+            var viaCachegen = Continue(decoder, ids, prefix, restoredF32.Select(c => FromFloat(c, layout.DType)).ToArray());
 
             foreach (var b in blobs)
             {
@@ -223,14 +233,14 @@ internal static class SerdeBench
             return new JsonObject
             {
                 ["model"] = Path.GetFileName(folder.TrimEnd('/')),
-                ["kv_source"] = "ONNX Runtime run of the model inside the bench (the serving engine is not used)",
+                ["kv_source"] = "LMCache.Inference: OnnxDecoder.Forward over the prompt prefix, chunks read through KvSequence.CopyToChunk (the serving engine's adapter)",
                 ["prompt_tokens"] = ids.Length,
                 ["chunk_tokens"] = ChunkTokens,
                 ["chunks"] = chunkCount,
                 ["layers"] = layers,
-                ["kv_heads"] = runner.KvHeads,
-                ["head_dim"] = runner.HeadDim,
-                ["raw_dtype"] = "bfloat16 (the model's float32 KV rounded to bf16, round-to-nearest-even)",
+                ["kv_heads"] = layout.NumKvHeads,
+                ["head_dim"] = layout.HeadDim,
+                ["raw_dtype"] = $"bfloat16 (the model's {layout.DType} KV rounded to bf16, round-to-nearest-even)",
                 ["raw_bytes"] = rawBf16,
                 ["cachegen_bytes"] = cachegenBytes,
                 ["ratio"] = Round(rawBf16 / (double)cachegenBytes),
@@ -328,10 +338,21 @@ internal static class SerdeBench
         }
     }
 
-    private static long[] Continue(OnnxKvRunner runner, long[] ids, int prefix, float[][] kv)
+    /// <summary>
+    /// Loads <paramref name="chunks"/> (the prompt's first <paramref name="prefix"/> tokens of KV, model dtype,
+    /// <c>KV_2LTD</c>) into a fresh sequence through <see cref="KvSequence.CopyFromChunk"/>, as a retrieve does, runs the
+    /// rest of the prompt on top and generates <see cref="GeneratedTokens"/> tokens greedily.
+    /// </summary>
+    private static long[] Continue(OnnxDecoder decoder, int[] ids, int prefix, byte[][] chunks)
     {
-        var (logits, state) = runner.Run(ids.AsSpan(prefix), kv, prefix);
-        var length = ids.Length;
+        using var sequence = new KvSequence(decoder.Layout, decoder.KvElementType);
+        sequence.Reset(prefix);
+        for (var j = 0; j < chunks.Length; j++)
+        {
+            sequence.CopyFromChunk(j * ChunkTokens, ChunkTokens, ChunkTokens, chunks[j]);
+        }
+        var logits = new float[decoder.VocabSize];
+        decoder.Forward(ids.AsSpan(prefix), sequence, logits);
         var generated = new long[GeneratedTokens];
         for (var i = 0; i < GeneratedTokens; i++)
         {
@@ -340,11 +361,28 @@ internal static class SerdeBench
             {
                 break;
             }
-            (logits, state) = runner.Run([generated[i]], state, length);
-            length++;
+            decoder.Forward([(int)generated[i]], sequence, logits);
         }
         return generated;
     }
+
+    /// <summary>A chunk of the model's KV dtype as float32 values.</summary>
+    private static float[] ToFloat(byte[] chunk, KvDType dtype) => dtype switch
+    {
+        KvDType.Float32 => MemoryMarshal.Cast<byte, float>(chunk.AsSpan()).ToArray(),
+        KvDType.BFloat16 => MemoryMarshal.Cast<byte, ushort>(chunk.AsSpan()).ToArray().Select(F32).ToArray(),
+        KvDType.Float16 => MemoryMarshal.Cast<byte, Half>(chunk.AsSpan()).ToArray().Select(h => (float)h).ToArray(),
+        _ => throw new NotSupportedException($"KV dtype {dtype} is not supported by the bench."),
+    };
+
+    /// <summary>The inverse of <see cref="ToFloat"/> (round to nearest even).</summary>
+    private static byte[] FromFloat(float[] values, KvDType dtype) => dtype switch
+    {
+        KvDType.Float32 => MemoryMarshal.AsBytes(values.AsSpan()).ToArray(),
+        KvDType.BFloat16 => MemoryMarshal.AsBytes(values.Select(Bf16).ToArray().AsSpan()).ToArray(),
+        KvDType.Float16 => MemoryMarshal.AsBytes(values.Select(v => (Half)v).ToArray().AsSpan()).ToArray(),
+        _ => throw new NotSupportedException($"KV dtype {dtype} is not supported by the bench."),
+    };
 
     private static long ArgMax(ReadOnlySpan<float> values)
     {
@@ -357,139 +395,5 @@ internal static class SerdeBench
             }
         }
         return best;
-    }
-
-    /// <summary>
-    /// A minimal decoder-with-past loop over an optimum-style ONNX export (inputs <c>input_ids</c>,
-    /// <c>attention_mask</c>, <c>position_ids</c>, <c>past_key_values.{i}.key/value</c> float32 <c>[1, kv_heads, past, head_dim]</c>).
-    /// KV is held as one float array per (layer, K/V): index <c>2·layer + kv</c>.
-    /// </summary>
-    private sealed class OnnxKvRunner : IDisposable
-    {
-        private readonly InferenceSession _session;
-
-        public OnnxKvRunner(string modelPath, string configPath)
-        {
-            var config = JsonNode.Parse(File.ReadAllText(configPath))!;
-            Layers = (int)config["num_hidden_layers"]!;
-            KvHeads = (int)(config["num_key_value_heads"] ?? config["num_attention_heads"])!;
-            HeadDim = config["head_dim"] is { } hd ? (int)hd : (int)config["hidden_size"]! / (int)config["num_attention_heads"]!;
-            using var options = new SessionOptions { IntraOpNumThreads = Environment.ProcessorCount };
-            _session = new InferenceSession(modelPath, options);
-        }
-
-        public int Layers { get; }
-        public int KvHeads { get; }
-        public int HeadDim { get; }
-
-        /// <summary>Runs <paramref name="tokens"/> after <paramref name="pastLength"/> tokens of KV; returns the last logits and the new KV.</summary>
-        public (float[] Logits, float[][] Kv) Run(ReadOnlySpan<long> tokens, float[][]? past, int pastLength)
-        {
-            var count = tokens.Length;
-            var total = pastLength + count;
-            var inputs = new Dictionary<string, OrtValue>(StringComparer.Ordinal);
-            try
-            {
-                inputs["input_ids"] = OrtValue.CreateTensorValueFromMemory(tokens.ToArray(), [1, count]);
-                inputs["attention_mask"] = OrtValue.CreateTensorValueFromMemory(Enumerable.Repeat(1L, total).ToArray(), [1, total]);
-                inputs["position_ids"] = OrtValue.CreateTensorValueFromMemory(Enumerable.Range(pastLength, count).Select(p => (long)p).ToArray(), [1, count]);
-                for (var l = 0; l < Layers; l++)
-                {
-                    for (var kv = 0; kv < 2; kv++)
-                    {
-                        var name = $"past_key_values.{l}.{(kv == 0 ? "key" : "value")}";
-                        long[] shape = [1, KvHeads, pastLength, HeadDim];
-                        inputs[name] = past is null
-                            ? OrtValue.CreateAllocatedTensorValue(OrtAllocator.DefaultInstance, TensorElementType.Float, shape)
-                            : OrtValue.CreateTensorValueFromMemory(past[(2 * l) + kv], shape);
-                    }
-                }
-                var inputNames = _session.InputNames.Where(inputs.ContainsKey).ToArray();
-                var outputNames = new List<string> { "logits" };
-                for (var l = 0; l < Layers; l++)
-                {
-                    outputNames.Add($"present.{l}.key");
-                    outputNames.Add($"present.{l}.value");
-                }
-                using var runOptions = new RunOptions();
-                using var outputs = _session.Run(runOptions, inputNames, inputNames.Select(n => inputs[n]).ToArray(), outputNames);
-                var logits = outputs[0].GetTensorDataAsSpan<float>();
-                var vocab = (int)outputs[0].GetTensorTypeAndShape().Shape[^1];
-                var last = logits.Slice((count - 1) * vocab, vocab).ToArray();
-                var present = new float[2 * Layers][];
-                for (var i = 0; i < present.Length; i++)
-                {
-                    present[i] = outputs[i + 1].GetTensorDataAsSpan<float>().ToArray();
-                    if (present[i].Length != KvHeads * total * HeadDim)
-                    {
-                        throw new InvalidOperationException($"present tensor {i} has {present[i].Length} values, expected {KvHeads * total * HeadDim}.");
-                    }
-                }
-                return (last, present);
-            }
-            finally
-            {
-                foreach (var value in inputs.Values)
-                {
-                    value.Dispose();
-                }
-            }
-        }
-
-        /// <summary>Tokens [start, start+count) of <paramref name="kv"/> (length <paramref name="length"/>) as <c>KV_2LTD [2, L, count, heads·dim]</c>.</summary>
-        public float[] ToChunk(float[][] kv, int length, int start, int count)
-        {
-            var hidden = KvHeads * HeadDim;
-            var chunk = new float[2 * Layers * count * hidden];
-            for (var kvIndex = 0; kvIndex < 2; kvIndex++)
-            {
-                for (var l = 0; l < Layers; l++)
-                {
-                    var source = kv[(2 * l) + kvIndex];
-                    for (var t = 0; t < count; t++)
-                    {
-                        for (var h = 0; h < KvHeads; h++)
-                        {
-                            source.AsSpan(((h * length) + start + t) * HeadDim, HeadDim)
-                                .CopyTo(chunk.AsSpan((((((kvIndex * Layers) + l) * count) + t) * hidden) + (h * HeadDim)));
-                        }
-                    }
-                }
-            }
-            return chunk;
-        }
-
-        /// <summary>The inverse of <see cref="ToChunk"/> over consecutive chunks.</summary>
-        public float[][] FromChunks(float[][] chunks, int count)
-        {
-            var hidden = KvHeads * HeadDim;
-            var length = chunks.Length * count;
-            var kv = new float[2 * Layers][];
-            for (var i = 0; i < kv.Length; i++)
-            {
-                kv[i] = new float[KvHeads * length * HeadDim];
-            }
-            for (var j = 0; j < chunks.Length; j++)
-            {
-                for (var kvIndex = 0; kvIndex < 2; kvIndex++)
-                {
-                    for (var l = 0; l < Layers; l++)
-                    {
-                        var destination = kv[(2 * l) + kvIndex];
-                        for (var t = 0; t < count; t++)
-                        {
-                            for (var h = 0; h < KvHeads; h++)
-                            {
-                                chunks[j].AsSpan((((((kvIndex * Layers) + l) * count) + t) * hidden) + (h * HeadDim), HeadDim)
-                                    .CopyTo(destination.AsSpan(((h * length) + (j * count) + t) * HeadDim));
-                            }
-                        }
-                    }
-                }
-            }
-            return kv;
-        }
-
-        public void Dispose() => _session.Dispose();
     }
 }
