@@ -27,7 +27,10 @@ internal sealed class CacheGenCodec
 {
     /// <summary>Tokens per data chunk (the reference's <c>CACHEGEN_GPU_MAX_TOKENS_PER_CHUNK</c>).</summary>
     public const int DataChunkTokens = 256;
-    public const byte Version = 1;
+    /// <summary>The container version written by default: compact side information (<see cref="SideInfo"/>).</summary>
+    public const byte Version = 2;
+    /// <summary>The first container version (raw uint16 CDFs and stream lengths, raw scales); still read.</summary>
+    public const byte Version1 = 1;
     public const int FixedHeaderSize = 28;
     public const int ChecksumSize = 8;
     public const int TableIdSize = 16;
@@ -35,13 +38,20 @@ internal sealed class CacheGenCodec
 
     private readonly ParallelOptions _parallel;
     private readonly bool _reference;
+    private readonly byte _version;
 
     /// <param name="maxDegreeOfParallelism">Threads used per chunk (1 = the calling thread only).</param>
     /// <param name="reference">Use the plain scalar quantizer and bit-at-a-time coder (tests compare both paths).</param>
-    public CacheGenCodec(int maxDegreeOfParallelism, bool reference = false)
+    /// <param name="version">Container version to write (<see cref="Version"/>, or <see cref="Version1"/> for compatibility tests).</param>
+    public CacheGenCodec(int maxDegreeOfParallelism, bool reference = false, byte version = Version)
     {
+        if (version is not (Version or Version1))
+        {
+            throw new ArgumentOutOfRangeException(nameof(version), version, "Only container versions 1 and 2 exist.");
+        }
         _parallel = new ParallelOptions { MaxDegreeOfParallelism = Math.Max(1, maxDegreeOfParallelism) };
         _reference = reference;
+        _version = version;
     }
 
     public static bool IsSupported(KvDType dtype) => dtype is KvDType.BFloat16 or KvDType.Float16 or KvDType.Float32;
@@ -81,7 +91,7 @@ internal sealed class CacheGenCodec
         {
             throw new ArgumentException($"The chunk has {chunk.Length} bytes, expected {rawBytes}.", nameof(chunk));
         }
-        var prepared = new PreparedEncoding(dtype, layers, tokens, hidden, bins, chunk);
+        var prepared = new PreparedEncoding(dtype, layers, tokens, hidden, bins, chunk, _version);
         var table = shared?.ForEncode(bins, hidden);
         var maxBins = bins.MaxBinCount;
         var lp = maxBins + 1;
@@ -171,12 +181,21 @@ internal sealed class CacheGenCodec
                 prepared.SetRaw(rawSize, "non-finite values");
                 return prepared;
             }
-            long size = headerBytes + (table is null ? (long)rows * hidden * lp * 2 : TableIdSize) + ((long)rows * tokens * item) + ChecksumSize;
+            long size;
+            if (_version == Version1)
+            {
+                size = headerBytes + (table is null ? (long)rows * hidden * lp * 2 : TableIdSize) + ((long)rows * tokens * item) + ChecksumSize
+                    + ((long)dataChunks * rows * hidden * 2);
+            }
+            else
+            {
+                prepared.BuildSideInfo(counts, table is null);
+                size = headerBytes + (table is null ? 0 : TableIdSize) + 4 + prepared.SideInfo.Written.Length + ChecksumSize;
+            }
             for (var i = 0; i < rows * dataChunks; i++)
             {
                 size += prepared.SectionBytes[i];
             }
-            size += (long)dataChunks * rows * hidden * 2;
             if (size >= rawSize)
             {
                 prepared.SetRaw(rawSize, $"coded {size} bytes >= raw {rawSize} bytes");
@@ -209,8 +228,11 @@ internal sealed class CacheGenCodec
     {
         private readonly ReadOnlyMemory<byte> _chunk;
 
-        public PreparedEncoding(KvDType dtype, int layers, int tokens, int hidden, CacheGenBins bins, ReadOnlyMemory<byte> chunk)
+        private SideInfo.Writer _side;
+
+        public PreparedEncoding(KvDType dtype, int layers, int tokens, int hidden, CacheGenBins bins, ReadOnlyMemory<byte> chunk, byte version)
         {
+            Version = version;
             DType = dtype;
             Layers = layers;
             Tokens = tokens;
@@ -219,6 +241,7 @@ internal sealed class CacheGenCodec
             _chunk = chunk;
         }
 
+        public byte Version { get; }
         public KvDType DType { get; }
         public int Layers { get; }
         public int Tokens { get; }
@@ -233,6 +256,59 @@ internal sealed class CacheGenCodec
         public byte[] Streams { get; set; } = [];
         public ushort[] Lengths { get; set; } = [];
         public int[] SectionBytes { get; set; } = [];
+
+        /// <summary>The packed side information of a version-2 container (empty before <see cref="BuildSideInfo"/>).</summary>
+        public SideInfo.Writer SideInfo => _side;
+
+        /// <summary>
+        /// Packs scales, (when <paramref name="withCounts"/>) the symbol counts <c>[rows, hidden, maxBins]</c> the CDFs
+        /// were built from, and stream lengths (<see cref="CacheGen.SideInfo"/>).
+        /// </summary>
+        public void BuildSideInfo(ReadOnlySpan<uint> counts, bool withCounts)
+        {
+            var rows = 2 * Layers;
+            var maxBins = Bins.MaxBinCount;
+            var width = DType.ItemSize() * 8;
+            var dataChunks = (Tokens + DataChunkTokens - 1) / DataChunkTokens;
+            _side.Dispose();
+            _side = new SideInfo.Writer((rows * Tokens) + (rows * Hidden * 4) + (dataChunks * rows * Hidden));
+            for (var row = 0; row < rows; row++)
+            {
+                CacheGen.SideInfo.WriteSeries(ref _side, Scales.AsSpan(row * Tokens, Tokens), width);
+            }
+            if (withCounts)
+            {
+                for (var row = 0; row < rows; row++)
+                {
+                    var alphabet = CacheGen.SideInfo.Alphabet(Bins.RowBins(row));
+                    for (var c = 0; c < Hidden; c++)
+                    {
+                        CacheGen.SideInfo.WriteCounts(ref _side, counts.Slice(((row * Hidden) + c) * maxBins, maxBins), alphabet, (uint)Tokens);
+                    }
+                }
+            }
+            var buffer = ArrayPool<uint>.Shared.Rent(Hidden);
+            try
+            {
+                for (var d = 0; d < dataChunks; d++)
+                {
+                    for (var row = 0; row < rows; row++)
+                    {
+                        var source = Lengths.AsSpan(((d * rows) + row) * Hidden, Hidden);
+                        for (var c = 0; c < Hidden; c++)
+                        {
+                            buffer[c] = source[c];
+                        }
+                        CacheGen.SideInfo.WriteSeries(ref _side, buffer.AsSpan(0, Hidden), 16);
+                    }
+                }
+            }
+            finally
+            {
+                ArrayPool<uint>.Shared.Return(buffer);
+            }
+            _side.Finish();
+        }
 
         public void SetRaw(long size, string reason)
         {
@@ -275,6 +351,27 @@ internal sealed class CacheGenCodec
                     BinaryPrimitives.WriteUInt128LittleEndian(destination[offset..], Table!.Id);
                     offset += TableIdSize;
                 }
+                if (Version != Version1)
+                {
+                    var side = _side.Written;
+                    BinaryPrimitives.WriteInt32LittleEndian(destination[offset..], side.Length);
+                    offset += 4;
+                    side.CopyTo(destination[offset..]);
+                    offset += side.Length;
+                    var chunks = (Tokens + DataChunkTokens - 1) / DataChunkTokens;
+                    var region = Hidden * ArithmeticCoder.MaxStreamBytes(Math.Min(Tokens, DataChunkTokens));
+                    for (var d = 0; d < chunks; d++)
+                    {
+                        for (var row = 0; row < rows; row++)
+                        {
+                            var section = SectionBytes[(row * chunks) + d];
+                            Streams.AsSpan(((row * chunks) + d) * region, section).CopyTo(destination[offset..]);
+                            offset += section;
+                        }
+                    }
+                    BinaryPrimitives.WriteUInt64LittleEndian(destination[offset..], XxHash64.HashToUInt64(destination[..offset]));
+                    return;
+                }
                 var scaleCount = rows * Tokens;
                 if (item == 2)
                 {
@@ -315,6 +412,7 @@ internal sealed class CacheGenCodec
 
         public void Dispose()
         {
+            _side.Dispose();
             ReturnArray(Scales);
             if (Cdf is not null)
             {
@@ -342,9 +440,13 @@ internal sealed class CacheGenCodec
     // ----------------------------------------------------------------------------------------------------------------
     // Decode
 
-    /// <summary>The validated structure of a blob.</summary>
-    internal sealed class ParsedBlob
+    /// <summary>
+    /// The validated structure of a blob, with its side information decoded into pooled arrays (scales, inline CDFs,
+    /// stream offsets and lengths); dispose it to return them.
+    /// </summary>
+    internal sealed class ParsedBlob : IDisposable
     {
+        public byte Version { get; init; }
         public CacheGenMode Mode { get; init; }
         public KvDType DType { get; init; }
         public int Layers { get; init; }
@@ -355,17 +457,46 @@ internal sealed class CacheGenCodec
         public required CacheGenBins Bins { get; init; }
         public UInt128 TableId { get; init; }
         public int PayloadOffset { get; init; }
-        public int ScalesOffset { get; init; }
-        public int CdfOffset { get; init; }
-        public int[] LengthsOffsets { get; init; } = [];
-        public long[] SectionOffsets { get; init; } = [];
-        public int DataChunks => LengthsOffsets.Length;
+        /// <summary>Byte offset of the inline CDFs in a version-1 coded blob (−1 otherwise).</summary>
+        public int CdfOffset { get; init; } = -1;
+        public int DataChunks { get; init; }
+        /// <summary>Scale bits per (row, token).</summary>
+        public uint[] Scales { get; set; } = [];
+        /// <summary>Inline CDFs <c>[rows, hidden, Lp]</c> (coded mode only).</summary>
+        public ushort[]? Cdf { get; set; }
+        /// <summary>Start of each stream in the blob, <c>[dataChunks, rows, hidden]</c>.</summary>
+        public int[] StreamStarts { get; set; } = [];
+        /// <summary>Length of each stream, same order.</summary>
+        public int[] StreamLengths { get; set; } = [];
 
         /// <summary>Metadata of the decoded chunk.</summary>
         public MemoryObjectMetadata ChunkMetadata => new(KvShape.Kv2Ltd(Layers, Tokens, Hidden), DType, MemoryFormat.KV2LTD);
+
+        public void Dispose()
+        {
+            Return(Scales);
+            Return(StreamStarts);
+            Return(StreamLengths);
+            if (Cdf is not null)
+            {
+                ArrayPool<ushort>.Shared.Return(Cdf);
+            }
+            Scales = [];
+            StreamStarts = [];
+            StreamLengths = [];
+            Cdf = null;
+        }
+
+        private static void Return<T>(T[] array)
+        {
+            if (array.Length > 0)
+            {
+                ArrayPool<T>.Shared.Return(array);
+            }
+        }
     }
 
-    /// <summary>Validates a blob completely (checksum, header, every size and offset, scales, inline CDFs).</summary>
+    /// <summary>Validates a blob completely (checksum, header, every size and offset, scales, CDFs or counts, stream lengths).</summary>
     public static bool TryParse(ReadOnlySpan<byte> blob, out ParsedBlob? parsed, out string reason)
     {
         parsed = null;
@@ -379,9 +510,10 @@ internal sealed class CacheGenCodec
             reason = "bad magic";
             return false;
         }
-        if (blob[4] != Version)
+        var version = blob[4];
+        if (version is not (Version or Version1))
         {
-            reason = $"unsupported version {blob[4]}";
+            reason = $"unsupported version {version}";
             return false;
         }
         if (XxHash64.HashToUInt64(blob[..^ChecksumSize]) != BinaryPrimitives.ReadUInt64LittleEndian(blob[^ChecksumSize..]))
@@ -425,7 +557,7 @@ internal sealed class CacheGenCodec
                 reason = "raw payload size mismatch";
                 return false;
             }
-            parsed = new ParsedBlob { Mode = mode, DType = dtype, Layers = layers, Tokens = tokens, Hidden = hidden, Lp = lp, Bins = bins, DataChunkTokensInBlob = dataChunkTokens, PayloadOffset = (int)offset };
+            parsed = new ParsedBlob { Version = version, Mode = mode, DType = dtype, Layers = layers, Tokens = tokens, Hidden = hidden, Lp = lp, Bins = bins, DataChunkTokensInBlob = dataChunkTokens, PayloadOffset = (int)offset };
             reason = string.Empty;
             return true;
         }
@@ -440,35 +572,71 @@ internal sealed class CacheGenCodec
             tableId = BinaryPrimitives.ReadUInt128LittleEndian(blob[(int)offset..]);
             offset += TableIdSize;
         }
-        var scalesOffset = offset;
-        var scaleCount = rows * tokens;
-        offset += (long)scaleCount * item;
-        if (offset > end)
+        var dataChunks = (tokens + dataChunkTokens - 1) / dataChunkTokens;
+        var streamCount = dataChunks * rows * hidden;
+        var result = new ParsedBlob
         {
-            reason = "truncated scales";
+            Version = version, Mode = mode, DType = dtype, Layers = layers, Tokens = tokens, Hidden = hidden, Lp = lp, Bins = bins,
+            DataChunkTokensInBlob = dataChunkTokens, TableId = tableId, DataChunks = dataChunks,
+            CdfOffset = version == Version1 && mode == CacheGenMode.Coded ? (int)(offset + ((long)rows * tokens * item)) : -1,
+        };
+        result.Scales = ArrayPool<uint>.Shared.Rent(rows * tokens);
+        result.StreamStarts = ArrayPool<int>.Shared.Rent(streamCount);
+        result.StreamLengths = ArrayPool<int>.Shared.Rent(streamCount);
+        result.Cdf = mode == CacheGenMode.Coded ? ArrayPool<ushort>.Shared.Rent(rows * hidden * lp) : null;
+        var ok = version == Version1
+            ? ParseVersion1(blob, result, offset, end, out reason)
+            : ParseVersion2(blob, result, offset, end, out reason);
+        if (!ok)
+        {
+            result.Dispose();
             return false;
         }
-        var scales = blob.Slice((int)scalesOffset, scaleCount * item);
-        for (var i = 0; i < scaleCount; i++)
+        var scales = result.Scales.AsSpan(0, rows * tokens);
+        foreach (var bits in scales)
         {
-            var bits = item == 2 ? MemoryMarshal.Read<ushort>(scales[(2 * i)..]) : MemoryMarshal.Read<uint>(scales[(4 * i)..]);
             if (!Quantizer.IsValidScale(dtype, bits))
             {
+                result.Dispose();
                 reason = "invalid scale";
                 return false;
             }
         }
-        var cdfOffset = offset;
-        if (mode == CacheGenMode.Coded)
+        parsed = result;
+        reason = string.Empty;
+        return true;
+    }
+
+    /// <summary>Version 1: raw scales, raw uint16 CDFs, then per data chunk raw uint16 lengths and the streams.</summary>
+    private static bool ParseVersion1(ReadOnlySpan<byte> blob, ParsedBlob parsed, long offset, long end, out string reason)
+    {
+        var rows = 2 * parsed.Layers;
+        var tokens = parsed.Tokens;
+        var hidden = parsed.Hidden;
+        var lp = parsed.Lp;
+        var item = parsed.DType.ItemSize();
+        var scaleCount = rows * tokens;
+        if (offset + ((long)scaleCount * item) > end)
+        {
+            reason = "truncated scales";
+            return false;
+        }
+        var scales = blob.Slice((int)offset, scaleCount * item);
+        for (var i = 0; i < scaleCount; i++)
+        {
+            parsed.Scales[i] = item == 2 ? MemoryMarshal.Read<ushort>(scales[(2 * i)..]) : MemoryMarshal.Read<uint>(scales[(4 * i)..]);
+        }
+        offset += (long)scaleCount * item;
+        if (parsed.Mode == CacheGenMode.Coded)
         {
             var cdfCount = (long)rows * hidden * lp;
-            offset += cdfCount * 2;
-            if (offset > end)
+            if (offset + (cdfCount * 2) > end)
             {
                 reason = "truncated CDF table";
                 return false;
             }
-            var cdf = MemoryMarshal.Cast<byte, ushort>(blob.Slice((int)cdfOffset, (int)(cdfCount * 2)));
+            var cdf = MemoryMarshal.Cast<byte, ushort>(blob.Slice((int)offset, (int)(cdfCount * 2)));
+            cdf.CopyTo(parsed.Cdf);
             for (var r = 0; r < rows * hidden; r++)
             {
                 if (!Cdf.IsValid(cdf.Slice(r * lp, lp)))
@@ -477,27 +645,24 @@ internal sealed class CacheGenCodec
                     return false;
                 }
             }
+            offset += cdfCount * 2;
         }
-        var dataChunks = (tokens + dataChunkTokens - 1) / dataChunkTokens;
-        var lengthsOffsets = new int[dataChunks];
-        var sectionOffsets = new long[rows * dataChunks];
-        for (var d = 0; d < dataChunks; d++)
+        for (var d = 0; d < parsed.DataChunks; d++)
         {
-            lengthsOffsets[d] = (int)offset;
+            var lengthsOffset = offset;
             offset += (long)rows * hidden * 2;
             if (offset > end)
             {
                 reason = "truncated stream lengths";
                 return false;
             }
-            var lengths = MemoryMarshal.Cast<byte, ushort>(blob.Slice(lengthsOffsets[d], rows * hidden * 2));
-            for (var row = 0; row < rows; row++)
+            var lengths = MemoryMarshal.Cast<byte, ushort>(blob.Slice((int)lengthsOffset, rows * hidden * 2));
+            for (var i = 0; i < rows * hidden; i++)
             {
-                sectionOffsets[(row * dataChunks) + d] = offset;
-                for (var c = 0; c < hidden; c++)
-                {
-                    offset += lengths[(row * hidden) + c];
-                }
+                var index = (d * rows * hidden) + i;
+                parsed.StreamStarts[index] = (int)Math.Min(offset, int.MaxValue);
+                parsed.StreamLengths[index] = lengths[i];
+                offset += lengths[i];
             }
             if (offset > end)
             {
@@ -510,12 +675,94 @@ internal sealed class CacheGenCodec
             reason = "trailing bytes";
             return false;
         }
-        parsed = new ParsedBlob
+        reason = string.Empty;
+        return true;
+    }
+
+    /// <summary>Version 2: int32 side-information length, the side information (<see cref="SideInfo"/>), then the streams.</summary>
+    private static bool ParseVersion2(ReadOnlySpan<byte> blob, ParsedBlob parsed, long offset, long end, out string reason)
+    {
+        var rows = 2 * parsed.Layers;
+        var tokens = parsed.Tokens;
+        var hidden = parsed.Hidden;
+        var lp = parsed.Lp;
+        var maxBins = lp - 1;
+        if (offset + 4 > end)
         {
-            Mode = mode, DType = dtype, Layers = layers, Tokens = tokens, Hidden = hidden, Lp = lp, Bins = bins,
-            DataChunkTokensInBlob = dataChunkTokens, TableId = tableId, ScalesOffset = (int)scalesOffset, CdfOffset = (int)cdfOffset,
-            LengthsOffsets = lengthsOffsets, SectionOffsets = sectionOffsets,
-        };
+            reason = "truncated side information";
+            return false;
+        }
+        var sideLength = BinaryPrimitives.ReadInt32LittleEndian(blob[(int)offset..]);
+        offset += 4;
+        if (sideLength < 0 || offset + sideLength > end)
+        {
+            reason = "truncated side information";
+            return false;
+        }
+        var reader = new SideInfo.Reader(blob.Slice((int)offset, sideLength));
+        offset += sideLength;
+        var width = parsed.DType.ItemSize() * 8;
+        for (var row = 0; row < rows; row++)
+        {
+            if (!SideInfo.ReadSeries(ref reader, parsed.Scales.AsSpan(row * tokens, tokens), width))
+            {
+                reason = "invalid scales";
+                return false;
+            }
+        }
+        if (parsed.Mode == CacheGenMode.Coded)
+        {
+            Span<uint> counts = stackalloc uint[maxBins];
+            for (var row = 0; row < rows; row++)
+            {
+                var alphabet = SideInfo.Alphabet(parsed.Bins.RowBins(row));
+                for (var c = 0; c < hidden; c++)
+                {
+                    if (!SideInfo.ReadCounts(ref reader, counts, alphabet, (uint)tokens))
+                    {
+                        reason = "invalid symbol counts";
+                        return false;
+                    }
+                    Cdf.Build(counts, (ulong)tokens, parsed.Cdf.AsSpan(((row * hidden) + c) * lp, lp));
+                }
+            }
+        }
+        var lengths = ArrayPool<uint>.Shared.Rent(hidden);
+        try
+        {
+            for (var d = 0; d < parsed.DataChunks; d++)
+            {
+                for (var row = 0; row < rows; row++)
+                {
+                    if (!SideInfo.ReadSeries(ref reader, lengths.AsSpan(0, hidden), 16))
+                    {
+                        reason = "invalid stream lengths";
+                        return false;
+                    }
+                    for (var c = 0; c < hidden; c++)
+                    {
+                        var index = (((d * rows) + row) * hidden) + c;
+                        parsed.StreamStarts[index] = (int)Math.Min(offset, int.MaxValue);
+                        parsed.StreamLengths[index] = (int)lengths[c];
+                        offset += lengths[c];
+                    }
+                }
+            }
+        }
+        finally
+        {
+            ArrayPool<uint>.Shared.Return(lengths);
+        }
+        if (reader.Overrun || (sideLength * 8L) - reader.Consumed >= 8)
+        {
+            reason = "side information length mismatch";
+            return false;
+        }
+        if (offset != end)
+        {
+            reason = offset > end ? "truncated streams" : "trailing bytes";
+            return false;
+        }
         reason = string.Empty;
         return true;
     }
@@ -549,31 +796,22 @@ internal sealed class CacheGenCodec
             {
                 var span = blob.Span;
                 var cdf = parsed.Mode == CacheGenMode.Coded
-                    ? MemoryMarshal.Cast<byte, ushort>(span.Slice(parsed.CdfOffset + (row * hidden * lp * 2), hidden * lp * 2))
+                    ? parsed.Cdf.AsSpan(row * hidden * lp, hidden * lp)
                     : table!.Cdf.AsSpan(row * hidden * lp, hidden * lp);
-                Span<int> starts = stackalloc int[ArithmeticCoder.Lanes];
-                Span<int> sizes = stackalloc int[ArithmeticCoder.Lanes];
-                Span<int> wideStarts = stackalloc int[ArithmeticCoder.WideLanes];
-                Span<int> wideSizes = stackalloc int[ArithmeticCoder.WideLanes];
                 for (var d = 0; d < dataChunks; d++)
                 {
                     var t0 = d * step;
                     var n = Math.Min(step, tokens - t0);
-                    var lengths = MemoryMarshal.Cast<byte, ushort>(span.Slice(parsed.LengthsOffsets[d] + (row * hidden * 2), hidden * 2));
-                    var position = (int)parsed.SectionOffsets[(row * dataChunks) + d];
+                    var first = ((d * rows) + row) * hidden;
+                    var starts = parsed.StreamStarts.AsSpan(first, hidden);
+                    var lengths = parsed.StreamLengths.AsSpan(first, hidden);
                     var c = 0;
                     if (!_reference && n <= ArithmeticCoder.WideMaxCount && ArithmeticCoder.WideSupported)
                     {
                         // Sixteen channels at a time, one stream per AVX-512 lane.
                         for (; c + ArithmeticCoder.WideLanes <= hidden; c += ArithmeticCoder.WideLanes)
                         {
-                            for (var k = 0; k < ArithmeticCoder.WideLanes; k++)
-                            {
-                                wideStarts[k] = position;
-                                wideSizes[k] = lengths[c + k];
-                                position += wideSizes[k];
-                            }
-                            ArithmeticCoder.DecodeWide(span, wideStarts, wideSizes, cdf.Slice(c * lp, ArithmeticCoder.WideLanes * lp), lp, symbols.AsSpan((t0 * hidden) + c), hidden, n);
+                            ArithmeticCoder.DecodeWide(span, starts[c..], lengths[c..], cdf.Slice(c * lp, ArithmeticCoder.WideLanes * lp), lp, symbols.AsSpan((t0 * hidden) + c), hidden, n);
                         }
                     }
                     if (!_reference && lp <= 33)
@@ -581,18 +819,12 @@ internal sealed class CacheGenCodec
                         // Four channels at a time, their streams decoded in lockstep.
                         for (; c + ArithmeticCoder.Lanes <= hidden; c += ArithmeticCoder.Lanes)
                         {
-                            for (var k = 0; k < ArithmeticCoder.Lanes; k++)
-                            {
-                                starts[k] = position;
-                                sizes[k] = lengths[c + k];
-                                position += sizes[k];
-                            }
-                            ArithmeticCoder.DecodeInterleaved(span, starts, sizes, cdf.Slice(c * lp, ArithmeticCoder.Lanes * lp), lp, symbols.AsSpan((t0 * hidden) + c), hidden, n);
+                            ArithmeticCoder.DecodeInterleaved(span, starts[c..], lengths[c..], cdf.Slice(c * lp, ArithmeticCoder.Lanes * lp), lp, symbols.AsSpan((t0 * hidden) + c), hidden, n);
                         }
                     }
                     for (; c < hidden; c++)
                     {
-                        var stream = span.Slice(position, lengths[c]);
+                        var stream = span.Slice(starts[c], lengths[c]);
                         var destination = symbols.AsSpan((t0 * hidden) + c);
                         if (_reference)
                         {
@@ -602,26 +834,24 @@ internal sealed class CacheGenCodec
                         {
                             ArithmeticCoder.Decode(stream, cdf.Slice(c * lp, lp), destination, hidden, n);
                         }
-                        position += lengths[c];
                     }
                 }
                 var rowBins = parsed.Bins.RowBins(row);
                 var top = (byte)(2 * (int)Quantizer.Levels(rowBins));
                 // A valid stream never holds a symbol above 2M; clamp so that a forged one cannot leave the value range.
                 ClampSymbols(symbols.AsSpan(0, tokens * hidden), top);
-                var scales = span.Slice(parsed.ScalesOffset + (row * tokens * item), tokens * item);
+                var scales = parsed.Scales.AsSpan(row * tokens, tokens);
                 var destinationRow = output.Span.Slice(row * tokens * hidden * item, tokens * hidden * item);
                 for (var t = 0; t < tokens; t++)
                 {
-                    var scale = item == 2 ? MemoryMarshal.Read<ushort>(scales[(2 * t)..]) : MemoryMarshal.Read<uint>(scales[(4 * t)..]);
                     var tokenSymbols = symbols.AsSpan(t * hidden, hidden);
                     if (_reference)
                     {
-                        Quantizer.DequantizeRowReference(parsed.DType, tokenSymbols, rowBins, scale, destinationRow.Slice(t * hidden * item, hidden * item));
+                        Quantizer.DequantizeRowReference(parsed.DType, tokenSymbols, rowBins, scales[t], destinationRow.Slice(t * hidden * item, hidden * item));
                     }
                     else
                     {
-                        Quantizer.DequantizeRow(parsed.DType, tokenSymbols, rowBins, scale, destinationRow.Slice(t * hidden * item, hidden * item));
+                        Quantizer.DequantizeRow(parsed.DType, tokenSymbols, rowBins, scales[t], destinationRow.Slice(t * hidden * item, hidden * item));
                     }
                 }
             }

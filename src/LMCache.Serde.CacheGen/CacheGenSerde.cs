@@ -95,13 +95,14 @@ public sealed class CacheGenSerde : IKvSerde
             CacheGenLog.BlobInvalid(_logger, stored.Length, $"stored format is {stored.Metadata.Format}, not BinaryBuffer");
             return null;
         }
-        if (!CacheGenCodec.TryParse(stored.Span, out var parsed, out var reason))
+        if (!CacheGenCodec.TryParse(stored.Span, out var parsed, out var reason) || parsed is null)
         {
             CacheGenLog.BlobInvalid(_logger, stored.Length, reason);
             return null;
         }
+        using var blob = parsed;
         CacheGenTable? table = null;
-        if (parsed!.Mode == CacheGenMode.SharedTable)
+        if (parsed.Mode == CacheGenMode.SharedTable)
         {
             table = SharedTables.TryGet(parsed.TableId);
             if (!CacheGenCodec.Matches(table, parsed))

@@ -55,9 +55,21 @@ public sealed class SerdeTests : IDisposable
 
         // The reference decoder produces the same bytes.
         Assert.True(CacheGenCodec.TryParse(serialized.Span, out var parsed, out _));
+        using var parsedBlob = parsed!;
+        Assert.Equal(CacheGenCodec.Version, parsedBlob.Version);
         var referenceOut = new byte[restored.Length];
-        new CacheGenCodec(1, reference: true).Decode(serialized.Memory, parsed!, null, referenceOut);
+        new CacheGenCodec(1, reference: true).Decode(serialized.Memory, parsedBlob, null, referenceOut);
         Assert.Equal(referenceOut, restored.Span.ToArray());
+
+        // A version-1 container of the same chunk (raw CDFs, lengths and scales) is larger and decodes to the same bytes.
+        var version1 = EncodeWith(new CacheGenCodec(1, version: CacheGenCodec.Version1), chunk, dtype, layers, tokens, hidden, bins);
+        Assert.Equal(CacheGenCodec.Version1, version1[4]);
+        Assert.True(version1.Length > serialized.Length, $"v1 {version1.Length} bytes, v2 {serialized.Length} bytes");
+        using (var stored1 = KvData.Stored(_allocator, version1))
+        using (var restored1 = serde.Deserialize(stored1, _allocator)!)
+        {
+            Assert.Equal(restored.Span.ToArray(), restored1.Span.ToArray());
+        }
 
         // Element-wise bound against the token's scale m: |y − x| ≤ m/(2M) (+ float32 ulps + half an output ulp).
         var item = dtype.ItemSize();
@@ -101,27 +113,28 @@ public sealed class SerdeTests : IDisposable
         using var serialized = new CacheGenSerde().Serialize(chunk, _allocator)!;
         var blob = Blob(serialized);
         Assert.True(CacheGenCodec.TryParse(blob, out var parsed, out _));
+        using var parsedBlob = parsed!;
         var bins = CacheGenBins.Default(layers);
-        var lp = parsed!.Lp;
-        Assert.Equal(2, parsed.DataChunks);
+        var lp = parsedBlob.Lp;
+        Assert.Equal(2, parsedBlob.DataChunks);
         var streams = 0;
-        for (var d = 0; d < parsed.DataChunks; d++)
+        var expectedStart = parsedBlob.StreamStarts[0];
+        for (var d = 0; d < parsedBlob.DataChunks; d++)
         {
             var t0 = d * 256;
             var n = Math.Min(256, tokens - t0);
             for (var row = 0; row < 2 * layers; row++)
             {
-                var position = (int)parsed.SectionOffsets[(row * parsed.DataChunks) + d];
                 for (var c = 0; c < hidden; c++)
                 {
-                    var length = BinaryPrimitives.ReadUInt16LittleEndian(blob.AsSpan(parsed.LengthsOffsets[d] + (((row * hidden) + c) * 2)));
+                    // Streams lie back to back in (data chunk, row, channel) order up to the checksum.
+                    var index = (((d * 2 * layers) + row) * hidden) + c;
+                    var position = parsedBlob.StreamStarts[index];
+                    var length = parsedBlob.StreamLengths[index];
+                    Assert.Equal(expectedStart, position);
+                    expectedStart += length;
                     var alone = blob.AsSpan(position, length).ToArray(); // exactly the stream, nothing after it
-                    position += length;
-                    var cdf = new ushort[lp];
-                    for (var i = 0; i < lp; i++)
-                    {
-                        cdf[i] = BinaryPrimitives.ReadUInt16LittleEndian(blob.AsSpan(parsed.CdfOffset + ((((row * hidden) + c) * lp) + i) * 2));
-                    }
+                    var cdf = parsedBlob.Cdf.AsSpan((((row * hidden) + c) * lp), lp).ToArray();
                     var decoded = new byte[n];
                     ArithmeticCoder.Decode(alone, cdf, decoded, 1, n);
                     for (var i = 0; i < n; i++)
@@ -135,6 +148,7 @@ public sealed class SerdeTests : IDisposable
                 }
             }
         }
+        Assert.Equal(blob.Length - CacheGenCodec.ChecksumSize, expectedStart);
         Assert.Equal(2 * 2 * layers * hidden, streams);
     }
 
@@ -156,7 +170,7 @@ public sealed class SerdeTests : IDisposable
             cases.Add(damaged);
         }
         var version = (byte[])blob.Clone();
-        version[4] = 2;
+        version[4] = 3;
         cases.Add(version);
 
         foreach (var bad in cases)
@@ -191,15 +205,16 @@ public sealed class SerdeTests : IDisposable
         var serde = new CacheGenSerde(options);
         var bytes = KvData.ToBytes(KvData.Values(2, 256, 32, seed: 41), KvDType.BFloat16);
         using var chunk = KvData.Chunk(_allocator, KvDType.BFloat16, 1, 256, 32, bytes);
-        using var serialized = serde.Serialize(chunk, _allocator)!;
-        var blob = Blob(serialized);
+        // Version 1 stores the CDFs themselves, so a forger can write any valid table.
+        var blob = EncodeWith(new CacheGenCodec(1, version: CacheGenCodec.Version1), chunk, KvDType.BFloat16, 1, 256, 32, options.BinsFor(1));
         Assert.True(CacheGenCodec.TryParse(blob, out var parsed, out _));
-        Assert.Equal(17, parsed!.Lp);
+        using var parsedBlob = parsed!;
+        Assert.Equal(17, parsedBlob.Lp);
         for (var r = 0; r < 2 * 32; r++)
         {
             for (var i = 0; i < 17; i++)
             {
-                BinaryPrimitives.WriteUInt16LittleEndian(blob.AsSpan(parsed.CdfOffset + (((r * 17) + i) * 2)), (ushort)(i < 16 ? i : 65535));
+                BinaryPrimitives.WriteUInt16LittleEndian(blob.AsSpan(parsedBlob.CdfOffset + (((r * 17) + i) * 2)), (ushort)(i < 16 ? i : 65535));
             }
         }
         BinaryPrimitives.WriteUInt64LittleEndian(blob.AsSpan(blob.Length - 8), System.IO.Hashing.XxHash64.HashToUInt64(blob.AsSpan(0, blob.Length - 8)));
@@ -222,6 +237,36 @@ public sealed class SerdeTests : IDisposable
                 }
             }
         }
+    }
+
+    [Fact]
+    public void Forged_side_information_with_a_valid_checksum_is_a_miss()
+    {
+        var logger = new FakeLogger<CacheGenSerde>();
+        var serde = new CacheGenSerde(logger: logger);
+        using var chunk = KvData.Chunk(_allocator, KvDType.BFloat16, 2, 256, 64, seed: 8);
+        using var serialized = serde.Serialize(chunk, _allocator)!;
+        var blob = Blob(serialized);
+        var sideOffset = CacheGenCodec.FixedHeaderSize + 4;
+        var sideLength = BinaryPrimitives.ReadInt32LittleEndian(blob.AsSpan(sideOffset));
+        var cases = new List<byte[]>();
+        foreach (var length in new[] { sideLength - 1, sideLength + 1, -1, int.MaxValue })
+        {
+            var forged = (byte[])blob.Clone();
+            BinaryPrimitives.WriteInt32LittleEndian(forged.AsSpan(sideOffset), length);
+            cases.Add(forged);
+        }
+        // All-ones side information: every Rice code escapes, the values overflow or run past the section.
+        var ones = (byte[])blob.Clone();
+        ones.AsSpan(sideOffset + 4, sideLength).Fill(0xFF);
+        cases.Add(ones);
+        foreach (var forged in cases)
+        {
+            BinaryPrimitives.WriteUInt64LittleEndian(forged.AsSpan(forged.Length - 8), System.IO.Hashing.XxHash64.HashToUInt64(forged.AsSpan(0, forged.Length - 8)));
+            using var stored = KvData.Stored(_allocator, forged);
+            Assert.Null(serde.Deserialize(stored, _allocator));
+        }
+        Assert.Equal(cases.Count, logger.Collector.GetSnapshot().Count(r => r.Id.Id == 6001));
     }
 
     [Fact]
@@ -280,7 +325,8 @@ public sealed class SerdeTests : IDisposable
         Assert.Equal((byte)CacheGenMode.Coded, blobs[1][5]);
         Assert.Equal((byte)CacheGenMode.SharedTable, blobs[2][5]);
         Assert.Equal((byte)CacheGenMode.SharedTable, blobs[3][5]);
-        Assert.True(sizes[2] < sizes[0] * 0.8, $"shared {sizes[2]} vs per-chunk {sizes[0]}");
+        // The compact per-chunk counts (container version 2) are a few percent of the blob; sharing removes them.
+        Assert.True(sizes[2] < sizes[0], $"shared {sizes[2]} vs per-chunk {sizes[0]}");
 
         // The writer decodes its own blobs, within the error bound of the per-chunk decode (same quantization).
         var perChunk = new CacheGenSerde();
