@@ -369,7 +369,7 @@ internal sealed class CacheGenCodec
                             offset += section;
                         }
                     }
-                    BinaryPrimitives.WriteUInt64LittleEndian(destination[offset..], XxHash64.HashToUInt64(destination[..offset]));
+                    BinaryPrimitives.WriteUInt64LittleEndian(destination[offset..], Checksum(Version, destination[..offset]));
                     return;
                 }
                 var scaleCount = rows * Tokens;
@@ -407,7 +407,7 @@ internal sealed class CacheGenCodec
                     }
                 }
             }
-            BinaryPrimitives.WriteUInt64LittleEndian(destination[offset..], XxHash64.HashToUInt64(destination[..offset]));
+            BinaryPrimitives.WriteUInt64LittleEndian(destination[offset..], Checksum(Version, destination[..offset]));
         }
 
         public void Dispose()
@@ -496,6 +496,10 @@ internal sealed class CacheGenCodec
         }
     }
 
+    /// <summary>The trailing checksum: XXH64 in version 1, XXH3-64 (several times faster on long inputs) in version 2.</summary>
+    internal static ulong Checksum(byte version, ReadOnlySpan<byte> content) =>
+        version == Version1 ? XxHash64.HashToUInt64(content) : XxHash3.HashToUInt64(content);
+
     /// <summary>Validates a blob completely (checksum, header, every size and offset, scales, CDFs or counts, stream lengths).</summary>
     public static bool TryParse(ReadOnlySpan<byte> blob, out ParsedBlob? parsed, out string reason)
     {
@@ -516,7 +520,7 @@ internal sealed class CacheGenCodec
             reason = $"unsupported version {version}";
             return false;
         }
-        if (XxHash64.HashToUInt64(blob[..^ChecksumSize]) != BinaryPrimitives.ReadUInt64LittleEndian(blob[^ChecksumSize..]))
+        if (Checksum(version, blob[..^ChecksumSize]) != BinaryPrimitives.ReadUInt64LittleEndian(blob[^ChecksumSize..]))
         {
             reason = "checksum mismatch (corrupted or truncated)";
             return false;

@@ -1,5 +1,7 @@
 using System.Buffers;
+using System.Buffers.Binary;
 using System.Numerics;
+using System.Runtime.CompilerServices;
 
 namespace LMCache.Serde.CacheGen;
 
@@ -48,6 +50,14 @@ internal static class SideInfo
     /// <summary>Reads a series; false when a value does not fit in <paramref name="width"/> bits.</summary>
     public static bool ReadSeries(ref Reader reader, scoped Span<uint> values, int width)
     {
+        var local = reader;
+        var ok = ReadSeriesLocal(ref local, values, width);
+        reader = local;
+        return ok;
+    }
+
+    private static bool ReadSeriesLocal(ref Reader reader, scoped Span<uint> values, int width)
+    {
         values[0] = reader.Get(width);
         var ema = SeriesStart;
         var limit = width == 32 ? uint.MaxValue : (1ul << width) - 1;
@@ -79,6 +89,15 @@ internal static class SideInfo
 
     /// <summary>Reads one channel's counts into <paramref name="counts"/> (all maxBins entries); false when they do not sum to <paramref name="tokens"/>.</summary>
     public static bool ReadCounts(ref Reader reader, scoped Span<uint> counts, int alphabet, uint tokens)
+    {
+        // A local copy keeps the reader's state in registers through the loop.
+        var local = reader;
+        var ok = ReadCountsLocal(ref local, counts, alphabet, tokens);
+        reader = local;
+        return ok;
+    }
+
+    private static bool ReadCountsLocal(ref Reader reader, scoped Span<uint> counts, int alphabet, uint tokens)
     {
         counts.Clear();
         uint previous = 0, before = 0;
@@ -192,8 +211,22 @@ internal static class SideInfo
         /// <summary>Bits read so far.</summary>
         public readonly long Consumed => ((long)_next * 8) - _bits;
 
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
         private void Refill()
         {
+            if (_bits > 56)
+            {
+                return;
+            }
+            if (_next + 8 <= _data.Length)
+            {
+                // Eight bytes at once; the bits of a partly taken byte are read again, identically, next time.
+                _buffer |= BinaryPrimitives.ReadUInt64BigEndian(_data[_next..]) >> _bits;
+                var bytes = (63 - _bits) >> 3;
+                _next += bytes;
+                _bits += bytes * 8;
+                return;
+            }
             while (_bits <= 56)
             {
                 ulong b = _next < _data.Length ? _data[_next] : 0u;
@@ -217,6 +250,7 @@ internal static class SideInfo
             return value;
         }
 
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public uint Rice(int k)
         {
             Refill();
@@ -226,6 +260,15 @@ internal static class SideInfo
                 _buffer <<= EscapeOnes;
                 _bits -= EscapeOnes;
                 return Get(32);
+            }
+            var total = q + 1 + k;
+            if (total <= _bits)
+            {
+                // The common case: quotient, stop bit and remainder all in the buffer (k = 0 shifts the remainder out).
+                var remainder = (uint)((_buffer << (q + 1)) >> (63 - k) >> 1);
+                _buffer <<= total;
+                _bits -= total;
+                return ((uint)q << k) | remainder;
             }
             _buffer <<= q + 1;
             _bits -= q + 1;

@@ -132,6 +132,7 @@ internal static class SerdeBench
         try
         {
             var cores = Environment.ProcessorCount;
+            var bins = CacheGenBins.Default(layers);
             var serde = new CacheGenSerde(new CacheGenOptions { Threads = cores });
 
             // Size with the original's per-chunk tables.
@@ -157,23 +158,31 @@ internal static class SerdeBench
             var shared = new CacheGenSerde(new CacheGenOptions { Threads = cores, SharedTables = true, ProfileChunks = Math.Min(profileChunks, chunkCount - 1) });
             long sharedBytes = 0, perChunkSame = 0, rawSame = 0;
             var measuredShared = 0;
+            long tableBytes = 0;
             for (var j = 0; j < chunkCount; j++)
             {
                 using var blob = shared.Serialize(inputsBf16[j], allocator)!;
-                if (blob.Span[5] == 1)
+                if (CacheGenBlobInfo.TryRead(blob.Span) is { SharedTable: true } info)
                 {
+                    tableBytes = shared.SharedTables.TryGet(info.TableId)?.Serialized.Length ?? 0;
                     sharedBytes += blob.Length;
                     perChunkSame += blobs[j].Length;
                     rawSame += chunkBytes;
                     measuredShared++;
                 }
             }
-            var tableBytes = shared.SharedTables.Count > 0 ? TableSize(layers, hidden) : 0;
+
+            // Where the per-chunk blobs' bytes go, and what the version-1 container (raw uint16 CDFs, scales and
+            // lengths) would have taken for the same streams.
+            var infos = blobs.Select(b => CacheGenBlobInfo.TryRead(b.Span) ?? throw new InvalidOperationException("the serde wrote an invalid blob")).ToArray();
+            var streamBytes = infos.Sum(i => i.StreamBytes);
+            var sideBytes = infos.Sum(i => i.SideBytes);
+            var v1Bytes = infos.Sum(i => i.Raw ? i.TotalBytes : i.TotalBytes - i.SideBytes
+                + (2L * layers * ChunkTokens * 2) + (2L * layers * hidden * (bins.MaxBinCount + 1) * 2) + (2L * layers * hidden * 2));
 
             // Error of the bf16 round trip, in absolute terms and in quantization half-steps of the token's scale.
             double maxError = 0, sumError = 0, maxHalfSteps = 0;
             long elements = 0;
-            var bins = CacheGenBins.Default(layers);
             var restoredF32 = new float[chunkCount][];
             for (var j = 0; j < chunkCount; j++)
             {
@@ -246,7 +255,10 @@ internal static class SerdeBench
                 ["ratio"] = Round(rawBf16 / (double)cachegenBytes),
                 ["ratio_fp32_input"] = Round(2.0 * rawBf16 / cachegenF32),
                 ["bins"] = bins.ToString(),
-                ["payload_bits_per_value"] = Round(8.0 * (cachegenBytes - (chunkCount * (TableSize(layers, hidden) + (2L * layers * ChunkTokens * 2) + (2L * layers * hidden * 2)))) / (rawBf16 / 2.0)),
+                ["payload_bits_per_value"] = Round(8.0 * streamBytes / (rawBf16 / 2.0)),
+                ["side_info_bytes"] = sideBytes,
+                ["stream_bytes"] = streamBytes,
+                ["ratio_v1_container"] = Round(rawBf16 / (double)v1Bytes),
                 ["ratio_all_16_bins"] = Round(rawBf16 / (double)coarseBytes),
                 ["ratio_shared_tables"] = measuredShared == 0 ? null : Round(rawSame / (double)sharedBytes),
                 ["ratio_per_chunk_tables_same_chunks"] = measuredShared == 0 ? null : Round(rawSame / (double)perChunkSame),
@@ -280,7 +292,6 @@ internal static class SerdeBench
 
     private static double Round(double value) => Math.Round(value, 3);
 
-    private static long TableSize(int layers, int hidden) => 20 + (2L * layers) + (2L * layers * hidden * 33 * 2) + 8;
 
     private static double Match(long[] expected, long[] actual) => expected.Zip(actual).Count(p => p.First == p.Second) / (double)expected.Length;
 
