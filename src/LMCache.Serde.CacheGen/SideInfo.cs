@@ -37,86 +37,86 @@ internal static class SideInfo
 
     public static void WriteSeries(ref Writer writer, ReadOnlySpan<uint> values, int width)
     {
-        writer.Put(values[0], width);
+        // A local copy (all calls on it inlined) keeps the writer's state in registers through the loop.
+        var local = writer;
+        local.Put(values[0], width);
         var ema = SeriesStart;
         for (var i = 1; i < values.Length; i++)
         {
             var z = Zigzag((long)values[i] - values[i - 1]);
-            writer.Rice(z, K(ema));
+            local.Rice(z, K(ema));
             ema = ((3 * ema) + z) >> 2;
         }
+        writer = local;
     }
 
     /// <summary>Reads a series; false when a value does not fit in <paramref name="width"/> bits.</summary>
     public static bool ReadSeries(ref Reader reader, scoped Span<uint> values, int width)
     {
         var local = reader;
-        var ok = ReadSeriesLocal(ref local, values, width);
-        reader = local;
-        return ok;
-    }
-
-    private static bool ReadSeriesLocal(ref Reader reader, scoped Span<uint> values, int width)
-    {
-        values[0] = reader.Get(width);
+        values[0] = local.Get(width);
         var ema = SeriesStart;
         var limit = width == 32 ? uint.MaxValue : (1ul << width) - 1;
+        var ok = true;
         for (var i = 1; i < values.Length; i++)
         {
-            var z = reader.Rice(K(ema));
+            var z = local.Rice(K(ema));
             var v = values[i - 1] + Unzigzag(z);
             if (v < 0 || (ulong)v > limit)
             {
-                return false;
+                ok = false;
+                break;
             }
             values[i] = (uint)v;
             ema = ((3 * ema) + z) >> 2;
         }
-        return true;
+        reader = local;
+        return ok;
     }
 
     public static void WriteCounts(ref Writer writer, ReadOnlySpan<uint> counts, int alphabet, uint tokens)
     {
+        var local = writer;
         uint previous = 0, before = 0;
         for (var i = 0; i < alphabet - 1; i++)
         {
-            var mean = i == 0 ? tokens / (uint)alphabet : i == 1 ? previous : (previous + before + 1) >> 1;
-            writer.Rice(counts[i], K(mean));
+            var mean = i == 0 ? tokens / (uint)alphabet : i == 1 ? previous : (uint)(((ulong)previous + before + 1) >> 1);
+            local.Rice(counts[i], K(mean));
             before = previous;
             previous = counts[i];
         }
+        writer = local;
     }
 
     /// <summary>Reads one channel's counts into <paramref name="counts"/> (all maxBins entries); false when they do not sum to <paramref name="tokens"/>.</summary>
     public static bool ReadCounts(ref Reader reader, scoped Span<uint> counts, int alphabet, uint tokens)
     {
-        // A local copy keeps the reader's state in registers through the loop.
+        // A local copy (all calls on it inlined) keeps the reader's state in registers through the loop.
         var local = reader;
-        var ok = ReadCountsLocal(ref local, counts, alphabet, tokens);
-        reader = local;
-        return ok;
-    }
-
-    private static bool ReadCountsLocal(ref Reader reader, scoped Span<uint> counts, int alphabet, uint tokens)
-    {
         counts.Clear();
         uint previous = 0, before = 0;
         ulong sum = 0;
+        var ok = true;
         for (var i = 0; i < alphabet - 1; i++)
         {
             var mean = i == 0 ? tokens / (uint)alphabet : i == 1 ? previous : (uint)(((ulong)previous + before + 1) >> 1);
-            var c = reader.Rice(K(mean));
+            var c = local.Rice(K(mean));
             sum += c;
             if (sum > tokens)
             {
-                return false;
+                ok = false;
+                break;
             }
             counts[i] = c;
             before = previous;
             previous = c;
         }
-        counts[alphabet - 1] = tokens - (uint)sum;
-        return true;
+        if (ok)
+        {
+            counts[alphabet - 1] = tokens - (uint)sum;
+        }
+        reader = local;
+        return ok;
     }
 
     /// <summary>An MSB-first bit writer into a pooled, growing buffer.</summary>
@@ -136,32 +136,43 @@ internal static class SideInfo
         public readonly ReadOnlySpan<byte> Written => _buffer.AsSpan(0, _position);
 
         /// <summary>Appends the low <paramref name="count"/> (0..32) bits of <paramref name="value"/>.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public void Put(uint value, int count)
         {
-            if (count == 0)
-            {
-                return;
-            }
+            // Fewer than 32 bits are pending before a put, so at most 63 after it.
             _accumulator = (_accumulator << count) | (value & (uint)((1ul << count) - 1));
             _bits += count;
-            while (_bits >= 8)
+            if (_bits >= 32)
             {
-                _bits -= 8;
-                if (_position == _buffer.Length)
+                _bits -= 32;
+                if (_position + 4 > _buffer.Length)
                 {
-                    var larger = ArrayPool<byte>.Shared.Rent(_buffer.Length * 2);
-                    _buffer.AsSpan().CopyTo(larger);
-                    ArrayPool<byte>.Shared.Return(_buffer);
-                    _buffer = larger;
+                    _buffer = Grow(_buffer, _position);
                 }
-                _buffer[_position++] = (byte)(_accumulator >> _bits);
+                BinaryPrimitives.WriteUInt32BigEndian(_buffer.AsSpan(_position), (uint)(_accumulator >> _bits));
+                _position += 4;
             }
         }
 
+        private static byte[] Grow(byte[] buffer, int used)
+        {
+            var larger = ArrayPool<byte>.Shared.Rent(buffer.Length * 2);
+            buffer.AsSpan(0, used).CopyTo(larger);
+            ArrayPool<byte>.Shared.Return(buffer);
+            return larger;
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public void Rice(uint value, int k)
         {
             var q = value >> k;
-            if (q < EscapeOnes)
+            if (q + (uint)k < 31)
+            {
+                // Quotient ones, the stop zero and the remainder in one put.
+                var n = (int)q + 1 + k;
+                Put((uint)(((1ul << ((int)q + 1)) - 2) << k) | (value & (uint)((1ul << k) - 1)), n);
+            }
+            else if (q < EscapeOnes)
             {
                 Put((uint)((1ul << ((int)q + 1)) - 2), (int)q + 1);
                 Put(value, k);
@@ -173,12 +184,21 @@ internal static class SideInfo
             }
         }
 
-        /// <summary>Pads the last byte with zero bits.</summary>
+        /// <summary>Writes what is pending, the last byte padded with zero bits.</summary>
         public void Finish()
         {
-            if (_bits > 0)
+            if (_bits % 8 != 0)
             {
-                Put(0, 8 - _bits);
+                Put(0, 8 - (_bits % 8));
+            }
+            while (_bits >= 8)
+            {
+                _bits -= 8;
+                if (_position + 1 > _buffer.Length)
+                {
+                    _buffer = Grow(_buffer, _position);
+                }
+                _buffer[_position++] = (byte)(_accumulator >> _bits);
             }
         }
 
