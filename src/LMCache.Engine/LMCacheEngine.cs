@@ -137,7 +137,8 @@ public sealed class LMCacheEngine : IAsyncDisposable
             throw;
         }
         var storageMetrics = new StorageMetrics(services.MeterFactory);
-        var storage = new StorageManager(cpu, lowerTiers, options.StoreLocation, options.RetrieveLocations, storageMetrics);
+        var storage = new StorageManager(
+            cpu, lowerTiers, options.StoreLocation, options.RetrieveLocations, storageMetrics, loggerFactory.CreateLogger<StorageManager>());
         return new LMCacheEngine(options, scope, layout, tokenDatabase, storage, storageMetrics,
             new EngineStatistics(services.MeterFactory), loggerFactory.CreateLogger<LMCacheEngine>());
     }
@@ -172,6 +173,7 @@ public sealed class LMCacheEngine : IAsyncDisposable
         var started = Stopwatch.GetTimestamp();
         using var chunks = ChunkKeys.Create(this, tokens.Span, cacheSalt);
         var objects = ArrayPool<MemoryObject?>.Shared.Rent(Math.Max(1, chunks.Count));
+        var expected = ArrayPool<MemoryObjectMetadata>.Shared.Rent(Math.Max(1, chunks.Count));
         var hitTokens = 0;
         var loaded = 0;
         TierHits tiers = default;
@@ -183,7 +185,14 @@ public sealed class LMCacheEngine : IAsyncDisposable
             {
                 wanted++;
             }
-            (var found, tiers) = await Storage.GetPrefixAsync(chunks.Keys[..wanted], objects.AsMemory(0, wanted), cancellationToken).ConfigureAwait(false);
+            for (var i = 0; i < wanted; i++)
+            {
+                expected[i] = Layout.ChunkMetadata(chunks.Chunks[i].Length);
+            }
+            // The storage manager checks every chunk against the layout before it is returned or promoted: what
+            // arrives here has the expected format, dtype, shape and length.
+            (var found, tiers) = await Storage.GetPrefixAsync(
+                chunks.Keys[..wanted], objects.AsMemory(0, wanted), expected.AsMemory(0, wanted), cancellationToken).ConfigureAwait(false);
             if (found > 0 && chunks.Chunks[found - 1].End < Options.MinRetrieveTokens)
             {
                 found = 0;   // min_retrieve_tokens: too short a hit to be worth loading
@@ -191,15 +200,8 @@ public sealed class LMCacheEngine : IAsyncDisposable
             for (var i = 0; i < found; i++)
             {
                 var chunk = chunks.Chunks[i];
-                var memoryObject = objects[i]!;
-                var expected = Layout.ChunkMetadata(chunk.Length);
-                if (memoryObject.Metadata != expected || memoryObject.Length != expected.ByteLength)
-                {
-                    EngineLog.ChunkMismatch(_logger, chunks.Keys.Span[i].ToString(), memoryObject.Metadata.ToString(), expected.ToString());
-                    break;
-                }
                 var count = Math.Min(chunk.Length, limit - chunk.Start);
-                destination.CopyFromChunk(chunk.Start, chunk.Length, count, memoryObject.Span);
+                destination.CopyFromChunk(chunk.Start, chunk.Length, count, objects[i]!.Span);
                 hitTokens = chunk.End;
                 loaded = chunk.Start + count;
             }
@@ -213,6 +215,7 @@ public sealed class LMCacheEngine : IAsyncDisposable
                 objects[i] = null;
             }
             ArrayPool<MemoryObject?>.Shared.Return(objects);
+            ArrayPool<MemoryObjectMetadata>.Shared.Return(expected);
             Statistics.RecordRetrieve(tokens.Length, loaded);
             var elapsed = Stopwatch.GetElapsedTime(started);
             Statistics.RetrieveDuration.Record(elapsed.TotalSeconds);
