@@ -66,6 +66,29 @@ public sealed class StorageManager : IAsyncDisposable
     /// <summary>The metrics the tiers are published through, if any.</summary>
     public StorageMetrics? Metrics { get; }
 
+    /// <summary>
+    /// Registers <paramref name="sink"/> on every tier that raises events (<see cref="IStorageEventSource"/>: the CPU and
+    /// disk tiers; the remote tier cannot tell what other writers do to it and raises none).
+    /// </summary>
+    public void AddEventSink(IStorageEventSink sink)
+    {
+        ArgumentNullException.ThrowIfNull(sink);
+        foreach (var backend in _all)
+        {
+            (backend as IStorageEventSource)?.Events.Add(sink);
+        }
+    }
+
+    /// <summary>Unregisters <paramref name="sink"/> from every tier.</summary>
+    public void RemoveEventSink(IStorageEventSink sink)
+    {
+        ArgumentNullException.ThrowIfNull(sink);
+        foreach (var backend in _all)
+        {
+            (backend as IStorageEventSource)?.Events.Remove(sink);
+        }
+    }
+
     /// <summary>Finds a tier by its backend name.</summary>
     public IStorageBackend? Find(string name) => Array.Find(_all, b => b.Name == name);
 
