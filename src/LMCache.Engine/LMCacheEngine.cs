@@ -42,6 +42,7 @@ public sealed class LMCacheEngine : IAsyncDisposable
 {
     private readonly ILogger _logger;
     private readonly StorageMetrics _storageMetrics;
+    private IKvSerde? _compressedChunkSerde;
 
     private LMCacheEngine(
         LMCacheEngineOptions options, KeyScope scope, KvLayout layout, ChunkedTokenDatabase tokenDatabase,
@@ -74,6 +75,18 @@ public sealed class LMCacheEngine : IAsyncDisposable
 
     /// <summary>Request-level counters.</summary>
     public EngineStatistics Statistics { get; }
+
+    /// <summary>
+    /// Decodes chunks that a local tier holds compressed (<see cref="MemoryFormat.BinaryBuffer"/>, e.g. re-encoded by
+    /// the controller's <c>/compress</c>) when a retrieve reaches them; the decoded chunk is validated like any other.
+    /// Defaults to null: a compressed chunk ends the hit there (the engine recomputes from it), never wrong bytes.
+    /// Set by the host or the controller worker; safe to set while requests run.
+    /// </summary>
+    public IKvSerde? CompressedChunkSerde
+    {
+        get => Volatile.Read(ref _compressedChunkSerde);
+        set => Volatile.Write(ref _compressedChunkSerde, value);
+    }
 
     /// <summary>
     /// Builds an engine and its tiers from <paramref name="options"/>: the CPU tier always; the disk tier when
@@ -192,6 +205,18 @@ public sealed class LMCacheEngine : IAsyncDisposable
             {
                 var chunk = chunks.Chunks[i];
                 var memoryObject = objects[i]!;
+                if (memoryObject.Metadata.Format == MemoryFormat.BinaryBuffer)
+                {
+                    var decoded = DecodeCompressed(memoryObject);
+                    memoryObject.Release();
+                    objects[i] = decoded;
+                    if (decoded is null)
+                    {
+                        EngineLog.ChunkMismatch(_logger, chunks.Keys.Span[i].ToString(), "a compressed chunk that could not be decoded", Layout.ChunkMetadata(chunk.Length).ToString());
+                        break;
+                    }
+                    memoryObject = decoded;
+                }
                 var expected = Layout.ChunkMetadata(chunk.Length);
                 if (memoryObject.Metadata != expected || memoryObject.Length != expected.ByteLength)
                 {
@@ -280,6 +305,25 @@ public sealed class LMCacheEngine : IAsyncDisposable
         Statistics.StoreDuration.Record(elapsed.TotalSeconds);
         EngineLog.Stored(_logger, storedTokens, tokens.Length, bytes / (1024.0 * 1024 * 1024), elapsed.TotalMilliseconds);
         return new StoreResult(storedTokens, stored, chunks.Count - stored - cachedChunks, cachedTokens);
+    }
+
+    /// <summary>A compressed chunk decoded into a fresh CPU object (the caller owns it), or null when it cannot be.</summary>
+    private MemoryObject? DecodeCompressed(MemoryObject compressed)
+    {
+        if (CompressedChunkSerde is not { } serde)
+        {
+            return null;
+        }
+        try
+        {
+            return serde.Deserialize(compressed, Storage.Cpu);
+        }
+        catch (Exception ex) when (ex is not OutOfMemoryException)
+        {
+            // A decoder defect is a miss: the request recomputes from this chunk.
+            EngineLog.ChunkMismatch(_logger, "(compressed chunk)", ex.Message, "a decodable chunk");
+            return null;
+        }
     }
 
     /// <summary>The keys of the chunks of <paramref name="tokens"/> (for inspection and the controller).</summary>
