@@ -101,6 +101,50 @@ public sealed class StorageManagerTests : IDisposable
     }
 
     [Fact]
+    public async Task Chunks_that_differ_from_the_expected_metadata_end_the_prefix_and_are_neither_returned_nor_promoted()
+    {
+        var (manager, cpu, disk, _) = await CreateAsync();
+        var keys = Keys(3);
+        var expected = TestChunks.SmallChunk();
+        var other = new MemoryObjectMetadata(KvShape.Kv2Ltd(4, 8, 64), KvDType.BFloat16, MemoryFormat.KV2LTD);   // same length
+        Assert.Equal(expected.ByteLength, other.ByteLength);
+        // CPU: 0 right, 1 wrong. Disk: 0 and 1 right, 2 wrong.
+        foreach (var (backend, index, metadata) in new (IStorageBackend, int, MemoryObjectMetadata)[]
+                 { (cpu, 0, expected), (cpu, 1, other), (disk, 0, expected), (disk, 1, expected), (disk, 2, other) })
+        {
+            var chunk = TestChunks.Create(cpu, index, metadata);
+            backend.SubmitPut(keys[index], chunk);
+            chunk.Release();
+        }
+        await manager.FlushAsync();
+        var expectations = new[] { expected, expected, expected };
+
+        var destination = new MemoryObject?[3];
+        Assert.Equal((1, new TierHits(1, 0, 0, Rejected: 1)), await manager.GetPrefixAsync(keys, destination, expectations));
+        Assert.True(TestChunks.Matches(destination[0]!, 0));
+        Assert.Null(destination[1]);
+        destination[0]!.Release();
+        Assert.False(cpu.Contains(keys[1]));   // the wrong CPU entry is gone, so the disk's right one is read next time
+
+        Assert.Equal((2, new TierHits(1, 1, 0, Rejected: 1)), await manager.GetPrefixAsync(keys, destination, expectations));
+        Assert.True(TestChunks.Matches(destination[1]!, 1));
+        Assert.Null(destination[2]);
+        destination[0]!.Release();
+        destination[1]!.Release();
+        await manager.FlushAsync();
+        Assert.True(cpu.Contains(keys[1]));    // the right chunk was promoted
+        Assert.False(cpu.Contains(keys[2]));   // the wrong one was not
+
+        Assert.Equal((3, new TierHits(2, 1, 0)), await manager.GetPrefixAsync(keys, destination));   // no expectations: taken as is
+        foreach (var item in destination)
+        {
+            item!.Release();
+        }
+        await manager.DisposeAsync();
+        Assert.Equal(0, cpu.OutstandingObjects);
+    }
+
+    [Fact]
     public async Task Retrieve_locations_limit_which_tiers_are_read()
     {
         var (manager, cpu, disk, _) = await CreateAsync(retrieveLocations: [LocalDiskBackend.BackendName]);
