@@ -90,6 +90,35 @@ public sealed class ControllerOperationTests
     }
 
     [Fact]
+    public async Task ChunksCompressedOnDiskAreServedDecodedAndPromotedRaw()
+    {
+        using var folder = new LMCache.Testing.TempFolder("lmcache-controller-compress");
+        await using var cluster = await Cluster.StartAsync();
+        var a = await cluster.AddInstanceAsync("instance-a", diskFolder: folder.Path);
+        var prompt = Cluster.Prompt(512, start: 80_000);
+        a.Engine.Store(prompt, SmoothKv(prompt.Length));
+        await a.Engine.FlushAsync(TestContext.Current.CancellationToken);
+        var keys = a.Engine.GetChunkKeys(prompt);
+        var expected = keys.Select(c => CachegenRoundTrip(a.Engine.Storage.Cpu, c.Key)).ToArray();
+        await cluster.PostAsync("/clear", new { instance_id = "instance-a", location = Cpu });   // only the disk copies remain
+
+        var compressed = await cluster.PostAsync("/compress", new { instance_id = "instance-a", method = "cachegen", location = "LocalDiskBackend" });
+        Assert.Equal(512, (long)compressed["num_tokens"]!);
+        var disk = (LMCache.Storage.LocalDisk.LocalDiskBackend)a.Engine.Storage.Find("LocalDiskBackend")!;
+        Assert.Equal(2, disk.Count);
+        Assert.All(disk.Snapshot(), e => Assert.Equal(MemoryFormat.BinaryBuffer, e.Metadata.Format));
+        Assert.Equal(0, a.Engine.Storage.Cpu.Count);
+
+        var served = new HostKvCache(Instance.Layout, prompt.Length);
+        var hit = await a.Engine.RetrieveAsync(prompt, served, cancellationToken: TestContext.Current.CancellationToken);
+        Assert.Equal(512, hit.HitTokens);
+        Assert.Equal(2, hit.Tiers.Disk);
+        AssertChunks(served, expected);
+        Assert.All(a.Engine.Storage.Cpu.Snapshot(), e => Assert.Equal(MemoryFormat.KV2LTD, e.Metadata.Format));   // promoted decoded
+        Assert.Equal(expected[1], Raw(a.Engine.Storage.Cpu, keys[1].Key));
+    }
+
+    [Fact]
     public async Task AFailedAsynchronousOperationReportsItsErrorThroughCheckFinish()
     {
         await using var cluster = await Cluster.StartAsync();
