@@ -76,6 +76,18 @@ public sealed class LMCacheEngine : IAsyncDisposable
     public EngineStatistics Statistics { get; }
 
     /// <summary>
+    /// Decodes chunks that a local tier holds compressed (<see cref="MemoryFormat.BinaryBuffer"/>, re-encoded by the
+    /// controller's <c>/compress</c>) when a retrieve reaches them; the decoded chunk is validated like any other (see
+    /// <see cref="StorageManager.CompressedChunkSerde"/>, which this sets). Defaults to null: a compressed chunk ends the
+    /// hit there and the engine recomputes from it — never wrong bytes. Set by the host or the controller worker.
+    /// </summary>
+    public IKvSerde? CompressedChunkSerde
+    {
+        get => Storage.CompressedChunkSerde;
+        set => Storage.CompressedChunkSerde = value;
+    }
+
+    /// <summary>
     /// Builds an engine and its tiers from <paramref name="options"/>: the CPU tier always; the disk tier when
     /// <c>local_disk</c> is set and <c>max_local_disk_size</c> &gt; 0; the remote tier when <c>remote_url</c> is set.
     /// </summary>

@@ -1,5 +1,6 @@
 using LMCache.Core.Keys;
 using LMCache.Core.Memory;
+using LMCache.Core.Serde;
 using LMCache.Storage.Diagnostics;
 using LMCache.Storage.LocalCpu;
 using Microsoft.Extensions.Logging;
@@ -37,6 +38,7 @@ public sealed class StorageManager : IAsyncDisposable
     private readonly IStorageBackend[] _readSources;
     private readonly IStorageBackend[] _all;
     private readonly ILogger _logger;
+    private IKvSerde? _compressedChunkSerde;
 
     /// <summary>Creates the manager over the given tiers.</summary>
     /// <param name="cpu">The CPU tier (always present: it is the allocator).</param>
@@ -75,6 +77,41 @@ public sealed class StorageManager : IAsyncDisposable
 
     /// <summary>The metrics the tiers are published through, if any.</summary>
     public StorageMetrics? Metrics { get; }
+
+    /// <summary>
+    /// Registers <paramref name="sink"/> on every tier that raises events (<see cref="IStorageEventSource"/>: the CPU and
+    /// disk tiers; the remote tier cannot tell what other writers do to it and raises none).
+    /// </summary>
+    public void AddEventSink(IStorageEventSink sink)
+    {
+        ArgumentNullException.ThrowIfNull(sink);
+        foreach (var backend in _all)
+        {
+            (backend as IStorageEventSource)?.Events.Add(sink);
+        }
+    }
+
+    /// <summary>Unregisters <paramref name="sink"/> from every tier.</summary>
+    public void RemoveEventSink(IStorageEventSink sink)
+    {
+        ArgumentNullException.ThrowIfNull(sink);
+        foreach (var backend in _all)
+        {
+            (backend as IStorageEventSource)?.Events.Remove(sink);
+        }
+    }
+
+    /// <summary>
+    /// Decodes chunks a local tier holds compressed (<see cref="MemoryFormat.BinaryBuffer"/>, e.g. re-encoded in place by
+    /// the controller's <c>/compress</c>) when <see cref="GetPrefixAsync"/> is asked for raw chunks: the caller gets the
+    /// decoded chunk, validated like any other (a disk hit is promoted decoded; the CPU tier keeps its compressed entry).
+    /// Defaults to null: a compressed chunk then ends the prefix (it is kept, not removed). Safe to set while reads run.
+    /// </summary>
+    public IKvSerde? CompressedChunkSerde
+    {
+        get => Volatile.Read(ref _compressedChunkSerde);
+        set => Volatile.Write(ref _compressedChunkSerde, value);
+    }
 
     /// <summary>Finds a tier by its backend name.</summary>
     public IStorageBackend? Find(string name) => Array.Find(_all, b => b.Name == name);
@@ -150,11 +187,12 @@ public sealed class StorageManager : IAsyncDisposable
             }
             if (!expected.IsEmpty)
             {
-                var valid = CountValid(keys.Span.Slice(found, count), destination.Span.Slice(found, count), expected.Span.Slice(found, count), backend);
+                var valid = CountValid(
+                    keys.Span.Slice(found, count), destination.Span.Slice(found, count), expected.Span.Slice(found, count), backend, out var keptCompressed);
                 if (valid < count)
                 {
                     rejected = 1;
-                    if (backend == Cpu)
+                    if (backend == Cpu && !keptCompressed)   // a compressed chunk is not wrong, only undecodable here: keep it
                     {
                         await Cpu.RemoveAsync(keys.Span[found + valid], cancellationToken).ConfigureAwait(false);
                     }
@@ -190,24 +228,66 @@ public sealed class StorageManager : IAsyncDisposable
     /// not and every one after it are released and cleared.
     /// </summary>
     private int CountValid(
-        ReadOnlySpan<CacheEngineKey> keys, Span<MemoryObject?> objects, ReadOnlySpan<MemoryObjectMetadata> expected, IStorageBackend backend)
+        ReadOnlySpan<CacheEngineKey> keys, Span<MemoryObject?> objects, ReadOnlySpan<MemoryObjectMetadata> expected, IStorageBackend backend,
+        out bool rejectedCompressed)
     {
+        rejectedCompressed = false;
         for (var i = 0; i < objects.Length; i++)
         {
             var item = objects[i]!;
+            var storedAs = item.Metadata;
+            if (storedAs.Format == MemoryFormat.BinaryBuffer && expected[i].Format != MemoryFormat.BinaryBuffer)
+            {
+                // A chunk kept compressed in its tier (the controller's /compress): the caller gets it decoded.
+                var decoded = DecodeCompressed(item);
+                item.Release();
+                objects[i] = decoded;
+                if (decoded is null)
+                {
+                    rejectedCompressed = true;
+                    StorageLog.ChunkRejected(_logger, keys[i].ToString(), backend.Name, $"{storedAs} that could not be decoded", expected[i].ToString());
+                    ReleaseFrom(objects, i + 1);
+                    return i;
+                }
+                item = decoded;
+            }
             if (item.Metadata == expected[i] && item.Length == expected[i].ByteLength)
             {
                 continue;
             }
             StorageLog.ChunkRejected(_logger, keys[i].ToString(), backend.Name, item.Metadata.ToString(), expected[i].ToString());
-            for (var j = i; j < objects.Length; j++)
-            {
-                objects[j]?.Release();
-                objects[j] = null;
-            }
+            ReleaseFrom(objects, i);
             return i;
         }
         return objects.Length;
+    }
+
+    private static void ReleaseFrom(Span<MemoryObject?> objects, int start)
+    {
+        for (var j = start; j < objects.Length; j++)
+        {
+            objects[j]?.Release();
+            objects[j] = null;
+        }
+    }
+
+    /// <summary>A compressed chunk decoded into a fresh CPU object (the caller owns it), or null when it cannot be.</summary>
+    private MemoryObject? DecodeCompressed(MemoryObject compressed)
+    {
+        if (CompressedChunkSerde is not { } serde)
+        {
+            return null;
+        }
+        try
+        {
+            return serde.Deserialize(compressed, Cpu);
+        }
+        catch (Exception ex) when (ex is not OutOfMemoryException)
+        {
+            // A decoder defect is a miss: the request recomputes from this chunk.
+            StorageLog.ChunkRejected(_logger, "(compressed chunk)", Cpu.Name, ex.Message, "a decodable chunk");
+            return null;
+        }
     }
 
     /// <summary>Pins <paramref name="key"/> in every tier that holds it; returns how many tiers pinned it.</summary>
