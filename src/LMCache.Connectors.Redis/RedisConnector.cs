@@ -788,6 +788,13 @@ public sealed class RedisConnector : IRemoteConnector
         return builder.ToString();
     }
 
+    /// <summary>
+    /// The StackExchange.Redis database this connector talks to (connecting first if needed), for diagnostics and for
+    /// the benchmark's client baseline. Reads through it bypass every check of this connector: never load KV with it.
+    /// </summary>
+    /// <exception cref="RedisConnectionException">The server cannot be reached.</exception>
+    public ValueTask<IDatabase> GetClientDatabaseAsync(CancellationToken cancellationToken) => GetDatabaseAsync(cancellationToken);
+
     private async ValueTask<IDatabase> GetDatabaseAsync(CancellationToken cancellationToken)
     {
         var multiplexer = Volatile.Read(ref _multiplexer)

@@ -1,11 +1,15 @@
+using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Net.NetworkInformation;
 using System.Net.Sockets;
 using LMCache.Core.Keys;
+using LMCache.Core.Memory;
 using LMCache.Engine;
+using LMCache.Serde.CacheGen;
 using LMCache.Storage;
 using LMCache.Storage.LocalCpu;
 using LMCache.Storage.LocalDisk;
+using LMCache.Storage.Remote;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using NetMQ;
@@ -16,19 +20,25 @@ namespace LMCache.Controller.Worker;
 /// <summary>
 /// The controller's agent inside one engine rank (the original's <c>LMCacheWorker</c>): pushes <c>RegisterMsg</c> on
 /// start and <c>DeRegisterMsg</c> on dispose, heartbeats, admissions and evictions per tier, and engine/tier counters to
-/// the controller's pull socket; answers control requests (clear, pin, health, list/remove/pin chunks) on its own
-/// reply socket by acting on the engine's <see cref="StorageManager"/>.
+/// the controller's pull socket; answers control requests (clear, pin, move, compress, decompress, health, list/remove/pin
+/// chunks) on its own reply socket by acting on the engine's <see cref="StorageManager"/>.
 /// </summary>
 /// <remarks>
-/// <para>One background thread owns both ZeroMQ sockets (they are not thread-safe); control operations run on it one at
-/// a time, as the original's single REP socket does.</para>
-/// <para>Admissions and evictions are found by comparing each tier's snapshot with the previous one every
-/// <see cref="ControllerWorkerOptions.ScanInterval"/> (and right after every control operation): the tiers have no
-/// notification hook. The remote tier cannot be listed, so it is not reported.</para>
+/// <para>One background thread owns both ZeroMQ sockets (they are not thread-safe). Short requests run on it; long ones
+/// (clear, move, compress, decompress, load) run on a pool thread while this thread keeps heartbeating and reporting, and
+/// their reply is sent when they finish. Requests are answered one at a time, as the original's single REP socket does.</para>
+/// <para>Admissions and evictions come from an <see cref="IStorageEventSink"/> registered on the storage manager: the tiers
+/// raise them as they happen, this worker queues them and pushes <c>KVAdmitMsg</c>/<c>KVEvictMsg</c> from its thread
+/// (at most ~50 ms later). A snapshot of the tiers is reported once at start, and again if the queue ever overflows. The
+/// remote tier cannot be listed (other writers share it), so it is not reported.</para>
+/// <para>Compressed chunks: <c>/compress</c> re-encodes chunks of a tier with the cachegen serde in place (the tier then
+/// holds a <c>BINARY_BUFFER</c> object under the same key); the worker sets <see cref="LMCacheEngine.CompressedChunkSerde"/>
+/// so retrieves decode them, and <c>/decompress</c> turns them back into raw chunks.</para>
 /// </remarks>
 public sealed class ControllerWorker : IAsyncDisposable
 {
     private const int MaxFramesPerBatch = 50;
+    private const int MaxQueuedEvents = 100_000;
 
     private readonly LMCacheEngine _engine;
     private readonly ControllerWorkerOptions _options;
@@ -36,19 +46,24 @@ public sealed class ControllerWorker : IAsyncDisposable
     private readonly Thread _thread;
     private readonly PushSocket _push;
     private readonly ResponseSocket _reply;
-    private readonly Dictionary<string, Dictionary<string, SeenChunk>> _reported = new(StringComparer.Ordinal);
+    private readonly TierEventQueue _events = new();
+    private readonly Dictionary<string, Dictionary<string, double>> _reported = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<CacheEngineKey, int> _compressedTokens = new();
+    private readonly Lazy<CacheGenSerde> _serde;
     private readonly List<ControlMessage> _outbox = [];
     private readonly long _registeredAt;
+    private Task<ControlMessage>? _running;
     private volatile bool _stopping;
     private bool _sendDeregister = true;
     private int _disposed;
 
-    private ControllerWorker(LMCacheEngine engine, ControllerWorkerOptions options, ILogger logger)
+    private ControllerWorker(LMCacheEngine engine, ControllerWorkerOptions options, ILogger logger, ILoggerFactory loggerFactory)
     {
         _engine = engine;
         _options = options;
         _logger = logger;
         WorkerId = engine.Scope.WorkerId;
+        _serde = new Lazy<CacheGenSerde>(() => CacheGenSerde.Create(engine.Options, loggerFactory), LazyThreadSafetyMode.ExecutionAndPublication);
         _push = new PushSocket();
         _reply = new ResponseSocket();
         try
@@ -84,7 +99,11 @@ public sealed class ControllerWorker : IAsyncDisposable
     /// <summary>The port of this worker's reply socket.</summary>
     public int Port { get; }
 
-    /// <summary>Starts a worker for <paramref name="engine"/>; it registers at once. Dispose it before the engine.</summary>
+    /// <summary>
+    /// Starts a worker for <paramref name="engine"/>; it registers at once, hooks the engine's tiers for admissions and
+    /// evictions and, unless the host set one, gives the engine a cachegen decoder for compressed chunks. Dispose it
+    /// before the engine.
+    /// </summary>
     public static ControllerWorker Start(LMCacheEngine engine, ControllerWorkerOptions options, ILoggerFactory? loggerFactory = null)
     {
         ArgumentNullException.ThrowIfNull(engine);
@@ -93,7 +112,10 @@ public sealed class ControllerWorker : IAsyncDisposable
         {
             throw new ArgumentException("PullUrl is required (the controller's pull endpoint, host:port).", nameof(options));
         }
-        var worker = new ControllerWorker(engine, options, (loggerFactory ?? NullLoggerFactory.Instance).CreateLogger<ControllerWorker>());
+        loggerFactory ??= NullLoggerFactory.Instance;
+        var worker = new ControllerWorker(engine, options, loggerFactory.CreateLogger<ControllerWorker>(), loggerFactory);
+        engine.CompressedChunkSerde ??= worker._serde.Value;
+        engine.Storage.AddEventSink(worker._events);
         worker._thread.Start();
         WorkerLog.Started(worker._logger, options.InstanceId, worker.WorkerId, $"{worker.Host}:{worker.Port}", options.PullUrl);
         return worker;
@@ -111,13 +133,14 @@ public sealed class ControllerWorker : IAsyncDisposable
             : null;
     }
 
-    /// <summary>Deregisters and closes the sockets.</summary>
+    /// <summary>Deregisters, unhooks the tiers and closes the sockets (after a running long operation finished).</summary>
     public ValueTask DisposeAsync()
     {
         if (Interlocked.Exchange(ref _disposed, 1) == 0)
         {
             _stopping = true;
             _thread.Join();
+            _engine.Storage.RemoveEventSink(_events);
             _push.Dispose();
             _reply.Dispose();
         }
@@ -133,25 +156,33 @@ public sealed class ControllerWorker : IAsyncDisposable
 
     private void Run()
     {
-        var nextScan = 0L;
         var nextStats = 0L;
         var nextHeartbeat = _options.HeartbeatInterval is null ? long.MaxValue : Stopwatch.GetTimestamp() + ToTicks(_options.HeartbeatDelay);
         Enqueue(Identity(MessageTypes.Register).With("registration_info", RegistrationInfo()));
-        while (!_stopping)
+        Resync();
+        while (!_stopping || _running is not null)
         {
             try
             {
-                if (_reply.TryReceiveFrameBytes(TimeSpan.FromMilliseconds(50), out var request))
+                if (_running is null)
                 {
-                    var answer = Handle(request);
-                    _reply.SendFrame(ControlMessageCodec.Encode(answer));
+                    if (!_stopping && _reply.TryReceiveFrameBytes(TimeSpan.FromMilliseconds(50), out var request))
+                    {
+                        var answer = Handle(request);
+                        if (answer is not null)
+                        {
+                            Reply(answer);
+                        }
+                    }
                 }
+                else if (_running.Wait(50))
+                {
+                    var finished = _running;
+                    _running = null;
+                    Reply(finished.Result);   // the task catches everything: Result is a reply or an ErrorMsg
+                }
+                ReportEvents();
                 var now = Stopwatch.GetTimestamp();
-                if (now >= nextScan)
-                {
-                    Scan();
-                    nextScan = now + ToTicks(_options.ScanInterval);
-                }
                 if (now >= nextStats)
                 {
                     Enqueue(Stats());
@@ -179,7 +210,16 @@ public sealed class ControllerWorker : IAsyncDisposable
         }
     }
 
-    private ControlMessage Handle(byte[] frame)
+    /// <summary>Sends a reply after pushing what the operation changed, so the controller sees the changes first.</summary>
+    private void Reply(ControlMessage answer)
+    {
+        ReportEvents();
+        Flush();
+        _reply.SendFrame(ControlMessageCodec.Encode(answer));
+    }
+
+    /// <summary>Answers a short request at once (returns it) or starts a long one on a pool thread (returns null).</summary>
+    private ControlMessage? Handle(byte[] frame)
     {
         ControlMessage request;
         try
@@ -190,22 +230,37 @@ public sealed class ControllerWorker : IAsyncDisposable
         {
             return Error(ex.Message);
         }
+        Func<ControlMessage, ControlMessage>? longOperation = request.Type switch
+        {
+            MessageTypes.ClearWorker => Clear,
+            MessageTypes.MoveWorker => Move,
+            MessageTypes.CompressWorker => Compress,
+            MessageTypes.DecompressWorker => Decompress,
+            MessageTypes.LoadChunksWorker => LoadChunks,
+            _ => null,
+        };
+        if (longOperation is not null)
+        {
+            _running = Task.Run(() => Execute(longOperation, request));
+            return null;
+        }
+        Func<ControlMessage, ControlMessage> shortOperation = request.Type switch
+        {
+            MessageTypes.PinWorker => PinTokens,
+            MessageTypes.HealthWorker => _ => Health(),
+            MessageTypes.ListChunksWorker => ListChunks,
+            MessageTypes.RemoveChunksWorker => RemoveChunks,
+            MessageTypes.PinChunksWorker => PinChunks,
+            _ => r => Error($"Unknown request type '{r.Type}'."),
+        };
+        return Execute(shortOperation, request);
+    }
+
+    private ControlMessage Execute(Func<ControlMessage, ControlMessage> operation, ControlMessage request)
+    {
         try
         {
-            var reply = request.Type switch
-            {
-                MessageTypes.ClearWorker => Clear(request),
-                MessageTypes.PinWorker => PinTokens(request),
-                MessageTypes.MoveWorker => Move(request),
-                MessageTypes.HealthWorker => Health(),
-                MessageTypes.ListChunksWorker => ListChunks(request),
-                MessageTypes.RemoveChunksWorker => RemoveChunks(request),
-                MessageTypes.PinChunksWorker => PinChunks(request),
-                _ => Error($"Unknown request type '{request.Type}'."),
-            };
-            Scan();   // report what the operation changed before the controller acts on the reply
-            Flush();
-            return reply;
+            return operation(request);
         }
         catch (Exception ex)
         {
@@ -221,11 +276,11 @@ public sealed class ControllerWorker : IAsyncDisposable
         var tokens = 0L;
         foreach (var tier in locations)
         {
-            foreach (var (key, bytes, pinned) in Snapshot(tier))
+            foreach (var entry in Snapshot(tier))
             {
-                if (!pinned)
+                if (!entry.Pinned)
                 {
-                    tokens += TokensOf(tier, key, bytes);
+                    tokens += TokensOf(entry);
                 }
             }
         }
@@ -255,9 +310,11 @@ public sealed class ControllerWorker : IAsyncDisposable
     }
 
     /// <summary>
-    /// Moves (or copies) chunks between two tiers of this instance: the cached prefix of <c>tokens</c>, or every chunk
-    /// of the source tier when <c>tokens</c> is empty. <c>new_position</c> is <c>[distributed_url, location]</c> as in
-    /// the original; a different <c>distributed_url</c> (another instance) needs a P2P transport this worker lacks.
+    /// Moves (or copies) chunks: the cached prefix of <c>tokens</c>, or every chunk of the source tier when <c>tokens</c>
+    /// is empty. <c>new_position</c> is <c>[distributed_url, location]</c> as in the original. Between two tiers of this
+    /// instance it moves directly; with <c>via_remote: true</c> (ours: the controller's move to another instance) it
+    /// writes the chunks to this instance's remote tier, waits until the writes finished, and replies with their
+    /// <c>keys</c> (the source copies stay; the controller removes them after the destination loaded them).
     /// </summary>
     private ControlMessage Move(ControlMessage request)
     {
@@ -267,25 +324,25 @@ public sealed class ControllerWorker : IAsyncDisposable
         {
             throw new FormatException("new_position must be [distributed_url, location].");
         }
-        if (newPosition[0] is string url && url.Length > 0 && url != _options.DistributedUrl)
-        {
-            throw new ArgumentException($"Moving to another instance ({url}) needs a P2P transport, which this worker does not have.");
-        }
-        var target = SingleTier(targetLocation);
+        var viaRemote = request.GetBoolOrDefault("via_remote", false);
+        var target = viaRemote ? RemoteTier() : SingleTier(targetLocation);
         if (ReferenceEquals(source, target))
         {
             throw new ArgumentException($"Source and target are the same tier ({source.Name}).");
         }
-        var copy = request.GetBoolOrDefault("copy", false);
-        var tokens = request.GetInt32Array("tokens");
-        var keys = tokens.Length > 0
-            ? [.. _engine.GetChunkKeys(tokens).Select(c => (c.Key, (long)c.Chunk.Length, true))]
-            : Snapshot(source).Select(e => (e.Key, TokensOf(source, e.Key, e.Bytes), false)).ToList();
+        var copy = viaRemote || request.GetBoolOrDefault("copy", false);
         var moved = new List<CacheEngineKey>();
         var movedTokens = 0L;
-        foreach (var (key, length, prefixOnly) in keys)
+        foreach (var (key, prefixOnly) in SelectKeys(source, request.GetInt32Array("tokens"), compressed: null))
         {
             var memoryObject = source.GetAsync(key).AsTask().GetAwaiter().GetResult();
+            if (viaRemote && memoryObject is { Metadata.Format: MemoryFormat.BinaryBuffer })
+            {
+                // The remote tier stores raw chunks through its own serde: decode a compressed one first.
+                var decoded = Decode(memoryObject);
+                memoryObject.Release();
+                memoryObject = decoded;
+            }
             if (memoryObject is null)
             {
                 if (prefixOnly)
@@ -297,13 +354,13 @@ public sealed class ControllerWorker : IAsyncDisposable
             try
             {
                 target.SubmitPut(key, memoryObject);
+                movedTokens += TokensOf(key, memoryObject);
             }
             finally
             {
                 memoryObject.Release();
             }
             moved.Add(key);
-            movedTokens += length;
         }
         target.FlushAsync().GetAwaiter().GetResult();
         if (!copy)
@@ -313,8 +370,171 @@ public sealed class ControllerWorker : IAsyncDisposable
                 source.RemoveAsync(key).AsTask().GetAwaiter().GetResult();
             }
         }
-        return new ControlMessage(MessageTypes.MoveWorkerRet).With("num_tokens", movedTokens);
+        var reply = new ControlMessage(MessageTypes.MoveWorkerRet).With("num_tokens", movedTokens);
+        return viaRemote ? reply.With("keys", moved.Select(k => (object?)k.ToString()).ToList()) : reply;
     }
+
+    /// <summary>
+    /// Ours, the destination half of a move to another instance: reads <c>keys</c> from this instance's remote tier (where
+    /// the source instance wrote them) and stores them in tier <c>location</c>; with <c>prefix: true</c> it stops at the
+    /// first key the remote does not have. Chunks whose layout is not this engine's are skipped.
+    /// </summary>
+    private ControlMessage LoadChunks(ControlMessage request)
+    {
+        var remote = RemoteTier();
+        var target = SingleTier(request.GetString("location"));
+        var prefix = request.GetBoolOrDefault("prefix", false);
+        var tokens = 0L;
+        var loaded = new List<object?>();
+        foreach (var text in request.GetStringArray("keys"))
+        {
+            var key = ParseKey(text);
+            var memoryObject = remote.GetAsync(key).AsTask().GetAwaiter().GetResult();
+            if (memoryObject is not null && !IsChunkOfThisEngine(memoryObject.Metadata))
+            {
+                WorkerLog.RequestFailed(_logger, MessageTypes.LoadChunksWorker, $"{text}: {memoryObject.Metadata} is not a chunk of this engine's layout; skipped");
+                memoryObject.Release();
+                memoryObject = null;
+            }
+            if (memoryObject is null)
+            {
+                if (prefix)
+                {
+                    break;
+                }
+                continue;
+            }
+            try
+            {
+                target.SubmitPut(key, memoryObject);
+                tokens += memoryObject.Metadata.TokenCount;
+                loaded.Add(text);
+            }
+            finally
+            {
+                memoryObject.Release();
+            }
+        }
+        target.FlushAsync().GetAwaiter().GetResult();
+        return new ControlMessage(MessageTypes.LoadChunksWorkerRet).With("num_tokens", tokens).With("num_chunks", loaded.Count).With("keys", loaded);
+    }
+
+    /// <summary>
+    /// Re-encodes chunks of a tier with cachegen in place (the original's compress: look up, get, serialize, remove the
+    /// original, put the compressed one); pins are kept. Replies <c>num_tokens</c> plus ours: <c>num_chunks</c>,
+    /// <c>original_bytes</c> and <c>compressed_bytes</c> of what was re-encoded.
+    /// </summary>
+    private ControlMessage Compress(ControlMessage request) =>
+        Reencode(request, compress: true, MessageTypes.CompressWorkerRet);
+
+    /// <summary>Decodes compressed chunks of a tier back into raw chunks in place; the reply's fields are those of compress.</summary>
+    private ControlMessage Decompress(ControlMessage request) =>
+        Reencode(request, compress: false, MessageTypes.DecompressWorkerRet);
+
+    private ControlMessage Reencode(ControlMessage request, bool compress, string replyType)
+    {
+        var method = request.GetStringOrNull("method") ?? CacheGenSerde.SerdeName;
+        if (!string.Equals(method, CacheGenSerde.SerdeName, StringComparison.OrdinalIgnoreCase))
+        {
+            throw new ArgumentException($"method '{method}' is not supported; the only compression method is '{CacheGenSerde.SerdeName}'.");
+        }
+        var serde = _serde.Value;
+        var tokens = request.GetInt32Array("tokens");
+        long numTokens = 0, rawBytes = 0, compressedBytes = 0;
+        var chunks = 0;
+        foreach (var tier in TargetTiers(request.GetStringOrNull("location")))
+        {
+            var repin = new List<CacheEngineKey>();
+            foreach (var (key, prefixOnly) in SelectKeys(tier, tokens, compressed: !compress))
+            {
+                var original = tier.GetAsync(key).AsTask().GetAwaiter().GetResult();
+                if (original is null)
+                {
+                    if (prefixOnly)
+                    {
+                        break;
+                    }
+                    continue;
+                }
+                try
+                {
+                    var isCompressed = original.Metadata.Format == MemoryFormat.BinaryBuffer;
+                    if (isCompressed == compress)
+                    {
+                        continue;   // already in the wanted form (a prefix may mix both)
+                    }
+                    using var replacement = compress ? serde.Serialize(original, _engine.Storage.Cpu) : Decode(original);
+                    if (replacement is null || (!compress && !IsChunkOfThisEngine(replacement.Metadata)))
+                    {
+                        continue;   // unsupported layout, no memory, or an undecodable blob: leave the chunk as it is
+                    }
+                    var chunkTokens = compress ? original.Metadata.TokenCount : replacement.Metadata.TokenCount;
+                    var pinned = IsPinned(tier, key);
+                    tier.RemoveAsync(key).AsTask().GetAwaiter().GetResult();
+                    if (compress)
+                    {
+                        _compressedTokens[key] = chunkTokens;
+                    }
+                    tier.SubmitPut(key, replacement);
+                    if (pinned)
+                    {
+                        repin.Add(key);
+                    }
+                    numTokens += chunkTokens;
+                    chunks++;
+                    rawBytes += compress ? original.Length : replacement.Length;
+                    compressedBytes += compress ? replacement.Length : original.Length;
+                }
+                finally
+                {
+                    original.Release();
+                }
+            }
+            tier.FlushAsync().GetAwaiter().GetResult();
+            foreach (var key in repin)
+            {
+                tier.Pin(key);
+            }
+        }
+        return new ControlMessage(replyType)
+            .With("num_tokens", numTokens)
+            .With("num_chunks", chunks)
+            .With("original_bytes", rawBytes)
+            .With("compressed_bytes", compressedBytes);
+    }
+
+    /// <summary>
+    /// The keys an operation walks: the chunks of <paramref name="tokens"/> in order (a prefix: the walk stops at the
+    /// first missing one), or, with no tokens, every entry of <paramref name="tier"/> (optionally only compressed or only
+    /// raw ones).
+    /// </summary>
+    private List<(CacheEngineKey Key, bool PrefixOnly)> SelectKeys(IStorageBackend tier, int[] tokens, bool? compressed) =>
+        tokens.Length > 0
+            ? [.. _engine.GetChunkKeys(tokens).Select(c => (c.Key, true))]
+            : [.. Snapshot(tier)
+                .Where(e => compressed is null || (e.Metadata.Format == MemoryFormat.BinaryBuffer) == compressed)
+                .Select(e => (e.Key, false))];
+
+    private MemoryObject? Decode(MemoryObject compressed)
+    {
+        var serde = _engine.CompressedChunkSerde ?? _serde.Value;
+        return serde.Deserialize(compressed, _engine.Storage.Cpu);
+    }
+
+    private bool IsChunkOfThisEngine(MemoryObjectMetadata metadata) =>
+        metadata.Format == MemoryFormat.KV2LTD && metadata.TokenCount is > 0 and var t && t <= _engine.Options.ChunkSize
+        && metadata == _engine.Layout.ChunkMetadata(t);
+
+    private static bool IsPinned(IStorageBackend tier, CacheEngineKey key) => tier switch
+    {
+        LocalCpuBackend cpu => cpu.IsPinned(key),
+        LocalDiskBackend disk => disk.Snapshot().Any(e => e.Pinned && e.Key == key),
+        _ => false,
+    };
+
+    private RemoteBackend RemoteTier() =>
+        _engine.Storage.Backends.OfType<RemoteBackend>().FirstOrDefault()
+        ?? throw new ArgumentException($"Instance '{InstanceId}' has no remote tier (remote_url): moving chunks to another instance goes through a remote store both instances share.");
 
     private IStorageBackend SingleTier(string location) =>
         string.Equals(location, "all", StringComparison.OrdinalIgnoreCase)
@@ -335,18 +555,20 @@ public sealed class ControllerWorker : IAsyncDisposable
         foreach (var tier in TargetTiers(request.GetStringOrNull("location")))
         {
             var seen = _reported.GetValueOrDefault(tier.Name);
-            foreach (var (key, bytes, pinned) in Snapshot(tier))
+            foreach (var entry in Snapshot(tier))
             {
-                var text = key.ToString();
-                var info = seen?.GetValueOrDefault(text);
+                var text = entry.Key.ToString();
+                var lastAccess = UnixTime(entry.LastAccess);
                 chunks.Add(new Dictionary<string, object?>
                 {
                     ["key"] = text,
                     ["location"] = tier.Name,
-                    ["size"] = bytes,
-                    ["num_tokens"] = TokensOf(tier, key, bytes),
-                    ["pinned"] = pinned,
-                    ["admitted_at"] = info?.AdmittedAt ?? UnixNow(),
+                    ["size"] = entry.Bytes,
+                    ["num_tokens"] = TokensOf(entry),
+                    ["pinned"] = entry.Pinned,
+                    ["compressed"] = entry.Metadata.Format == MemoryFormat.BinaryBuffer,
+                    ["admitted_at"] = seen is not null && seen.TryGetValue(text, out var admitted) ? admitted : lastAccess,
+                    ["last_access"] = lastAccess,
                 });
             }
         }
@@ -407,24 +629,63 @@ public sealed class ControllerWorker : IAsyncDisposable
             : [tier];
     }
 
-    private static IReadOnlyList<(CacheEngineKey Key, long Bytes, bool Pinned)> Snapshot(IStorageBackend tier) => tier switch
+    private static IReadOnlyList<TierEntry> Snapshot(IStorageBackend tier) => tier switch
     {
         LocalCpuBackend cpu => cpu.Snapshot(),
         LocalDiskBackend disk => disk.Snapshot(),
         _ => [],
     };
 
-    private long TokensOf(IStorageBackend tier, CacheEngineKey key, long bytes)
+    /// <summary>Tokens of a listed entry: from its layout, or for a compressed chunk what compress recorded (else a full chunk).</summary>
+    private long TokensOf(in TierEntry entry) =>
+        entry.Metadata.Format == MemoryFormat.BinaryBuffer
+            ? _compressedTokens.TryGetValue(entry.Key, out var tokens) ? tokens : _engine.Options.ChunkSize
+            : entry.Metadata.TokenCount;
+
+    private long TokensOf(CacheEngineKey key, MemoryObject memoryObject)
     {
-        // CPU objects are exactly tokens × bytes-per-token; disk files add a header, so round down.
-        _ = key;
-        var perToken = _engine.Layout.BytesPerToken;
-        var tokens = bytes / perToken;
-        return tier is LocalCpuBackend ? tokens : Math.Min(tokens, _engine.Options.ChunkSize);
+        if (memoryObject.Metadata.Format != MemoryFormat.BinaryBuffer)
+        {
+            return memoryObject.Metadata.TokenCount;
+        }
+        return CacheGenSerde.TryReadChunkMetadata(memoryObject.Span, out var metadata, out _) ? metadata.TokenCount
+            : _compressedTokens.TryGetValue(key, out var tokens) ? tokens : _engine.Options.ChunkSize;
     }
 
-    private void Scan()
+    /// <summary>Pushes the admissions and evictions the tiers raised since the last call (or a full resync after an overflow).</summary>
+    private void ReportEvents()
     {
+        if (_events.Overflowed)
+        {
+            Resync();
+            return;
+        }
+        while (_events.TryDequeue(out var e))
+        {
+            var keys = ReportedIn(e.Tier);
+            var text = e.Key.ToString();
+            if (e.Admitted)
+            {
+                if (keys.TryAdd(text, UnixNow()))
+                {
+                    Enqueue(KvMessage(MessageTypes.KvAdmit, text, e.Tier));
+                }
+            }
+            else if (keys.Remove(text))
+            {
+                if (!_engine.Storage.Cpu.Contains(e.Key) && !_engine.Storage.Backends.OfType<LocalDiskBackend>().Any(d => d.Contains(e.Key)))
+                {
+                    _compressedTokens.TryRemove(e.Key, out _);   // gone from every tier: forget its token count
+                }
+                Enqueue(KvMessage(MessageTypes.KvEvict, text, e.Tier));
+            }
+        }
+    }
+
+    /// <summary>Compares each tier's snapshot with what was reported (at start, and after the event queue overflowed).</summary>
+    private void Resync()
+    {
+        _events.Reset();   // events raised from here on are applied on top of this snapshot, in order
         var now = UnixNow();
         foreach (var tier in _engine.Storage.Backends)
         {
@@ -432,19 +693,14 @@ public sealed class ControllerWorker : IAsyncDisposable
             {
                 continue;
             }
-            if (!_reported.TryGetValue(tier.Name, out var previous))
-            {
-                previous = new Dictionary<string, SeenChunk>(StringComparer.Ordinal);
-                _reported[tier.Name] = previous;
-            }
+            var previous = ReportedIn(tier.Name);
             var current = new HashSet<string>(StringComparer.Ordinal);
-            foreach (var (key, _, _) in Snapshot(tier))
+            foreach (var entry in Snapshot(tier))
             {
-                var text = key.ToString();
+                var text = entry.Key.ToString();
                 current.Add(text);
-                if (!previous.ContainsKey(text))
+                if (previous.TryAdd(text, now))
                 {
-                    previous[text] = new SeenChunk(now);
                     Enqueue(KvMessage(MessageTypes.KvAdmit, text, tier.Name));
                 }
             }
@@ -453,6 +709,75 @@ public sealed class ControllerWorker : IAsyncDisposable
                 previous.Remove(gone);
                 Enqueue(KvMessage(MessageTypes.KvEvict, gone, tier.Name));
             }
+        }
+    }
+
+    private Dictionary<string, double> ReportedIn(string tier)
+    {
+        if (!_reported.TryGetValue(tier, out var keys))
+        {
+            keys = new Dictionary<string, double>(StringComparer.Ordinal);
+            _reported[tier] = keys;
+        }
+        return keys;
+    }
+
+    /// <summary>One admission or eviction raised by a tier.</summary>
+    private readonly record struct TierEvent(bool Admitted, string Tier, CacheEngineKey Key);
+
+    /// <summary>
+    /// The storage event sink: queues admissions and evictions for the worker thread (accesses are not reported: the
+    /// tiers keep last-access times in their snapshots). Bounded: past <see cref="MaxQueuedEvents"/> it stops queueing
+    /// and flags an overflow, which the worker repairs with a snapshot.
+    /// </summary>
+    private sealed class TierEventQueue : IStorageEventSink
+    {
+        private readonly ConcurrentQueue<TierEvent> _queue = new();
+        private int _count;
+        private volatile bool _overflowed;
+
+        public bool Overflowed => _overflowed;
+
+        public void OnAdmitted(string tier, in CacheEngineKey key, long bytes, MemoryFormat format) => Add(new TierEvent(true, tier, key));
+
+        public void OnEvicted(string tier, in CacheEngineKey key, StorageRemovalReason reason) => Add(new TierEvent(false, tier, key));
+
+        public void OnAccessed(string tier, in CacheEngineKey key)
+        {
+            // Last access is in the tiers' snapshots; nothing to queue on the read hot path.
+        }
+
+        public bool TryDequeue(out TierEvent e)
+        {
+            if (_queue.TryDequeue(out e))
+            {
+                Interlocked.Decrement(ref _count);
+                return true;
+            }
+            return false;
+        }
+
+        public void Reset()
+        {
+            _overflowed = false;
+            while (TryDequeue(out _))
+            {
+            }
+        }
+
+        private void Add(TierEvent e)
+        {
+            if (_overflowed)
+            {
+                return;
+            }
+            if (Interlocked.Increment(ref _count) > MaxQueuedEvents)
+            {
+                Interlocked.Decrement(ref _count);
+                _overflowed = true;
+                return;
+            }
+            _queue.Enqueue(e);
         }
     }
 
@@ -580,6 +905,5 @@ public sealed class ControllerWorker : IAsyncDisposable
 
     private static double UnixNow() => DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() / 1000.0;
 
-    /// <summary>When the worker first saw a chunk in a tier (epoch seconds): the tiers keep no access times to report.</summary>
-    private sealed record SeenChunk(double AdmittedAt);
+    private static double UnixTime(DateTimeOffset time) => time.ToUnixTimeMilliseconds() / 1000.0;
 }

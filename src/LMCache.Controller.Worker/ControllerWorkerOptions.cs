@@ -29,9 +29,6 @@ public sealed class ControllerWorkerOptions
     /// <summary>Heartbeat period; null sends none. Defaults to null (LMCache <c>lmcache_worker_heartbeat_time</c>).</summary>
     public TimeSpan? HeartbeatInterval { get; set; }
 
-    /// <summary>How often the tiers are compared with the last report to push admissions and evictions. Defaults to 1 s (ours: the tiers have no notification hook).</summary>
-    public TimeSpan ScanInterval { get; set; } = TimeSpan.FromSeconds(1);
-
     /// <summary>How often engine and tier counters are pushed. Defaults to 2 s (ours).</summary>
     public TimeSpan StatsInterval { get; set; } = TimeSpan.FromSeconds(2);
 

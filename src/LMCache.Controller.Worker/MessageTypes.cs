@@ -24,6 +24,10 @@ internal static class MessageTypes
     public const string PinWorkerRet = "PinWorkerRetMsg";
     public const string MoveWorker = "MoveWorkerMsg";
     public const string MoveWorkerRet = "MoveWorkerRetMsg";
+    public const string CompressWorker = "CompressWorkerMsg";
+    public const string CompressWorkerRet = "CompressWorkerRetMsg";
+    public const string DecompressWorker = "DecompressWorkerMsg";
+    public const string DecompressWorkerRet = "DecompressWorkerRetMsg";
     public const string HealthWorker = "HealthWorkerMsg";
     public const string HealthWorkerRet = "HealthWorkerRetMsg";
 
@@ -38,6 +42,10 @@ internal static class MessageTypes
     /// <summary>Ours: pin or unpin chunks by key.</summary>
     public const string PinChunksWorker = "PinChunksWorkerMsg";
     public const string PinChunksWorkerRet = "PinChunksWorkerRetMsg";
+
+    /// <summary>Ours: the destination half of a move to another instance (load keys from the shared remote tier).</summary>
+    public const string LoadChunksWorker = "LoadChunksWorkerMsg";
+    public const string LoadChunksWorkerRet = "LoadChunksWorkerRetMsg";
 
     public const string Error = "ErrorMsg";
 }

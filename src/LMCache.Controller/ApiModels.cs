@@ -17,6 +17,27 @@ internal sealed class InstanceLocationRequest
     public string? Location { get; set; }
 
     public int[]? Tokens { get; set; }
+
+    /// <summary>Ours: false answers 202 with the event id at once (poll <c>/check_finish</c>); default true waits.</summary>
+    public bool? Wait { get; set; }
+}
+
+internal sealed class CompressRequest
+{
+    public string? InstanceId { get; set; }
+
+    public string? Method { get; set; }
+
+    public string? Location { get; set; }
+
+    public int[]? Tokens { get; set; }
+
+    public bool? Wait { get; set; }
+}
+
+internal sealed class CheckFinishRequest
+{
+    public string? EventId { get; set; }
 }
 
 internal sealed class MoveRequest
@@ -30,6 +51,8 @@ internal sealed class MoveRequest
     public bool? Copy { get; set; }
 
     public bool? ShouldCopy { get; set; }
+
+    public bool? Wait { get; set; }
 }
 
 internal sealed class QueryInstanceRequest
@@ -70,7 +93,14 @@ internal sealed record ErrorResponse(string Detail);
 
 internal sealed record LookupResponse(string EventId, Dictionary<string, JsonArray> LayoutInfo);
 
-internal sealed record NumTokensResponse(string EventId, long NumTokens);
+internal sealed record NumTokensResponse(
+    string EventId, long NumTokens, long? NumChunks = null, long? OriginalBytes = null, long? CompressedBytes = null);
+
+internal sealed record EventAcceptedResponse(string EventId, string Status);
+
+internal sealed record CheckFinishResponse(
+    string EventId, string Status, string Operation, string InstanceId, double StartedAt, double? FinishedAt,
+    long? NumTokens, long? NumChunks, long? OriginalBytes, long? CompressedBytes, string? Error);
 
 internal sealed record NumChunksResponse(string EventId, long NumChunks);
 
@@ -100,7 +130,8 @@ internal sealed record HistoryPoint(double Time, long StoredTokens, long HitToke
 
 internal sealed record InstancesResponse(ControllerSummary Controller, List<InstanceSummary> Instances, List<HistoryPoint> History);
 
-internal sealed record ChunkInfo(string Key, string Location, int WorkerId, long Size, long NumTokens, bool Pinned, double AdmittedAt);
+internal sealed record ChunkInfo(
+    string Key, string Location, int WorkerId, long Size, long NumTokens, bool Pinned, double AdmittedAt, bool Compressed, double LastAccess);
 
 internal sealed record ChunksResponse(string EventId, string InstanceId, int Total, List<ChunkInfo> Chunks);
 
@@ -116,6 +147,10 @@ internal sealed record ChunksResponse(string EventId, string InstanceId, int Tot
 [JsonSerializable(typeof(QueryWorkerInfoRequest))]
 [JsonSerializable(typeof(ListChunksRequest))]
 [JsonSerializable(typeof(ChunkKeysRequest))]
+[JsonSerializable(typeof(CompressRequest))]
+[JsonSerializable(typeof(CheckFinishRequest))]
+[JsonSerializable(typeof(EventAcceptedResponse))]
+[JsonSerializable(typeof(CheckFinishResponse))]
 [JsonSerializable(typeof(ErrorResponse))]
 [JsonSerializable(typeof(LookupResponse))]
 [JsonSerializable(typeof(NumTokensResponse))]

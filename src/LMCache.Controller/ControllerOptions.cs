@@ -24,6 +24,12 @@ public sealed class ControllerOptions
     /// <summary>How long a control request waits for a worker's reply. Defaults to 30 s (ours: the original waits without limit).</summary>
     public TimeSpan RequestTimeout { get; set; } = TimeSpan.FromSeconds(30);
 
+    /// <summary>How long a long operation (clear, move, compress, decompress) may take on a worker before it is reported failed. Defaults to 10 min (ours).</summary>
+    public TimeSpan OperationTimeout { get; set; } = TimeSpan.FromMinutes(10);
+
+    /// <summary>How many finished operations <c>/check_finish</c> remembers. Defaults to 1000 (ours).</summary>
+    public int EventHistory { get; set; } = 1000;
+
     /// <summary>How often the cluster's token counters are sampled for the dashboard's charts. Defaults to 2 s (ours).</summary>
     public TimeSpan HistoryInterval { get; set; } = TimeSpan.FromSeconds(2);
 

@@ -44,14 +44,17 @@ internal static class HttpApi
             return Ok(new LookupResponse(LMCacheController.NewEventId("Lookup"), controller.Lookup(tokens)), Json.LookupResponse);
         });
 
-        Post(app, "/clear", Json.InstanceLocationRequest, async (InstanceLocationRequest body, CancellationToken ct) =>
+        Post(app, "/clear", Json.InstanceLocationRequest, (InstanceLocationRequest body, CancellationToken ct) =>
         {
             var location = RequireLocation(body.Location);
+            var workers = controller.ActiveWorkersOf(body.InstanceId);
             var eventId = LMCacheController.NewEventId("Clear");
-            var replies = await controller.FanOutAsync(body.InstanceId, w => WorkerRequest(MessageTypes.ClearWorker, "Clear", w, eventId)
-                .With("location", location), MessageTypes.ClearWorkerRet, ct).ConfigureAwait(false);
-            controller.State.RemoveEntries(body.InstanceId!, IsAll(location) ? null : location);
-            return Ok(new NumTokensResponse(eventId, LMCacheController.AgreedTokens(replies)), Json.NumTokensResponse);
+            return RunEventAsync(controller, eventId, "clear", body.InstanceId!, body.Wait, async lifetime =>
+            {
+                var replies = await controller.FanOutAsync(workers, w => WorkerRequest(MessageTypes.ClearWorker, "Clear", w, eventId)
+                    .With("location", location), MessageTypes.ClearWorkerRet, lifetime, longOperation: true).ConfigureAwait(false);
+                return new OperationOutcome(LMCacheController.AgreedTokens(replies));
+            }, ct);
         });
 
         Post(app, "/pin", Json.InstanceLocationRequest, async (InstanceLocationRequest body, CancellationToken ct) =>
@@ -64,7 +67,10 @@ internal static class HttpApi
             return Ok(new NumTokensResponse(eventId, LMCacheController.AgreedTokens(replies)), Json.NumTokensResponse);
         });
 
-        Post(app, "/move", Json.MoveRequest, async (MoveRequest body, CancellationToken ct) =>
+        Post(app, "/compress", Json.CompressRequest, (CompressRequest body, CancellationToken ct) => ReencodeAsync(controller, body, compress: true, ct));
+        Post(app, "/decompress", Json.CompressRequest, (CompressRequest body, CancellationToken ct) => ReencodeAsync(controller, body, compress: false, ct));
+
+        Post(app, "/move", Json.MoveRequest, (MoveRequest body, CancellationToken ct) =>
         {
             if (body.OldPosition is not [var fromInstance, var fromLocation] || body.NewPosition is not [var toInstance, var toLocation])
             {
@@ -72,20 +78,36 @@ internal static class HttpApi
             }
             RequireLocation(fromLocation);
             RequireLocation(toLocation);
-            if (toInstance != fromInstance)
-            {
-                controller.ActiveWorkersOf(toInstance);   // 404 for an unknown target first
-                throw ControllerApiException.BadRequest(
-                    $"Moving chunks from '{fromInstance}' to another instance ('{toInstance}') needs a P2P transport, which LMCache.NET does not have; share a remote tier between the instances instead.");
-            }
-            var eventId = LMCacheController.NewEventId("Move");
             var copy = body.ShouldCopy ?? body.Copy ?? false;
-            var replies = await controller.FanOutAsync(fromInstance, w => WorkerRequest(MessageTypes.MoveWorker, "Move", w, eventId)
-                .With("old_position", fromLocation)
-                .With("new_position", new List<object?> { w.DistributedUrl, toLocation })
-                .With("tokens", body.Tokens ?? [])
-                .With("copy", copy), MessageTypes.MoveWorkerRet, ct).ConfigureAwait(false);
-            return Ok(new NumTokensResponse(eventId, LMCacheController.AgreedTokens(replies)), Json.NumTokensResponse);
+            var tokens = body.Tokens ?? [];
+            var eventId = LMCacheController.NewEventId("Move");
+            var sources = controller.ActiveWorkersOf(fromInstance);
+            if (toInstance == fromInstance)
+            {
+                return RunEventAsync(controller, eventId, "move", fromInstance, body.Wait, async lifetime =>
+                {
+                    var replies = await controller.FanOutAsync(sources, w => WorkerRequest(MessageTypes.MoveWorker, "Move", w, eventId)
+                        .With("old_position", fromLocation)
+                        .With("new_position", new List<object?> { w.DistributedUrl, toLocation })
+                        .With("tokens", tokens)
+                        .With("copy", copy), MessageTypes.MoveWorkerRet, lifetime, longOperation: true).ConfigureAwait(false);
+                    return new OperationOutcome(LMCacheController.AgreedTokens(replies));
+                }, ct);
+            }
+            var pairs = PairWorkers(sources, controller.ActiveWorkersOf(toInstance));
+            return RunEventAsync(controller, eventId, "move", fromInstance, body.Wait,
+                lifetime => MoveAcrossAsync(controller, eventId, pairs, fromLocation, toLocation, tokens, copy, lifetime), ct);
+        });
+
+        Post(app, "/check_finish", Json.CheckFinishRequest, async (CheckFinishRequest body, CancellationToken _) =>
+        {
+            await Task.CompletedTask.ConfigureAwait(false);
+            var eventId = string.IsNullOrWhiteSpace(body.EventId) ? throw ControllerApiException.BadRequest("event_id is required.") : body.EventId;
+            var found = controller.Events.Find(eventId)
+                ?? throw ControllerApiException.NotFound($"Unknown event '{eventId}': no clear, move, compress or decompress with this id (or it is older than the last {controller.Options.EventHistory} events).");
+            var outcome = found.Outcome;
+            return Ok(new CheckFinishResponse(found.EventId, found.Status, found.Operation, found.InstanceId, found.StartedAt, found.FinishedAt,
+                outcome?.NumTokens, outcome?.NumChunks, outcome?.OriginalBytes, outcome?.CompressedBytes, found.Error), Json.CheckFinishResponse);
         });
 
         Post(app, "/health", Json.InstanceLocationRequest, async (InstanceLocationRequest body, CancellationToken ct) =>
@@ -154,7 +176,8 @@ internal static class HttpApi
                         continue;
                     }
                     chunks.Add(new ChunkInfo(key, fields.GetString("location"), worker.WorkerId, fields.GetInt64("size"),
-                        fields.GetInt64("num_tokens"), fields.GetBoolOrDefault("pinned", false), fields.GetDoubleOrDefault("admitted_at", 0)));
+                        fields.GetInt64("num_tokens"), fields.GetBoolOrDefault("pinned", false), fields.GetDoubleOrDefault("admitted_at", 0),
+                        fields.GetBoolOrDefault("compressed", false), fields.GetDoubleOrDefault("last_access", 0)));
                 }
             }
             chunks.Sort((a, b) => b.AdmittedAt.CompareTo(a.AdmittedAt) is var c && c != 0 ? c : string.CompareOrdinal(a.Key, b.Key));
@@ -190,6 +213,111 @@ internal static class HttpApi
             controller.State.RemoveKeys(body.InstanceId!, keys, string.IsNullOrEmpty(body.Location) ? null : body.Location);
         }
         return Ok(new NumChunksResponse(eventId, replies.Sum(r => r.Reply.GetInt64("num_chunks"))), Json.NumChunksResponse);
+    }
+
+    /// <summary>
+    /// Starts a long operation as an event. With <c>wait</c> false the caller gets 202 and the event id at once; otherwise
+    /// (the original's behaviour) the reply waits for the end: <c>{event_id, num_tokens, …}</c>, or the failure's status.
+    /// </summary>
+    private static async Task<IResult> RunEventAsync(
+        LMCacheController controller, string eventId, string operation, string instanceId, bool? wait,
+        Func<CancellationToken, Task<OperationOutcome>> run, CancellationToken requestAborted)
+    {
+        var started = controller.Events.Start(eventId, operation, instanceId, run, controller.Lifetime);
+        if (wait == false)
+        {
+            return Results.Json(new EventAcceptedResponse(eventId, ControllerEvents.Running), Json.EventAcceptedResponse, statusCode: StatusCodes.Status202Accepted);
+        }
+        await started.Completion.WaitAsync(requestAborted).ConfigureAwait(false);
+        if (started.Status == ControllerEvents.Failed)
+        {
+            throw new ControllerApiException(started.ErrorStatus, started.Error!);
+        }
+        var outcome = started.Outcome!;
+        return Ok(new NumTokensResponse(eventId, outcome.NumTokens, outcome.NumChunks, outcome.OriginalBytes, outcome.CompressedBytes), Json.NumTokensResponse);
+    }
+
+    private static Task<IResult> ReencodeAsync(LMCacheController controller, CompressRequest body, bool compress, CancellationToken ct)
+    {
+        var operation = compress ? "Compress" : "Decompress";
+        var method = string.IsNullOrWhiteSpace(body.Method) ? throw ControllerApiException.BadRequest("method is required (\"cachegen\").") : body.Method;
+        if (!string.Equals(method, "cachegen", StringComparison.OrdinalIgnoreCase))
+        {
+            throw ControllerApiException.BadRequest($"method '{method}' is not supported; the only compression method is \"cachegen\".");
+        }
+        var location = RequireLocation(body.Location);
+        var workers = controller.ActiveWorkersOf(body.InstanceId);
+        var eventId = LMCacheController.NewEventId(operation);
+        return RunEventAsync(controller, eventId, operation.ToLowerInvariant(), body.InstanceId!, body.Wait, async lifetime =>
+        {
+            var replies = await controller.FanOutAsync(workers, w => WorkerRequest(compress ? MessageTypes.CompressWorker : MessageTypes.DecompressWorker, operation, w, eventId)
+                .With("method", method).With("location", location).With("tokens", body.Tokens ?? []),
+                compress ? MessageTypes.CompressWorkerRet : MessageTypes.DecompressWorkerRet, lifetime, longOperation: true).ConfigureAwait(false);
+            return new OperationOutcome(
+                LMCacheController.AgreedTokens(replies),
+                replies.Sum(r => r.Reply.GetInt64OrDefault("num_chunks", 0)),
+                replies.Sum(r => r.Reply.GetInt64OrDefault("original_bytes", 0)),
+                replies.Sum(r => r.Reply.GetInt64OrDefault("compressed_bytes", 0)));
+        }, ct);
+    }
+
+    /// <summary>
+    /// Pairs source and destination workers by sorted worker id (the original's rule). A chunk's key names its model,
+    /// world size and worker id, so a destination can serve what a source wrote only when these (and the chunking) agree.
+    /// </summary>
+    private static List<(WorkerRecord Source, WorkerRecord Target)> PairWorkers(List<WorkerRecord> sources, List<WorkerRecord> targets)
+    {
+        if (sources.Count != targets.Count)
+        {
+            throw ControllerApiException.BadRequest(
+                $"Instance '{sources[0].InstanceId}' has {sources.Count} active workers and '{targets[0].InstanceId}' has {targets.Count}: a move pairs them one to one.");
+        }
+        var pairs = sources.OrderBy(w => w.WorkerId).Zip(targets.OrderBy(w => w.WorkerId)).ToList();
+        foreach (var (source, target) in pairs)
+        {
+            if (source.WorkerId != target.WorkerId || source.ModelName != target.ModelName || source.KeyFormat != target.KeyFormat
+                || source.WorldSize != target.WorldSize || source.KvDType != target.KvDType || source.ChunkSize != target.ChunkSize
+                || source.HashSeed != target.HashSeed || source.SaveUnfullChunk != target.SaveUnfullChunk)
+            {
+                throw ControllerApiException.BadRequest(
+                    $"Workers {source.InstanceId}/{source.WorkerId} and {target.InstanceId}/{target.WorkerId} do not name chunks alike (model, format, world size, worker id, dtype, chunk size and hash seed must match): the destination could not serve the moved chunks.");
+            }
+        }
+        return pairs;
+    }
+
+    /// <summary>
+    /// A move to another instance through the remote tier both share: each source worker writes the chunks to its remote
+    /// tier (and waits for the writes), its paired destination worker loads them from its remote tier into the target
+    /// tier, and without <c>copy</c> the source then removes the chunks the destination loaded. <c>num_tokens</c> is what
+    /// the destinations loaded (the smallest over the pairs).
+    /// </summary>
+    private static async Task<OperationOutcome> MoveAcrossAsync(
+        LMCacheController controller, string eventId, List<(WorkerRecord Source, WorkerRecord Target)> pairs,
+        string fromLocation, string toLocation, int[] tokens, bool copy, CancellationToken lifetime)
+    {
+        var results = await Task.WhenAll(pairs.Select(async pair =>
+        {
+            var published = await controller.FanOutAsync([pair.Source], w => WorkerRequest(MessageTypes.MoveWorker, "Move", w, eventId)
+                .With("old_position", fromLocation)
+                .With("new_position", new List<object?> { pair.Target.DistributedUrl, toLocation })
+                .With("tokens", tokens)
+                .With("copy", true)
+                .With("via_remote", true), MessageTypes.MoveWorkerRet, lifetime, longOperation: true).ConfigureAwait(false);
+            var keys = published[0].Reply.GetStringArray("keys");
+            var loaded = await controller.FanOutAsync([pair.Target], w => WorkerRequest(MessageTypes.LoadChunksWorker, "Move", w, eventId)
+                .With("keys", keys)
+                .With("location", toLocation)
+                .With("prefix", tokens.Length > 0), MessageTypes.LoadChunksWorkerRet, lifetime, longOperation: true).ConfigureAwait(false);
+            var loadedKeys = loaded[0].Reply.GetStringArray("keys");
+            if (!copy && loadedKeys.Length > 0)
+            {
+                await controller.FanOutAsync([pair.Source], w => WorkerRequest(MessageTypes.RemoveChunksWorker, "Move", w, eventId)
+                    .With("keys", loadedKeys).With("location", fromLocation), MessageTypes.RemoveChunksWorkerRet, lifetime).ConfigureAwait(false);
+            }
+            return (Tokens: loaded[0].Reply.GetInt64("num_tokens"), Chunks: (long)loadedKeys.Length);
+        })).ConfigureAwait(false);
+        return new OperationOutcome(results.Min(r => r.Tokens), results.Sum(r => r.Chunks));
     }
 
     private static ControlMessage WorkerRequest(string type, string operation, WorkerRecord worker, string eventId) =>

@@ -37,6 +37,7 @@ public sealed class LMCacheController : IAsyncDisposable
     private ResponseSocket? _reply;
     private NetMQPoller? _poller;
     private readonly Queue<HistoryPoint> _history = new();
+    private readonly CancellationTokenSource _lifetime = new();
     private WebApplication? _app;
     private ITimer? _sampler;
 
@@ -48,6 +49,7 @@ public sealed class LMCacheController : IAsyncDisposable
         _loggerFactory = loggerFactory ?? NullLoggerFactory.Instance;
         _logger = _loggerFactory.CreateLogger<LMCacheController>();
         State = new ClusterState(timeProvider ?? TimeProvider.System, options.WorkerTimeout);
+        Events = new ControllerEvents(timeProvider ?? TimeProvider.System, options.EventHistory);
     }
 
     /// <summary>The HTTP base address, e.g. <c>http://127.0.0.1:9000</c> (after <see cref="StartAsync"/>).</summary>
@@ -60,6 +62,12 @@ public sealed class LMCacheController : IAsyncDisposable
     public int ReplyPort { get; private set; }
 
     internal ClusterState State { get; }
+
+    /// <summary>The asynchronous operations <c>/check_finish</c> answers about.</summary>
+    internal ControllerEvents Events { get; }
+
+    /// <summary>Ends when the controller is disposed (long operations run until then, not until their HTTP caller leaves).</summary>
+    internal CancellationToken Lifetime => _lifetime.Token;
 
     internal ControllerOptions Options => _options;
 
@@ -109,6 +117,7 @@ public sealed class LMCacheController : IAsyncDisposable
     /// <summary>Stops the HTTP server and closes every socket.</summary>
     public async ValueTask DisposeAsync()
     {
+        await _lifetime.CancelAsync().ConfigureAwait(false);
         if (_sampler is not null)
         {
             await _sampler.DisposeAsync().ConfigureAwait(false);
@@ -132,6 +141,7 @@ public sealed class LMCacheController : IAsyncDisposable
         {
             worker.Client?.Dispose();
         }
+        _lifetime.Dispose();
     }
 
     private void OnPull(NetMQSocket socket)
@@ -280,20 +290,25 @@ public sealed class LMCacheController : IAsyncDisposable
     }
 
     /// <summary>Sends one request to each worker of the instance concurrently; every reply must be of <paramref name="replyType"/>.</summary>
+    internal Task<List<(WorkerRecord Worker, ControlMessage Reply)>> FanOutAsync(
+        string? instanceId, Func<WorkerRecord, ControlMessage> build, string replyType, CancellationToken cancellationToken, bool longOperation = false) =>
+        FanOutAsync(ActiveWorkersOf(instanceId), build, replyType, cancellationToken, longOperation);
+
+    /// <summary>Sends one request to each of <paramref name="workers"/> concurrently (long operations wait up to <see cref="ControllerOptions.OperationTimeout"/>).</summary>
     internal async Task<List<(WorkerRecord Worker, ControlMessage Reply)>> FanOutAsync(
-        string? instanceId, Func<WorkerRecord, ControlMessage> build, string replyType, CancellationToken cancellationToken)
+        List<WorkerRecord> workers, Func<WorkerRecord, ControlMessage> build, string replyType, CancellationToken cancellationToken, bool longOperation = false)
     {
-        var workers = ActiveWorkersOf(instanceId);
+        var timeout = longOperation ? _options.OperationTimeout : _options.RequestTimeout;
         var replies = await Task.WhenAll(workers.Select(async worker =>
         {
             var client = worker.Client ?? throw new ControllerApiException(StatusCodes.Status503ServiceUnavailable, $"Worker {worker.InstanceId}/{worker.WorkerId} has no connection.");
             var request = build(worker);
-            var reply = await client.RequestAsync(request, _options.RequestTimeout, cancellationToken).ConfigureAwait(false);
+            var reply = await client.RequestAsync(request, timeout, cancellationToken).ConfigureAwait(false);
             if (reply is null)
             {
-                ControllerLog.WorkerTimeout(_logger, worker.InstanceId, worker.WorkerId, request.Type, _options.RequestTimeout.TotalMilliseconds);
+                ControllerLog.WorkerTimeout(_logger, worker.InstanceId, worker.WorkerId, request.Type, timeout.TotalMilliseconds);
                 throw new ControllerApiException(StatusCodes.Status504GatewayTimeout,
-                    $"Worker {worker.InstanceId}/{worker.WorkerId} did not answer {request.Type} within {_options.RequestTimeout.TotalSeconds} s.");
+                    $"Worker {worker.InstanceId}/{worker.WorkerId} did not answer {request.Type} within {timeout.TotalSeconds} s.");
             }
             if (reply.Type == MessageTypes.Error)
             {

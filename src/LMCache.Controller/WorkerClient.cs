@@ -11,6 +11,8 @@ namespace LMCache.Controller;
 /// </summary>
 internal sealed class WorkerClient(string address) : IDisposable
 {
+    private static readonly TimeSpan s_pollSlice = TimeSpan.FromMilliseconds(100);
+
     private readonly SemaphoreSlim _gate = new(1, 1);
     private RequestSocket? _socket;
     private bool _disposed;
@@ -24,7 +26,7 @@ internal sealed class WorkerClient(string address) : IDisposable
         try
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
-            return await Task.Run(() => Exchange(request, timeout), cancellationToken).ConfigureAwait(false);
+            return await Task.Run(() => Exchange(request, timeout, cancellationToken), cancellationToken).ConfigureAwait(false);
         }
         finally
         {
@@ -32,7 +34,7 @@ internal sealed class WorkerClient(string address) : IDisposable
         }
     }
 
-    private ControlMessage? Exchange(ControlMessage request, TimeSpan timeout)
+    private ControlMessage? Exchange(ControlMessage request, TimeSpan timeout, CancellationToken cancellationToken)
     {
         if (_socket is null)
         {
@@ -40,14 +42,27 @@ internal sealed class WorkerClient(string address) : IDisposable
             _socket.Options.Linger = TimeSpan.Zero;
             _socket.Connect(Address);
         }
-        if (!_socket.TrySendFrame(timeout, ControlMessageCodec.Encode(request)) ||
-            !_socket.TryReceiveFrameBytes(timeout, out var reply))
+        var deadline = DateTime.UtcNow + timeout;
+        if (_socket.TrySendFrame(timeout, ControlMessageCodec.Encode(request)))
         {
-            _socket.Dispose();
-            _socket = null;
-            return null;
+            // Wait in slices so that a long operation's wait ends when the caller (or the controller) gives up.
+            while (!cancellationToken.IsCancellationRequested)
+            {
+                var left = deadline - DateTime.UtcNow;
+                if (left <= TimeSpan.Zero)
+                {
+                    break;
+                }
+                if (_socket.TryReceiveFrameBytes(left < s_pollSlice ? left : s_pollSlice, out var reply))
+                {
+                    return ControlMessageCodec.Decode(reply);
+                }
+            }
         }
-        return ControlMessageCodec.Decode(reply);
+        _socket.Dispose();   // a REQ socket cannot send again before it receives: the next request reconnects
+        _socket = null;
+        cancellationToken.ThrowIfCancellationRequested();
+        return null;
     }
 
     public void Dispose()

@@ -16,7 +16,4 @@ internal static partial class EngineLog
 
     [LoggerMessage(EventId = 3004, Level = LogLevel.Warning, Message = "Local CPU memory is under pressure, so only {Stored} of {Wanted} chunks were stored")]
     public static partial void StorePartial(ILogger logger, int stored, int wanted);
-
-    [LoggerMessage(EventId = 3005, Level = LogLevel.Warning, Message = "Chunk {Key} came back as {Actual}, expected {Expected}; treated as a miss")]
-    public static partial void ChunkMismatch(ILogger logger, string key, string actual, string expected);
 }

@@ -76,6 +76,18 @@ public sealed class LMCacheEngine : IAsyncDisposable
     public EngineStatistics Statistics { get; }
 
     /// <summary>
+    /// Decodes chunks that a local tier holds compressed (<see cref="MemoryFormat.BinaryBuffer"/>, re-encoded by the
+    /// controller's <c>/compress</c>) when a retrieve reaches them; the decoded chunk is validated like any other (see
+    /// <see cref="StorageManager.CompressedChunkSerde"/>, which this sets). Defaults to null: a compressed chunk ends the
+    /// hit there and the engine recomputes from it — never wrong bytes. Set by the host or the controller worker.
+    /// </summary>
+    public IKvSerde? CompressedChunkSerde
+    {
+        get => Storage.CompressedChunkSerde;
+        set => Storage.CompressedChunkSerde = value;
+    }
+
+    /// <summary>
     /// Builds an engine and its tiers from <paramref name="options"/>: the CPU tier always; the disk tier when
     /// <c>local_disk</c> is set and <c>max_local_disk_size</c> &gt; 0; the remote tier when <c>remote_url</c> is set.
     /// </summary>
@@ -137,7 +149,8 @@ public sealed class LMCacheEngine : IAsyncDisposable
             throw;
         }
         var storageMetrics = new StorageMetrics(services.MeterFactory);
-        var storage = new StorageManager(cpu, lowerTiers, options.StoreLocation, options.RetrieveLocations, storageMetrics);
+        var storage = new StorageManager(
+            cpu, lowerTiers, options.StoreLocation, options.RetrieveLocations, storageMetrics, loggerFactory.CreateLogger<StorageManager>());
         return new LMCacheEngine(options, scope, layout, tokenDatabase, storage, storageMetrics,
             new EngineStatistics(services.MeterFactory), loggerFactory.CreateLogger<LMCacheEngine>());
     }
@@ -172,6 +185,7 @@ public sealed class LMCacheEngine : IAsyncDisposable
         var started = Stopwatch.GetTimestamp();
         using var chunks = ChunkKeys.Create(this, tokens.Span, cacheSalt);
         var objects = ArrayPool<MemoryObject?>.Shared.Rent(Math.Max(1, chunks.Count));
+        var expected = ArrayPool<MemoryObjectMetadata>.Shared.Rent(Math.Max(1, chunks.Count));
         var hitTokens = 0;
         var loaded = 0;
         TierHits tiers = default;
@@ -183,7 +197,14 @@ public sealed class LMCacheEngine : IAsyncDisposable
             {
                 wanted++;
             }
-            (var found, tiers) = await Storage.GetPrefixAsync(chunks.Keys[..wanted], objects.AsMemory(0, wanted), cancellationToken).ConfigureAwait(false);
+            for (var i = 0; i < wanted; i++)
+            {
+                expected[i] = Layout.ChunkMetadata(chunks.Chunks[i].Length);
+            }
+            // The storage manager checks every chunk against the layout before it is returned or promoted: what
+            // arrives here has the expected format, dtype, shape and length.
+            (var found, tiers) = await Storage.GetPrefixAsync(
+                chunks.Keys[..wanted], objects.AsMemory(0, wanted), expected.AsMemory(0, wanted), cancellationToken).ConfigureAwait(false);
             if (found > 0 && chunks.Chunks[found - 1].End < Options.MinRetrieveTokens)
             {
                 found = 0;   // min_retrieve_tokens: too short a hit to be worth loading
@@ -191,15 +212,8 @@ public sealed class LMCacheEngine : IAsyncDisposable
             for (var i = 0; i < found; i++)
             {
                 var chunk = chunks.Chunks[i];
-                var memoryObject = objects[i]!;
-                var expected = Layout.ChunkMetadata(chunk.Length);
-                if (memoryObject.Metadata != expected || memoryObject.Length != expected.ByteLength)
-                {
-                    EngineLog.ChunkMismatch(_logger, chunks.Keys.Span[i].ToString(), memoryObject.Metadata.ToString(), expected.ToString());
-                    break;
-                }
                 var count = Math.Min(chunk.Length, limit - chunk.Start);
-                destination.CopyFromChunk(chunk.Start, chunk.Length, count, memoryObject.Span);
+                destination.CopyFromChunk(chunk.Start, chunk.Length, count, objects[i]!.Span);
                 hitTokens = chunk.End;
                 loaded = chunk.Start + count;
             }
@@ -213,6 +227,7 @@ public sealed class LMCacheEngine : IAsyncDisposable
                 objects[i] = null;
             }
             ArrayPool<MemoryObject?>.Shared.Return(objects);
+            ArrayPool<MemoryObjectMetadata>.Shared.Return(expected);
             Statistics.RecordRetrieve(tokens.Length, loaded);
             var elapsed = Stopwatch.GetElapsedTime(started);
             Statistics.RetrieveDuration.Record(elapsed.TotalSeconds);

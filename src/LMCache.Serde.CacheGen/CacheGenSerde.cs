@@ -144,6 +144,21 @@ public sealed class CacheGenSerde : IKvSerde
         return registry.Register(SerdeName, engineOptions => Create(engineOptions, loggerFactory, tableStore));
     }
 
+    /// <summary>
+    /// Reads what a cachegen blob decodes to (format <c>KV_2LTD</c>, dtype, layers, tokens, hidden) without decoding it;
+    /// false when <paramref name="blob"/> is not a valid blob (the reason says why).
+    /// </summary>
+    public static bool TryReadChunkMetadata(ReadOnlySpan<byte> blob, out MemoryObjectMetadata metadata, out string reason)
+    {
+        if (CacheGenCodec.TryParse(blob, out var parsed, out reason))
+        {
+            metadata = parsed!.ChunkMetadata;
+            return true;
+        }
+        metadata = default;
+        return false;
+    }
+
     /// <summary>Creates a serde for an engine's configuration.</summary>
     public static CacheGenSerde Create(LMCacheEngineOptions engineOptions, ILoggerFactory? loggerFactory = null, ICacheGenTableStore? tableStore = null)
     {

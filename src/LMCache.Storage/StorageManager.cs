@@ -1,7 +1,10 @@
 using LMCache.Core.Keys;
 using LMCache.Core.Memory;
+using LMCache.Core.Serde;
 using LMCache.Storage.Diagnostics;
 using LMCache.Storage.LocalCpu;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
 
 namespace LMCache.Storage;
 
@@ -9,7 +12,11 @@ namespace LMCache.Storage;
 /// <param name="Cpu">Chunks served by the CPU tier.</param>
 /// <param name="Disk">Chunks served by the disk tier.</param>
 /// <param name="Remote">Chunks served by the remote tier.</param>
-public readonly record struct TierHits(int Cpu, int Disk, int Remote)
+/// <param name="Rejected">
+/// Chunks a tier returned that did not match the expected metadata (0 or 1: the read stops at the first). They are
+/// neither returned nor promoted, and a rejected CPU entry is removed so a fresh store can replace it.
+/// </param>
+public readonly record struct TierHits(int Cpu, int Disk, int Remote, int Rejected = 0)
 {
     /// <summary>All chunks served.</summary>
     public int Total => Cpu + Disk + Remote;
@@ -30,6 +37,8 @@ public sealed class StorageManager : IAsyncDisposable
     private readonly IStorageBackend[] _storeTargets;
     private readonly IStorageBackend[] _readSources;
     private readonly IStorageBackend[] _all;
+    private readonly ILogger _logger;
+    private IKvSerde? _compressedChunkSerde;
 
     /// <summary>Creates the manager over the given tiers.</summary>
     /// <param name="cpu">The CPU tier (always present: it is the allocator).</param>
@@ -37,13 +46,16 @@ public sealed class StorageManager : IAsyncDisposable
     /// <param name="storeLocation">Only store into this backend (<c>store_location</c>); null for all.</param>
     /// <param name="retrieveLocations">Only read from these backends (<c>retrieve_locations</c>); null for all.</param>
     /// <param name="metrics">Metrics to register the tiers with; null for none.</param>
+    /// <param name="logger">Where rejected chunks are reported; null for none.</param>
     public StorageManager(
         LocalCpuBackend cpu,
         IReadOnlyList<IStorageBackend> lowerTiers,
         string? storeLocation = null,
         IReadOnlyList<string>? retrieveLocations = null,
-        StorageMetrics? metrics = null)
+        StorageMetrics? metrics = null,
+        ILogger<StorageManager>? logger = null)
     {
+        _logger = logger ?? (ILogger)NullLogger.Instance;
         ArgumentNullException.ThrowIfNull(cpu);
         ArgumentNullException.ThrowIfNull(lowerTiers);
         Cpu = cpu;
@@ -65,6 +77,41 @@ public sealed class StorageManager : IAsyncDisposable
 
     /// <summary>The metrics the tiers are published through, if any.</summary>
     public StorageMetrics? Metrics { get; }
+
+    /// <summary>
+    /// Registers <paramref name="sink"/> on every tier that raises events (<see cref="IStorageEventSource"/>: the CPU and
+    /// disk tiers; the remote tier cannot tell what other writers do to it and raises none).
+    /// </summary>
+    public void AddEventSink(IStorageEventSink sink)
+    {
+        ArgumentNullException.ThrowIfNull(sink);
+        foreach (var backend in _all)
+        {
+            (backend as IStorageEventSource)?.Events.Add(sink);
+        }
+    }
+
+    /// <summary>Unregisters <paramref name="sink"/> from every tier.</summary>
+    public void RemoveEventSink(IStorageEventSink sink)
+    {
+        ArgumentNullException.ThrowIfNull(sink);
+        foreach (var backend in _all)
+        {
+            (backend as IStorageEventSource)?.Events.Remove(sink);
+        }
+    }
+
+    /// <summary>
+    /// Decodes chunks a local tier holds compressed (<see cref="MemoryFormat.BinaryBuffer"/>, e.g. re-encoded in place by
+    /// the controller's <c>/compress</c>) when <see cref="GetPrefixAsync"/> is asked for raw chunks: the caller gets the
+    /// decoded chunk, validated like any other (a disk hit is promoted decoded; the CPU tier keeps its compressed entry).
+    /// Defaults to null: a compressed chunk then ends the prefix (it is kept, not removed). Safe to set while reads run.
+    /// </summary>
+    public IKvSerde? CompressedChunkSerde
+    {
+        get => Volatile.Read(ref _compressedChunkSerde);
+        set => Volatile.Write(ref _compressedChunkSerde, value);
+    }
 
     /// <summary>Finds a tier by its backend name.</summary>
     public IStorageBackend? Find(string name) => Array.Find(_all, b => b.Name == name);
@@ -107,11 +154,26 @@ public sealed class StorageManager : IAsyncDisposable
     /// <paramref name="destination"/> (the caller owns one reference per returned object). Returns the count and
     /// where the chunks came from.
     /// </summary>
+    /// <param name="keys">The chunk keys, in prefix order.</param>
+    /// <param name="destination">Receives one object per returned chunk; at least as long as <paramref name="keys"/>.</param>
+    /// <param name="expected">
+    /// The metadata each chunk must have (format, dtype, shape; the length follows), one per key; empty to accept
+    /// whatever the tiers hold. The prefix ends at the first chunk that differs: it is released, not promoted into
+    /// the CPU tier, and removed from the CPU tier when that is where it was, so the next store replaces it.
+    /// </param>
+    /// <param name="cancellationToken">Cancels the read.</param>
     public async ValueTask<(int Count, TierHits Hits)> GetPrefixAsync(
-        ReadOnlyMemory<CacheEngineKey> keys, Memory<MemoryObject?> destination, CancellationToken cancellationToken = default)
+        ReadOnlyMemory<CacheEngineKey> keys,
+        Memory<MemoryObject?> destination,
+        ReadOnlyMemory<MemoryObjectMetadata> expected = default,
+        CancellationToken cancellationToken = default)
     {
+        if (!expected.IsEmpty && expected.Length < keys.Length)
+        {
+            throw new ArgumentException("expected must be empty or hold one entry per key.", nameof(expected));
+        }
         var found = 0;
-        int cpu = 0, disk = 0, remote = 0;
+        int cpu = 0, disk = 0, remote = 0, rejected = 0;
         foreach (var backend in _readSources)
         {
             if (found == keys.Length)
@@ -122,6 +184,20 @@ public sealed class StorageManager : IAsyncDisposable
             if (count == 0)
             {
                 continue;
+            }
+            if (!expected.IsEmpty)
+            {
+                var valid = CountValid(
+                    keys.Span.Slice(found, count), destination.Span.Slice(found, count), expected.Span.Slice(found, count), backend, out var keptCompressed);
+                if (valid < count)
+                {
+                    rejected = 1;
+                    if (backend == Cpu && !keptCompressed)   // a compressed chunk is not wrong, only undecodable here: keep it
+                    {
+                        await Cpu.RemoveAsync(keys.Span[found + valid], cancellationToken).ConfigureAwait(false);
+                    }
+                    count = valid;
+                }
             }
             if (backend != Cpu)
             {
@@ -139,8 +215,79 @@ public sealed class StorageManager : IAsyncDisposable
                 default: disk += count; break;
             }
             found += count;
+            if (rejected > 0)
+            {
+                break;
+            }
         }
-        return (found, new TierHits(cpu, disk, remote));
+        return (found, new TierHits(cpu, disk, remote, rejected));
+    }
+
+    /// <summary>
+    /// How many of <paramref name="objects"/>, from the first, match <paramref name="expected"/>; the first that does
+    /// not and every one after it are released and cleared.
+    /// </summary>
+    private int CountValid(
+        ReadOnlySpan<CacheEngineKey> keys, Span<MemoryObject?> objects, ReadOnlySpan<MemoryObjectMetadata> expected, IStorageBackend backend,
+        out bool rejectedCompressed)
+    {
+        rejectedCompressed = false;
+        for (var i = 0; i < objects.Length; i++)
+        {
+            var item = objects[i]!;
+            var storedAs = item.Metadata;
+            if (storedAs.Format == MemoryFormat.BinaryBuffer && expected[i].Format != MemoryFormat.BinaryBuffer)
+            {
+                // A chunk kept compressed in its tier (the controller's /compress): the caller gets it decoded.
+                var decoded = DecodeCompressed(item);
+                item.Release();
+                objects[i] = decoded;
+                if (decoded is null)
+                {
+                    rejectedCompressed = true;
+                    StorageLog.ChunkRejected(_logger, keys[i].ToString(), backend.Name, $"{storedAs} that could not be decoded", expected[i].ToString());
+                    ReleaseFrom(objects, i + 1);
+                    return i;
+                }
+                item = decoded;
+            }
+            if (item.Metadata == expected[i] && item.Length == expected[i].ByteLength)
+            {
+                continue;
+            }
+            StorageLog.ChunkRejected(_logger, keys[i].ToString(), backend.Name, item.Metadata.ToString(), expected[i].ToString());
+            ReleaseFrom(objects, i);
+            return i;
+        }
+        return objects.Length;
+    }
+
+    private static void ReleaseFrom(Span<MemoryObject?> objects, int start)
+    {
+        for (var j = start; j < objects.Length; j++)
+        {
+            objects[j]?.Release();
+            objects[j] = null;
+        }
+    }
+
+    /// <summary>A compressed chunk decoded into a fresh CPU object (the caller owns it), or null when it cannot be.</summary>
+    private MemoryObject? DecodeCompressed(MemoryObject compressed)
+    {
+        if (CompressedChunkSerde is not { } serde)
+        {
+            return null;
+        }
+        try
+        {
+            return serde.Deserialize(compressed, Cpu);
+        }
+        catch (Exception ex) when (ex is not OutOfMemoryException)
+        {
+            // A decoder defect is a miss: the request recomputes from this chunk.
+            StorageLog.ChunkRejected(_logger, "(compressed chunk)", Cpu.Name, ex.Message, "a decodable chunk");
+            return null;
+        }
     }
 
     /// <summary>Pins <paramref name="key"/> in every tier that holds it; returns how many tiers pinned it.</summary>

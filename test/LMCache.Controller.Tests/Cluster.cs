@@ -1,12 +1,14 @@
 using System.Net.Http.Json;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using LMCache.Connectors.Redis;
 using LMCache.Controller.Worker;
 using LMCache.Core.Configuration;
 using LMCache.Core.Keys;
 using LMCache.Core.Memory;
 using LMCache.Engine;
 using LMCache.Engine.Adapters;
+using LMCache.Storage.Remote;
 using NetMQ;
 
 [assembly: AssemblyFixture(typeof(LMCache.Controller.Tests.NetMqCleanup))]
@@ -41,7 +43,7 @@ public sealed class Instance : IAsyncDisposable
 
     public ControllerWorker Worker { get; }
 
-    public static Instance Start(string id, int pullPort, int cpuChunks = 64, string? diskFolder = null)
+    public static Instance Start(string id, int pullPort, int cpuChunks = 64, string? diskFolder = null, string? remoteUrl = null, string? storeLocation = null)
     {
         var options = new LMCacheEngineOptions
         {
@@ -49,8 +51,11 @@ public sealed class Instance : IAsyncDisposable
             MaxLocalCpuSizeGib = cpuChunks * Layout.BytesPerToken * ChunkSize / (1024.0 * 1024 * 1024),
             LocalDisk = diskFolder,
             MaxLocalDiskSizeGib = diskFolder is null ? 0 : 0.01,
+            RemoteUrl = remoteUrl,
+            StoreLocation = storeLocation,
         };
-        var engine = LMCacheEngine.Create(options, new KeyScope("vllm", "tiny/test-model", DType: Layout.DType.ToKeyToken()), Layout);
+        var services = new LMCacheEngineServices { Connectors = new RemoteConnectorRegistry().Add(new RedisConnectorFactory()) };
+        var engine = LMCacheEngine.Create(options, new KeyScope("vllm", "tiny/test-model", DType: Layout.DType.ToKeyToken()), Layout, services);
         var worker = ControllerWorker.Start(engine, new ControllerWorkerOptions
         {
             InstanceId = id,
@@ -59,7 +64,6 @@ public sealed class Instance : IAsyncDisposable
             AdvertisedHost = "127.0.0.1",
             HeartbeatDelay = TimeSpan.Zero,
             HeartbeatInterval = TimeSpan.FromMilliseconds(200),
-            ScanInterval = TimeSpan.FromMilliseconds(100),
             StatsInterval = TimeSpan.FromMilliseconds(200),
         });
         return new Instance(id, engine, worker);
@@ -128,9 +132,9 @@ public sealed class Cluster : IAsyncDisposable
         return new Cluster(controller, new HttpClient { BaseAddress = address, Timeout = TimeSpan.FromSeconds(60) });
     }
 
-    public async Task<Instance> AddInstanceAsync(string id, int cpuChunks = 64, string? diskFolder = null)
+    public async Task<Instance> AddInstanceAsync(string id, int cpuChunks = 64, string? diskFolder = null, string? remoteUrl = null, string? storeLocation = null)
     {
-        var instance = Instance.Start(id, Controller.PullPort, cpuChunks, diskFolder);
+        var instance = Instance.Start(id, Controller.PullPort, cpuChunks, diskFolder, remoteUrl, storeLocation);
         _instances.Add(instance);
         await WaitUntilAsync(async () =>
         {
@@ -162,6 +166,18 @@ public sealed class Cluster : IAsyncDisposable
 
     /// <summary>The instance → [location, tokens] map of <c>/lookup</c>.</summary>
     public async Task<JsonObject> LookupAsync(int[] tokens) => (await PostAsync("/lookup", new { tokens }))["layout_info"]!.AsObject();
+
+    /// <summary>Polls <c>/check_finish</c> until the event is no longer running; returns its last answer.</summary>
+    public async Task<JsonNode> WaitFinishedAsync(string eventId)
+    {
+        JsonNode? last = null;
+        await WaitUntilAsync(async () =>
+        {
+            last = await PostAsync("/check_finish", new { event_id = eventId });
+            return (string?)last["status"] != "running";
+        }, $"event {eventId} finished");
+        return last!;
+    }
 
     /// <summary>Polls <paramref name="condition"/> until true (worker reports are asynchronous); fails after <see cref="Patience"/>.</summary>
     public static async Task WaitUntilAsync(Func<Task<bool>> condition, string what)

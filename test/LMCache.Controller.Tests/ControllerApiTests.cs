@@ -217,7 +217,7 @@ public sealed class ControllerApiTests
             old_position = new[] { "instance-a", Cpu },
             new_position = new[] { "instance-b", Cpu },
         }, expectedStatus: 400);
-        Assert.Contains("P2P transport", (string?)error["detail"], StringComparison.Ordinal);
+        Assert.Contains("has no remote tier", (string?)error["detail"], StringComparison.Ordinal);   // another instance: only through a shared remote
         await cluster.PostAsync("/move", new { old_position = new[] { "instance-a" }, new_position = new[] { "instance-a", Cpu } }, expectedStatus: 400);
         await cluster.PostAsync("/move", new { old_position = new[] { "nobody", Cpu }, new_position = new[] { "nobody", "LocalDiskBackend" } }, expectedStatus: 404);
     }

@@ -159,6 +159,31 @@ public sealed class LMCacheEngineTests : IDisposable
     }
 
     [Fact]
+    public async Task A_chunk_of_another_layout_is_rejected_not_promoted_and_replaced_by_the_next_store()
+    {
+        var prompt = Prompt(64);
+        var writer = CreateEngine(Options(disk: true));
+        writer.Store(prompt, InMemoryKvCache.ForPrompt(s_layout, prompt));
+        await writer.FlushAsync();
+        await DisposeAndCheckLeaksAsync(writer);
+
+        // Same key scope and bytes per token, other geometry: the disk's chunks have the wrong shape for this engine.
+        var otherLayout = new KvLayout(NumLayers: 1, NumKvHeads: 4, HeadDim: 8, KvDType.BFloat16);
+        Assert.Equal(s_layout.BytesPerToken, otherLayout.BytesPerToken);
+        var reader = CreateEngine(Options(disk: true), otherLayout);
+        var (rejected, _) = await RetrieveAsync(reader, prompt, layout: otherLayout);
+        Assert.Equal(new RetrieveResult(0, 0, new TierHits(0, 0, 0, Rejected: 1)), rejected);
+        Assert.Equal(0, reader.Storage.Cpu.Count);   // nothing promoted
+
+        var source = InMemoryKvCache.ForPrompt(otherLayout, prompt);
+        Assert.Equal(64, reader.Store(prompt, source).StoredTokens);
+        var (hit, destination) = await RetrieveAsync(reader, prompt, layout: otherLayout);
+        Assert.Equal(new RetrieveResult(64, 64, new TierHits(4, 0, 0)), hit);
+        Assert.True(destination.SamePrefix(source, 64));
+        await DisposeAndCheckLeaksAsync(reader);
+    }
+
+    [Fact]
     public async Task A_prefix_split_between_cpu_and_disk_is_loaded_whole()
     {
         var engine = CreateEngine(Options(disk: true));

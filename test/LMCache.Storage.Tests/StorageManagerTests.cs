@@ -101,6 +101,118 @@ public sealed class StorageManagerTests : IDisposable
     }
 
     [Fact]
+    public async Task Chunks_that_differ_from_the_expected_metadata_end_the_prefix_and_are_neither_returned_nor_promoted()
+    {
+        var (manager, cpu, disk, _) = await CreateAsync();
+        var keys = Keys(3);
+        var expected = TestChunks.SmallChunk();
+        var other = new MemoryObjectMetadata(KvShape.Kv2Ltd(4, 8, 64), KvDType.BFloat16, MemoryFormat.KV2LTD);   // same length
+        Assert.Equal(expected.ByteLength, other.ByteLength);
+        // CPU: 0 right, 1 wrong. Disk: 0 and 1 right, 2 wrong.
+        foreach (var (backend, index, metadata) in new (IStorageBackend, int, MemoryObjectMetadata)[]
+                 { (cpu, 0, expected), (cpu, 1, other), (disk, 0, expected), (disk, 1, expected), (disk, 2, other) })
+        {
+            var chunk = TestChunks.Create(cpu, index, metadata);
+            backend.SubmitPut(keys[index], chunk);
+            chunk.Release();
+        }
+        await manager.FlushAsync();
+        var expectations = new[] { expected, expected, expected };
+
+        var destination = new MemoryObject?[3];
+        Assert.Equal((1, new TierHits(1, 0, 0, Rejected: 1)), await manager.GetPrefixAsync(keys, destination, expectations));
+        Assert.True(TestChunks.Matches(destination[0]!, 0));
+        Assert.Null(destination[1]);
+        destination[0]!.Release();
+        Assert.False(cpu.Contains(keys[1]));   // the wrong CPU entry is gone, so the disk's right one is read next time
+
+        Assert.Equal((2, new TierHits(1, 1, 0, Rejected: 1)), await manager.GetPrefixAsync(keys, destination, expectations));
+        Assert.True(TestChunks.Matches(destination[1]!, 1));
+        Assert.Null(destination[2]);
+        destination[0]!.Release();
+        destination[1]!.Release();
+        await manager.FlushAsync();
+        Assert.True(cpu.Contains(keys[1]));    // the right chunk was promoted
+        Assert.False(cpu.Contains(keys[2]));   // the wrong one was not
+
+        Assert.Equal((3, new TierHits(2, 1, 0)), await manager.GetPrefixAsync(keys, destination));   // no expectations: taken as is
+        foreach (var item in destination)
+        {
+            item!.Release();
+        }
+        await manager.DisposeAsync();
+        Assert.Equal(0, cpu.OutstandingObjects);
+    }
+
+    [Fact]
+    public async Task Compressed_chunks_are_decoded_for_the_caller_and_kept_in_their_tier_when_they_cannot_be()
+    {
+        var (manager, cpu, disk, _) = await CreateAsync();
+        var keys = Keys(2);
+        var raw = TestChunks.SmallChunk();
+        var compressed = MemoryObjectMetadata.Opaque((int)raw.ByteLength);
+        foreach (var (backend, index) in new (IStorageBackend, int)[] { (cpu, 0), (disk, 1) })
+        {
+            var chunk = TestChunks.Create(cpu, index, compressed);
+            backend.SubmitPut(keys[index], chunk);
+            chunk.Release();
+        }
+        await manager.FlushAsync();
+        var expectations = new[] { raw, raw };
+        var destination = new MemoryObject?[2];
+
+        // No decoder: the compressed chunk ends the prefix but stays (it is not wrong, only undecodable here).
+        Assert.Equal((0, new TierHits(0, 0, 0, Rejected: 1)), await manager.GetPrefixAsync(keys, destination, expectations));
+        Assert.True(cpu.Contains(keys[0]));
+        manager.CompressedChunkSerde = new UndecodableSerde();
+        Assert.Equal((0, new TierHits(0, 0, 0, Rejected: 1)), await manager.GetPrefixAsync(keys, destination, expectations));
+        Assert.True(cpu.Contains(keys[0]));
+
+        // With a decoder the caller gets raw chunks; the CPU entry stays compressed, the disk hit is promoted decoded.
+        manager.CompressedChunkSerde = new UnwrappingSerde(raw);
+        Assert.Equal((2, new TierHits(1, 1, 0)), await manager.GetPrefixAsync(keys, destination, expectations));
+        for (var i = 0; i < 2; i++)
+        {
+            Assert.Equal(raw, destination[i]!.Metadata);
+            Assert.True(TestChunks.Matches(destination[i]!, i));
+            destination[i]!.Release();
+        }
+        var formats = cpu.Snapshot().ToDictionary(e => e.Key, e => e.Metadata.Format);
+        Assert.Equal(MemoryFormat.BinaryBuffer, formats[keys[0]]);
+        Assert.Equal(MemoryFormat.KV2LTD, formats[keys[1]]);
+        await manager.DisposeAsync();
+        Assert.Equal(0, cpu.OutstandingObjects);
+    }
+
+    /// <summary>A stand-in codec whose "compressed" form is the raw bytes in an opaque buffer.</summary>
+    private sealed class UnwrappingSerde(MemoryObjectMetadata raw) : IKvSerde
+    {
+        public string Name => "unwrap";
+
+        public MemoryObject? Serialize(MemoryObject chunk, IMemoryAllocator allocator) => throw new NotSupportedException("decode only");
+
+        public MemoryObject? Deserialize(MemoryObject stored, IMemoryAllocator allocator)
+        {
+            if (!allocator.TryAllocate(raw, out var output))
+            {
+                return null;
+            }
+            stored.Span.CopyTo(output.Span);
+            return output;
+        }
+    }
+
+    /// <summary>A codec that cannot decode anything (a blob of an unknown version, a missing table).</summary>
+    private sealed class UndecodableSerde : IKvSerde
+    {
+        public string Name => "undecodable";
+
+        public MemoryObject? Serialize(MemoryObject chunk, IMemoryAllocator allocator) => null;
+
+        public MemoryObject? Deserialize(MemoryObject stored, IMemoryAllocator allocator) => null;
+    }
+
+    [Fact]
     public async Task Retrieve_locations_limit_which_tiers_are_read()
     {
         var (manager, cpu, disk, _) = await CreateAsync(retrieveLocations: [LocalDiskBackend.BackendName]);

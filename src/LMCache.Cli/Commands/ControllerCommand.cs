@@ -115,6 +115,34 @@ internal static class ControllerCommand
         return (engine, worker);
     }
 
+    /// <summary>
+    /// Fills tokens <c>[start, start+count)</c> with finite bf16 values that vary smoothly along each channel, like a
+    /// model's KV (random bits would be mostly NaN, which cachegen stores uncompressed), so <c>/compress</c> shows real ratios.
+    /// </summary>
+    private static void FillSmooth(HostKvCache kv, int start, int count, int seed)
+    {
+        var layout = kv.Layout;
+        for (var layer = 0; layer < layout.NumLayers; layer++)
+        {
+            for (var k = 0; k < 2; k++)
+            {
+                var plane = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, ushort>(kv.Plane(layer, k));
+                for (var head = 0; head < layout.NumKvHeads; head++)
+                {
+                    for (var token = start; token < start + count; token++)
+                    {
+                        var row = plane.Slice(((head * kv.CapacityTokens) + token) * layout.HeadDim, layout.HeadDim);
+                        for (var d = 0; d < row.Length; d++)
+                        {
+                            var value = (float)(Math.Sin((token * 0.05) + (d * 0.7) + seed + layer + k) * (1 + ((d + head) % 5)));
+                            row[d] = (ushort)(BitConverter.SingleToUInt32Bits(value) >> 16);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// <summary>Every second each demo instance serves a prompt: a new one, or a repeat of an earlier one (a hit).</summary>
     private static async Task RunDemoTrafficAsync(List<(LMCacheEngine Engine, ControllerWorker Worker)> demos, CancellationToken cancellationToken)
     {
@@ -132,7 +160,7 @@ internal static class ControllerCommand
                     prompts.Add(tokens);
                     var kv = new HostKvCache(engine.Layout, tokens.Length);
                     var hit = await engine.RetrieveAsync(tokens, kv, cancellationToken: cancellationToken);
-                    kv.FillDeterministic(hit.LoadedTokens, tokens.Length - hit.LoadedTokens, seed: tokens[0]);
+                    FillSmooth(kv, hit.LoadedTokens, tokens.Length - hit.LoadedTokens, seed: tokens[0]);
                     engine.Store(tokens, kv, skipLeadingTokens: hit.LoadedTokens);
                 }
                 await Task.Delay(1000, cancellationToken);

@@ -251,6 +251,7 @@ internal static class KeysCommands
     private static object Describe(RemoteEntryInfo e) => new
     {
         key = e.Key,
+        layer = CacheEngineKey.TryParse(e.Key, out var parsed) ? parsed.LayerId : null,   // the original's layerwise keys
         payload_bytes = e.PayloadBytes,
         format = e.Metadata?.Format.ToString(),
         dtype = e.Metadata?.DType.ToString(),

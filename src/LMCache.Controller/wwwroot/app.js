@@ -125,7 +125,8 @@ async function refreshChunks() {
     document.getElementById("chunk-summary").textContent = `${data.total} chunks`;
     body.replaceChildren(...data.chunks.map(c => el("tr", { "data-key": c.key },
       el("td", { class: "key" }, c.key), el("td", {}, c.location), el("td", {}, c.worker_id), el("td", {}, bytes(c.size)),
-      el("td", {}, c.num_tokens), el("td", {}, c.pinned ? "yes" : "no"), el("td", {}, ago(c.admitted_at)),
+      el("td", {}, c.num_tokens), el("td", {}, c.compressed ? "cachegen" : "raw"), el("td", {}, c.pinned ? "yes" : "no"),
+      el("td", {}, ago(c.admitted_at)), el("td", {}, ago(c.last_access)),
       el("td", {},
         el("button", { class: "pin", onclick: () => chunkAction(c.pinned ? "/unpin_chunks" : "/pin_chunks", instance, c) }, c.pinned ? "Unpin" : "Pin"),
         " ",

@@ -5,12 +5,13 @@ namespace LMCache.Core.Keys;
 
 /// <summary>
 /// The identity of one stored chunk, with LMCache's string form
-/// <c>fmt@model_name@world_size@worker_id@chunk_hash[@dtype][@tag%value...]</c>.
+/// <c>fmt@model_name@world_size@worker_id@chunk_hash[@dtype[@layer_id]][@tag%value...]</c>.
 /// </summary>
 /// <remarks>
 /// We write the 5-field form (no dtype) unless <see cref="DType"/> is set; we read both that and the original's
-/// mid-2025 6-field form with a dtype token and <c>@name%value</c> tag suffixes, so keys written by Python LMCache
-/// can be listed and inspected. <see cref="ChunkHash"/> is kept as text: ours is 64 hex digits, the original's
+/// mid-2025 6-field form with a dtype token and <c>@name%value</c> tag suffixes, and the original's layer keys
+/// (<c>LayerCacheEngineKey</c>: an all-digit field after the dtype), so keys written by Python LMCache can be listed
+/// and inspected. <see cref="ChunkHash"/> is kept as text: ours is 64 hex digits, the original's
 /// integer hashes render as <c>format(int, 'x')</c> and may be negative.
 /// </remarks>
 /// <param name="Format">Engine format string, e.g. <c>vllm</c>.</param>
@@ -20,6 +21,10 @@ namespace LMCache.Core.Keys;
 /// <param name="ChunkHash">Lower-case hex hash text.</param>
 /// <param name="DType">Optional dtype token of the 6-field form (<c>half</c>, <c>bfloat16</c>, ...).</param>
 /// <param name="Tags">Optional tags, rendered <c>name%value</c> and joined by <c>@</c>, in order.</param>
+/// <param name="LayerId">
+/// The layer of a per-layer key (the original's <c>LayerCacheEngineKey</c>, written by its layerwise mode); null for
+/// a whole-chunk key. Only valid together with <see cref="DType"/>, as in the original.
+/// </param>
 public readonly record struct CacheEngineKey(
     string Format,
     string ModelName,
@@ -27,7 +32,8 @@ public readonly record struct CacheEngineKey(
     int WorkerId,
     string ChunkHash,
     string? DType = null,
-    string? Tags = null)
+    string? Tags = null,
+    int? LayerId = null)
 {
     /// <summary>The separator between fields.</summary>
     public const char Separator = '@';
@@ -44,6 +50,10 @@ public readonly record struct CacheEngineKey(
         if (DType is not null)
         {
             builder.Append(Separator).Append(DType);
+            if (LayerId is { } layer)
+            {
+                builder.Append(Separator).Append(layer.ToString(CultureInfo.InvariantCulture));
+            }
         }
         if (Tags is not null)
         {
@@ -70,7 +80,8 @@ public readonly record struct CacheEngineKey(
     public static bool TryParse(string text, out CacheEngineKey key) => TryParse(text, out key, out _);
 
     /// <summary>
-    /// Parses the 5-field form, the 6-field form with a dtype token, and either followed by <c>name%value</c> tags.
+    /// Parses the 5-field form, the 6-field form with a dtype token, the 7-field layer key (an all-digit layer id
+    /// after the dtype), each followed by optional <c>name%value</c> tags.
     /// </summary>
     /// <param name="text">The key string.</param>
     /// <param name="key">The key on success.</param>
@@ -116,6 +127,17 @@ public readonly record struct CacheEngineKey(
             dtype = parts[5];
             next = 6;
         }
+        int? layerId = null;
+        if (dtype is not null && parts.Length > 6 && parts[6].Length > 0 && parts[6].All(char.IsAsciiDigit))
+        {
+            if (!int.TryParse(parts[6], NumberStyles.None, CultureInfo.InvariantCulture, out var layer))
+            {
+                error = $"layer id '{parts[6]}' is out of range";
+                return false;
+            }
+            layerId = layer;
+            next = 7;
+        }
         for (var i = next; i < parts.Length; i++)
         {
             var split = parts[i].IndexOf('%', StringComparison.Ordinal);
@@ -126,7 +148,7 @@ public readonly record struct CacheEngineKey(
             }
         }
         var tags = next < parts.Length ? string.Join(Separator, parts, next, parts.Length - next) : null;
-        key = new CacheEngineKey(parts[0], parts[1], worldSize, workerId, parts[4], dtype, tags);
+        key = new CacheEngineKey(parts[0], parts[1], worldSize, workerId, parts[4], dtype, tags, layerId);
         error = null;
         return true;
     }

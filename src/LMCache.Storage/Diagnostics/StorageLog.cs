@@ -8,6 +8,9 @@ internal static partial class StorageLog
     [LoggerMessage(EventId = 2001, Level = LogLevel.Warning, Message = "Local CPU memory is under pressure: could not allocate {Bytes} bytes after evicting {Evicted} entries")]
     public static partial void CpuAllocationFailed(ILogger logger, long bytes, int evicted);
 
+    [LoggerMessage(EventId = 2002, Level = LogLevel.Warning, Message = "Chunk {Key} from the {Tier} tier is {Actual}, expected {Expected}; the hit ends before it and it is not promoted")]
+    public static partial void ChunkRejected(ILogger logger, string key, string tier, string actual, string expected);
+
     [LoggerMessage(EventId = 2010, Level = LogLevel.Information, Message = "Disk tier at {Folder}: recovered {Entries} entries ({Bytes} bytes) from a previous run; removed {Removed} invalid or partial files")]
     public static partial void DiskRecovered(ILogger logger, string folder, int entries, long bytes, int removed);
 

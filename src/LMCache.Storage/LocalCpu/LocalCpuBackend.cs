@@ -1,4 +1,7 @@
+using System.Diagnostics;
 using System.Diagnostics.CodeAnalysis;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using LMCache.Core.Keys;
 using LMCache.Core.Memory;
 using LMCache.Storage.Diagnostics;
@@ -18,13 +21,13 @@ namespace LMCache.Storage.LocalCpu;
 /// pinned entries and entries someone else still references, until the request fits or nothing more can go.</para>
 /// <para>With <c>local_cpu = false</c> the tier keeps nothing but still allocates (the original's behaviour).</para>
 /// </remarks>
-public sealed class LocalCpuBackend : IStorageBackend, IMemoryAllocator
+public sealed class LocalCpuBackend : IStorageBackend, IMemoryAllocator, IStorageEventSource
 {
     /// <summary>The backend name used by <c>store_location</c>/<c>retrieve_locations</c>.</summary>
     public const string BackendName = "LocalCPUBackend";
 
     private readonly NativeSlabAllocator _allocator;
-    private readonly Dictionary<CacheEngineKey, MemoryObject> _entries = [];
+    private readonly Dictionary<CacheEngineKey, Entry> _entries = [];
     private readonly EvictionPolicy<CacheEngineKey> _policy;
     private readonly Func<CacheEngineKey, bool> _canEvict;
     private readonly Lock _lock = new();
@@ -39,11 +42,15 @@ public sealed class LocalCpuBackend : IStorageBackend, IMemoryAllocator
     {
         _allocator = new NativeSlabAllocator(capacityBytes);
         _policy = EvictionPolicies.Create<CacheEngineKey>(cachePolicy);
-        _canEvict = key => _entries.TryGetValue(key, out var entry) && entry.CanEvict;
+        _canEvict = key => _entries.TryGetValue(key, out var entry) && entry.Object.CanEvict;
         _logger = logger ?? NullLogger.Instance;
         StoresChunks = storesChunks;
         Statistics = new TierStatistics(BackendName, _allocator.Capacity);
+        Events = new StorageEvents(BackendName);
     }
+
+    /// <inheritdoc />
+    public StorageEvents Events { get; }
 
     /// <inheritdoc />
     public string Name => BackendName;
@@ -95,19 +102,22 @@ public sealed class LocalCpuBackend : IStorageBackend, IMemoryAllocator
         while (true)
         {
             MemoryObject? victim;
+            CacheEngineKey victimKey;
             lock (_lock)
             {
                 if (!_policy.TryFindVictim(_canEvict, out var key))
                 {
                     break;
                 }
-                victim = _entries[key];
+                victim = _entries[key].Object;
                 _entries.Remove(key);
                 _policy.OnRemoved(key);
                 Statistics.RemoveEntry(victim.Length);
                 Statistics.RecordEviction();
+                victimKey = key;
             }
             victim.Release();
+            Events.Evicted(victimKey, StorageRemovalReason.Evicted);
             evicted++;
             if (_allocator.TryAllocate(metadata, out memoryObject))
             {
@@ -158,11 +168,12 @@ public sealed class LocalCpuBackend : IStorageBackend, IMemoryAllocator
             {
                 return;
             }
-            _entries.Add(key, memoryObject.AddRef());
+            _entries.Add(key, new Entry(memoryObject.AddRef(), Stopwatch.GetTimestamp()));
             _policy.OnInserted(key);
         }
         Statistics.AddEntry(memoryObject.Length);
         Statistics.RecordPut(memoryObject.Length);
+        Events.Admitted(key, memoryObject.Length, memoryObject.Metadata.Format);
     }
 
     /// <inheritdoc />
@@ -171,12 +182,14 @@ public sealed class LocalCpuBackend : IStorageBackend, IMemoryAllocator
     /// <summary>Synchronous read: another reference to the stored object, or null.</summary>
     public MemoryObject? AcquireReference(CacheEngineKey key)
     {
-        MemoryObject? found;
+        MemoryObject? found = null;
         lock (_lock)
         {
-            if (_entries.TryGetValue(key, out found))
+            ref var entry = ref CollectionsMarshal.GetValueRefOrNullRef(_entries, key);
+            if (!Unsafe.IsNullRef(ref entry))
             {
-                found.AddRef();
+                found = entry.Object.AddRef();
+                entry.LastAccess = Stopwatch.GetTimestamp();
                 _policy.OnAccessed(key);
             }
         }
@@ -187,6 +200,7 @@ public sealed class LocalCpuBackend : IStorageBackend, IMemoryAllocator
         else
         {
             Statistics.RecordHit(found.Length);
+            Events.Accessed(key);
         }
         return found;
     }
@@ -211,17 +225,19 @@ public sealed class LocalCpuBackend : IStorageBackend, IMemoryAllocator
     /// <inheritdoc />
     public ValueTask<bool> RemoveAsync(CacheEngineKey key, CancellationToken cancellationToken = default)
     {
-        MemoryObject? removed;
+        MemoryObject removed;
         lock (_lock)
         {
-            if (!_entries.Remove(key, out removed))
+            if (!_entries.Remove(key, out var entry))
             {
                 return ValueTask.FromResult(false);
             }
+            removed = entry.Object;
             _policy.OnRemoved(key);
         }
         Statistics.RemoveEntry(removed.Length);
         removed.Release();
+        Events.Evicted(key, StorageRemovalReason.Removed);
         return ValueTask.FromResult(true);
     }
 
@@ -232,7 +248,7 @@ public sealed class LocalCpuBackend : IStorageBackend, IMemoryAllocator
         {
             if (_entries.TryGetValue(key, out var entry))
             {
-                entry.Pin();
+                entry.Object.Pin();
                 return true;
             }
             return false;
@@ -244,7 +260,7 @@ public sealed class LocalCpuBackend : IStorageBackend, IMemoryAllocator
     {
         lock (_lock)
         {
-            return _entries.TryGetValue(key, out var entry) && entry.Unpin();
+            return _entries.TryGetValue(key, out var entry) && entry.Object.Unpin();
         }
     }
 
@@ -253,40 +269,45 @@ public sealed class LocalCpuBackend : IStorageBackend, IMemoryAllocator
     {
         lock (_lock)
         {
-            return _entries.TryGetValue(key, out var entry) && entry.IsPinned;
+            return _entries.TryGetValue(key, out var entry) && entry.Object.IsPinned;
         }
     }
 
-    /// <summary>A snapshot of the entries (key, bytes, pinned), for inspection.</summary>
-    public IReadOnlyList<(CacheEngineKey Key, long Bytes, bool Pinned)> Snapshot()
+    /// <summary>A snapshot of the entries (key, bytes, pinned, metadata, last access), for inspection.</summary>
+    public IReadOnlyList<TierEntry> Snapshot()
     {
+        var now = DateTimeOffset.UtcNow;
+        var nowTimestamp = Stopwatch.GetTimestamp();
         lock (_lock)
         {
-            return [.. _entries.Select(e => (e.Key, (long)e.Value.Length, e.Value.IsPinned))];
+            return [.. _entries.Select(e => new TierEntry(
+                e.Key, e.Value.Object.Length, e.Value.Object.IsPinned, e.Value.Object.Metadata,
+                TierEntry.ToUtc(e.Value.LastAccess, now, nowTimestamp)))];
         }
     }
 
     /// <inheritdoc />
     public ValueTask<int> ClearAsync(CancellationToken cancellationToken = default)
     {
-        List<MemoryObject> removed = [];
+        List<(CacheEngineKey Key, MemoryObject Object)> removed = [];
         lock (_lock)
         {
             foreach (var (key, entry) in _entries.ToList())
             {
-                if (entry.IsPinned)
+                if (entry.Object.IsPinned)
                 {
                     continue;
                 }
                 _entries.Remove(key);
                 _policy.OnRemoved(key);
-                removed.Add(entry);
+                removed.Add((key, entry.Object));
             }
         }
-        foreach (var entry in removed)
+        foreach (var (key, entry) in removed)
         {
             Statistics.RemoveEntry(entry.Length);
             entry.Release();
+            Events.Evicted(key, StorageRemovalReason.Cleared);
         }
         return ValueTask.FromResult(removed.Count);
     }
@@ -307,7 +328,7 @@ public sealed class LocalCpuBackend : IStorageBackend, IMemoryAllocator
         List<MemoryObject> all;
         lock (_lock)
         {
-            all = [.. _entries.Values];
+            all = [.. _entries.Values.Select(e => e.Object)];
             foreach (var key in _entries.Keys)
             {
                 _policy.OnRemoved(key);
@@ -321,5 +342,12 @@ public sealed class LocalCpuBackend : IStorageBackend, IMemoryAllocator
         }
         // Objects still referenced by callers keep the slab alive until their last release (see NativeSlabAllocator.Dispose).
         _allocator.Dispose();
+    }
+
+    /// <summary>A held object and when it was last read (a <see cref="Stopwatch"/> timestamp), updated in place.</summary>
+    private struct Entry(MemoryObject memoryObject, long lastAccess)
+    {
+        public readonly MemoryObject Object = memoryObject;
+        public long LastAccess = lastAccess;
     }
 }

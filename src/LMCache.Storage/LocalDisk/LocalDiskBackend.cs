@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Diagnostics;
 using System.IO.Hashing;
 using System.Collections.Concurrent;
 using LMCache.Core.Diagnostics;
@@ -26,7 +27,7 @@ namespace LMCache.Storage.LocalDisk;
 /// valid files come back in modification-time order, leftovers of interrupted writes and invalid files are deleted.</item>
 /// </list>
 /// </remarks>
-public sealed class LocalDiskBackend : IStorageBackend
+public sealed class LocalDiskBackend : IStorageBackend, IStorageEventSource
 {
     /// <summary>The backend name used by <c>store_location</c>/<c>retrieve_locations</c>.</summary>
     public const string BackendName = "LocalDiskBackend";
@@ -78,6 +79,7 @@ public sealed class LocalDiskBackend : IStorageBackend
         _canEvict = key => _index.TryGetValue(key, out var entry) && entry.PinCount == 0;
         CapacityBytes = capacityBytes;
         Statistics = new TierStatistics(BackendName, capacityBytes);
+        Events = new StorageEvents(BackendName);
         EnsureWritable(_folder);
         Recover();
         // Writers are dedicated threads: their file I/O is synchronous, and on the shared thread pool a busy server
@@ -96,6 +98,9 @@ public sealed class LocalDiskBackend : IStorageBackend
 
     /// <inheritdoc />
     public TierStatistics Statistics { get; }
+
+    /// <inheritdoc />
+    public StorageEvents Events { get; }
 
     /// <summary>The folder holding the files.</summary>
     public string Folder => _folder;
@@ -124,12 +129,15 @@ public sealed class LocalDiskBackend : IStorageBackend
         }
     }
 
-    /// <summary>A snapshot of the entries (key, bytes on disk, pinned), for inspection.</summary>
-    public IReadOnlyList<(CacheEngineKey Key, long Bytes, bool Pinned)> Snapshot()
+    /// <summary>A snapshot of the entries (key, bytes on disk, pinned, metadata, last access), for inspection.</summary>
+    public IReadOnlyList<TierEntry> Snapshot()
     {
+        var now = DateTimeOffset.UtcNow;
+        var nowTimestamp = Stopwatch.GetTimestamp();
         lock (_lock)
         {
-            return [.. _index.Select(e => (e.Key, e.Value.FileBytes, e.Value.PinCount > 0))];
+            return [.. _index.Select(e => new TierEntry(
+                e.Key, e.Value.FileBytes, e.Value.PinCount > 0, e.Value.Metadata, TierEntry.ToUtc(e.Value.LastAccess, now, nowTimestamp)))];
         }
     }
 
@@ -156,6 +164,7 @@ public sealed class LocalDiskBackend : IStorageBackend
         ArgumentNullException.ThrowIfNull(memoryObject);
         var fileBytes = DiskChunkFile.HeaderSize + (long)memoryObject.Length;
         List<string>? evictedFiles = null;
+        List<CacheEngineKey>? evictedKeys = null;
         lock (_lock)
         {
             if (_index.ContainsKey(key) || _writing.Contains(key))
@@ -170,19 +179,27 @@ public sealed class LocalDiskBackend : IStorageBackend
                 }
                 var entry = RemoveEntryLocked(victim);
                 (evictedFiles ??= []).Add(entry.Path);
+                (evictedKeys ??= []).Add(victim);
                 Statistics.RecordEviction();
             }
-            if (_reservedBytes + fileBytes > CapacityBytes)
+            if (_reservedBytes + fileBytes <= CapacityBytes)
+            {
+                _reservedBytes += fileBytes;
+                _writing.Add(key);
+            }
+            else
             {
                 Statistics.RecordPutDropped();
                 StorageLog.DiskNoRoom(_logger, fileBytes, CapacityBytes, key.ToString());
-                DeleteFiles(evictedFiles);
-                return;
+                fileBytes = -1;
             }
-            _reservedBytes += fileBytes;
-            _writing.Add(key);
         }
         DeleteFiles(evictedFiles);
+        RaiseEvicted(evictedKeys, StorageRemovalReason.Evicted);
+        if (fileBytes < 0)
+        {
+            return;
+        }
         memoryObject.AddRef();
         Interlocked.Increment(ref _pendingWrites);
         if (!TryQueue(new WriteJob(key, memoryObject, fileBytes)))
@@ -224,6 +241,7 @@ public sealed class LocalDiskBackend : IStorageBackend
             entry = RemoveEntryLocked(key);
         }
         TryDelete(entry.Path);
+        Events.Evicted(key, StorageRemovalReason.Removed);
         return ValueTask.FromResult(true);
     }
 
@@ -259,6 +277,7 @@ public sealed class LocalDiskBackend : IStorageBackend
     public ValueTask<int> ClearAsync(CancellationToken cancellationToken = default)
     {
         List<string> paths = [];
+        List<CacheEngineKey> keys = [];
         lock (_lock)
         {
             foreach (var (key, entry) in _index.ToList())
@@ -266,10 +285,12 @@ public sealed class LocalDiskBackend : IStorageBackend
                 if (entry.PinCount == 0)
                 {
                     paths.Add(RemoveEntryLocked(key).Path);
+                    keys.Add(key);
                 }
             }
         }
         DeleteFiles(paths);
+        RaiseEvicted(keys, StorageRemovalReason.Cleared);
         return ValueTask.FromResult(paths.Count);
     }
 
@@ -319,6 +340,7 @@ public sealed class LocalDiskBackend : IStorageBackend
             if (_index.TryGetValue(key, out entry))
             {
                 _policy.OnAccessed(key);
+                entry.LastAccess = Stopwatch.GetTimestamp();
             }
         }
         if (entry is null)
@@ -356,6 +378,7 @@ public sealed class LocalDiskBackend : IStorageBackend
             return null;
         }
         Statistics.RecordHit(chunk.Length);
+        Events.Accessed(key);
         return chunk;
     }
 
@@ -432,11 +455,12 @@ public sealed class LocalDiskBackend : IStorageBackend
             lock (_lock)
             {
                 _writing.Remove(job.Key);
-                _index[job.Key] = new DiskEntry(finalPath, metadata, job.FileBytes);
+                _index[job.Key] = new DiskEntry(finalPath, metadata, job.FileBytes) { LastAccess = Stopwatch.GetTimestamp() };
                 _policy.OnInserted(job.Key);
             }
             Statistics.AddEntry(job.FileBytes);
             Statistics.RecordPut(length);
+            Events.Admitted(job.Key, job.FileBytes, metadata.Format);
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {
@@ -475,14 +499,20 @@ public sealed class LocalDiskBackend : IStorageBackend
     {
         StorageLog.DiskEntryInvalid(_logger, entry.Path, reason);
         Statistics.RecordError();
+        var removed = false;
         lock (_lock)
         {
             if (_index.TryGetValue(key, out var current) && ReferenceEquals(current, entry))
             {
                 RemoveEntryLocked(key);
+                removed = true;
             }
         }
         TryDelete(entry.Path);
+        if (removed)
+        {
+            Events.Evicted(key, StorageRemovalReason.Invalid);
+        }
     }
 
     private DiskEntry RemoveEntryLocked(CacheEngineKey key)
@@ -566,6 +596,7 @@ public sealed class LocalDiskBackend : IStorageBackend
         for (var i = kept.Count - 1; i >= 0; i--)
         {
             var (key, entry) = kept[i];
+            entry.LastAccess = Stopwatch.GetTimestamp();
             _index[key] = entry;
             _policy.OnInserted(key);
             Statistics.AddEntry(entry.FileBytes);
@@ -588,6 +619,18 @@ public sealed class LocalDiskBackend : IStorageBackend
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or NotSupportedException or ArgumentException)
         {
             throw new LMCacheConfigurationException($"local_disk = '{folder}': the folder cannot be created or written ({ex.Message}).");
+        }
+    }
+
+    private void RaiseEvicted(List<CacheEngineKey>? keys, StorageRemovalReason reason)
+    {
+        if (keys is null)
+        {
+            return;
+        }
+        foreach (var key in keys)
+        {
+            Events.Evicted(key, reason);
         }
     }
 
@@ -622,6 +665,9 @@ public sealed class LocalDiskBackend : IStorageBackend
         public MemoryObjectMetadata Metadata { get; } = metadata;
         public long FileBytes { get; } = fileBytes;
         public int PinCount { get; set; }
+
+        /// <summary>When the entry was last read or written (a <see cref="Stopwatch"/> timestamp).</summary>
+        public long LastAccess { get; set; }
     }
 
     private readonly record struct WriteJob(CacheEngineKey Key, MemoryObject Chunk, long FileBytes);

@@ -96,6 +96,30 @@ public sealed class CacheEngineKeyTests
     }
 
     [Theory]
+    [InlineData("vllm@m@1@0@2783dafec1b4e9f0@bfloat16@0", 0, null)]
+    [InlineData("vllm@m@2@1@-1a2b@half@31@t%1@u%x", 31, "t%1@u%x")]
+    public void Layer_keys_of_the_original_parse_and_round_trip(string text, int layer, string? tags)
+    {
+        var key = CacheEngineKey.Parse(text);
+        Assert.Equal(layer, key.LayerId);
+        Assert.Equal(tags, key.Tags);
+        Assert.Equal(text, key.ToString());
+        Assert.NotEqual(key, key with { LayerId = layer + 1 });
+        Assert.NotEqual(key, key with { LayerId = null });   // a layer key never names the whole chunk
+    }
+
+    [Fact]
+    public void A_layer_id_needs_a_dtype_before_it_and_must_fit_an_int()
+    {
+        Assert.False(CacheEngineKey.TryParse("vllm@m@1@0@ab@half@99999999999", out _, out var error));
+        Assert.Contains("layer id '99999999999'", error, StringComparison.Ordinal);
+        // Without a dtype the sixth field is the dtype, even when it is digits: the original writes no such key.
+        var key = CacheEngineKey.Parse("vllm@m@1@0@ab@7");
+        Assert.Equal("7", key.DType);
+        Assert.Null(key.LayerId);
+    }
+
+    [Theory]
     [InlineData("vllm@m@1@0", "at least 5")]
     [InlineData("", "at least 5")]
     [InlineData("@m@1@0@ab", "must not be empty")]

@@ -44,18 +44,32 @@ internal static class RemoteBench
                 return 2;
             }
             // The baseline runs once per round, interleaved with ours, so both see the same background load; best of rounds each.
-            double? bestSet = null, bestGet = null;
+            double? bestSet = null, bestGet = null, clientSet = null, clientGet = null;
+            // The client baseline overwrites the same keys every round, as our store and redis-benchmark do (fresh keys
+            // would make the server fault in new memory on every round and slow the baseline down unfairly).
+            var clientPrefix = $"lmcache-bench-client:{Guid.NewGuid():N}:";
             string? baselineError = null;
-            Func<Task>? baselineRound = parse.GetValue(baseline)
-                ? async () =>
+            Func<MemoryObject[], Task>? baselineRound = parse.GetValue(baseline)
+                ? async sources =>
                 {
                     var (set, get, error) = await RunRedisBenchmarkAsync(connector, settings, ct);
                     bestSet = set is null ? bestSet : Math.Max(bestSet ?? 0, set.Value);
                     bestGet = get is null ? bestGet : Math.Max(bestGet ?? 0, get.Value);
                     baselineError ??= error;
+                    if (connector is RedisConnector redis)
+                    {
+                        var (rawSet, rawGet) = await RunClientBaselineAsync(redis, settings, sources, clientPrefix, ct);
+                        clientSet = Math.Max(clientSet ?? 0, rawSet);
+                        clientGet = Math.Max(clientGet ?? 0, rawGet);
+                    }
                 }
                 : null;
             var result = await MeasureAsync(connector, settings, baselineRound, ct);
+            if (baselineRound is not null && connector is RedisConnector client)
+            {
+                var db = await client.GetClientDatabaseAsync(ct);
+                await Task.WhenAll(Enumerable.Range(0, settings.Chunks).Select(i => db.KeyDeleteAsync(ClientKey(clientPrefix, i))));   // one by one: a cluster spreads them over slots
+            }
             if (baselineRound is not null)
             {
                 result["redis_benchmark_set_gbps"] = bestSet;
@@ -68,6 +82,18 @@ internal static class RemoteBench
                 {
                     result["store_vs_redis_benchmark"] = Math.Round((double)result["store_gbps"]! / bestSet.Value, 3);
                     result["retrieve_vs_redis_benchmark"] = Math.Round((double)result["retrieve_gbps"]! / bestGet.Value, 3);
+                }
+                if (clientSet is > 0 && clientGet is > 0)
+                {
+                    result["stackexchange_redis_set_gbps"] = Math.Round(clientSet.Value, 3);
+                    result["stackexchange_redis_get_gbps"] = Math.Round(clientGet.Value, 3);
+                    result["store_vs_stackexchange_redis"] = Math.Round((double)result["store_gbps"]! / clientSet.Value, 3);
+                    result["retrieve_vs_stackexchange_redis"] = Math.Round((double)result["retrieve_gbps"]! / clientGet.Value, 3);
+                    if (bestSet is > 0 && bestGet is > 0)
+                    {
+                        result["stackexchange_redis_set_vs_redis_benchmark"] = Math.Round(clientSet.Value / bestSet.Value, 3);
+                        result["stackexchange_redis_get_vs_redis_benchmark"] = Math.Round(clientGet.Value / bestGet.Value, 3);
+                    }
                 }
             }
             if (parse.GetValue(json))
@@ -88,7 +114,7 @@ internal static class RemoteBench
 
     private sealed record Settings(int ChunkBytes, int Chunks, int Rounds, int Clients, int Batch);
 
-    private static async Task<Dictionary<string, object?>> MeasureAsync(IRemoteConnector connector, Settings s, Func<Task>? baselineRound, CancellationToken ct)
+    private static async Task<Dictionary<string, object?>> MeasureAsync(IRemoteConnector connector, Settings s, Func<MemoryObject[], Task>? baselineRound, CancellationToken ct)
     {
         var metadata = new MemoryObjectMetadata(KvShape.Kv2Ltd(32, s.ChunkBytes / BytesPerToken, 1024), KvDType.BFloat16, MemoryFormat.KV2LTD);
         var tiny = new MemoryObjectMetadata(KvShape.Kv2Ltd(1, 1, 64), KvDType.BFloat16, MemoryFormat.KV2LTD);
@@ -128,7 +154,7 @@ internal static class RemoteBench
                 retrieveSeconds = Math.Min(retrieveSeconds, await RetrieveRoundAsync(connector, s, keys, sources, allocator, round == 0 ? () => Interlocked.Increment(ref verified) : null, ct));
                 if (baselineRound is not null)
                 {
-                    await baselineRound();
+                    await baselineRound(sources);
                 }
             }
 
@@ -235,6 +261,57 @@ internal static class RemoteBench
             ? throw new InvalidOperationException($"{failures} read batches missed (is the server evicting? check maxmemory)")
             : seconds;
     }
+
+    /// <summary>
+    /// The client library alone: StackExchange.Redis <c>SET</c>s of the same values and <c>GET</c>s into pooled
+    /// leases that are dropped unread, with as many in flight as the connector keeps (<c>--clients</c> writers; reads
+    /// within the connector's read window). No metadata, checksum, validation or copy into chunk memory: the gap
+    /// between this and <c>store_gbps</c>/<c>retrieve_gbps</c> is what our layer costs; the gap between this and
+    /// redis-benchmark is the library's.
+    /// </summary>
+    private static async Task<(double SetGbps, double GetGbps)> RunClientBaselineAsync(
+        RedisConnector redis, Settings s, MemoryObject[] sources, string prefix, CancellationToken ct)
+    {
+        var db = await redis.GetClientDatabaseAsync(ct);
+        var names = Enumerable.Range(0, s.Chunks).Select(i => ClientKey(prefix, i)).ToArray();
+        var next = -1;
+        var watch = Stopwatch.StartNew();
+        await Task.WhenAll(Enumerable.Range(0, s.Clients).Select(_ => Task.Run(async () =>
+        {
+            for (var i = Interlocked.Increment(ref next); i < s.Chunks; i = Interlocked.Increment(ref next))
+            {
+                await db.StringSetAsync(names[i], (ReadOnlyMemory<byte>)sources[i].Memory);
+            }
+        }, ct)));
+        var setSeconds = watch.Elapsed.TotalSeconds;
+
+        var depth = Math.Max(2, (int)(new RedisConnectorOptions().ReadWindowBytes / s.ChunkBytes));
+        next = -1;
+        watch.Restart();
+        await Task.WhenAll(Enumerable.Range(0, s.Clients).Select(_ => Task.Run(async () =>
+        {
+            var inFlight = new Queue<Task<StackExchange.Redis.Lease<byte>?>>();
+            while (true)
+            {
+                while (inFlight.Count < depth && Interlocked.Increment(ref next) is var i && i < s.Chunks)
+                {
+                    inFlight.Enqueue(db.StringGetLeaseAsync(names[i]));
+                }
+                if (inFlight.Count == 0)
+                {
+                    break;
+                }
+                using var lease = await inFlight.Dequeue();
+                if (lease is null || lease.Length != s.ChunkBytes)
+                {
+                    throw new InvalidOperationException("client baseline read came back short");
+                }
+            }
+        }, ct)));
+        return ((double)s.ChunkBytes * s.Chunks / setSeconds / 1e9, (double)s.ChunkBytes * s.Chunks / watch.Elapsed.TotalSeconds / 1e9);
+    }
+
+    private static StackExchange.Redis.RedisKey ClientKey(string prefix, int index) => prefix + index.ToString(CultureInfo.InvariantCulture);
 
     private static ChunkHash Hash(byte[] run, int index)
     {
