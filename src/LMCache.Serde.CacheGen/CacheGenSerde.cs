@@ -150,9 +150,12 @@ public sealed class CacheGenSerde : IKvSerde
     /// </summary>
     public static bool TryReadChunkMetadata(ReadOnlySpan<byte> blob, out MemoryObjectMetadata metadata, out string reason)
     {
-        if (CacheGenCodec.TryParse(blob, out var parsed, out reason))
+        if (CacheGenCodec.TryParse(blob, out var parsed, out reason) && parsed is not null)
         {
-            metadata = parsed!.ChunkMetadata;
+            using (parsed)
+            {
+                metadata = parsed.ChunkMetadata;
+            }
             return true;
         }
         metadata = default;
