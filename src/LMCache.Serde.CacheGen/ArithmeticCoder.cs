@@ -52,10 +52,19 @@ internal static partial class ArithmeticCoder
             high = (uint)(low + ((span * cHigh) >> 16) - 1);
             low = (uint)(low + ((span * cLow) >> 16));
 
-            var common = low ^ high;
-            if ((common & Half) == 0)
+            // E1/E2: the k leading bits low and high share are final. With p pending bits the output is the first
+            // of them, p opposite bits, then the other k − 1: as one number of k + p bits that is
+            // bits + (2^p − 1)·2^(k−1). Written without branches while it fits one put.
+            var k = BitOperations.LeadingZeroCount(low ^ high);
+            if (pending + k <= 32)
             {
-                var k = BitOperations.LeadingZeroCount(common);
+                var bits = (ulong)low >> (32 - k);
+                var code = k > 0 ? bits + (((1ul << (int)pending) - 1) << (k - 1)) : 0ul;
+                writer.Put((uint)code, k > 0 ? k + (int)pending : 0);
+                pending = k > 0 ? 0 : pending;
+            }
+            else if (k > 0)
+            {
                 var bits = low >> (32 - k);
                 var first = bits >> (k - 1);
                 writer.Put(first, 1);
@@ -65,16 +74,15 @@ internal static partial class ArithmeticCoder
                 {
                     writer.Put(bits & ((1u << (k - 1)) - 1), k - 1);
                 }
-                low <<= k;
-                high = (high << k) | ((1u << k) - 1);
             }
+            low <<= k;
+            high = (high << k) | ((1u << k) - 1);
+
+            // E3 (k3 may be 0: then the shifts change nothing, and the top bits are already low 0, high 1).
             var k3 = Math.Min(BitOperations.LeadingZeroCount(~(low << 1)), BitOperations.LeadingZeroCount(high << 1));
-            if (k3 > 0)
-            {
-                pending += k3;
-                low = (low << k3) & 0x7FFFFFFFu;
-                high = (high << k3) | Half | ((1u << k3) - 1);
-            }
+            pending += k3;
+            low = (low << k3) & 0x7FFFFFFFu;
+            high = (high << k3) | Half | ((1u << k3) - 1);
         }
         pending++;
         var last = low < Quarter ? 0u : 1u;
@@ -485,7 +493,7 @@ internal static partial class ArithmeticCoder
             _output = output;
         }
 
-        /// <summary>Appends the low <paramref name="count"/> (1..32) bits of <paramref name="bits"/>.</summary>
+        /// <summary>Appends the low <paramref name="count"/> (0..32) bits of <paramref name="bits"/> (no higher bits set).</summary>
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public void Put(uint bits, int count)
         {

@@ -23,6 +23,8 @@ public sealed class CacheGenSharedTables
     private readonly ConcurrentDictionary<UInt128, Task> _loads = new();
     private readonly ICacheGenTableStore? _store;
     private readonly ILogger _logger;
+    private readonly Lock _savesLock = new();
+    private Task _saves = Task.CompletedTask;
 
     /// <summary>Creates a provider.</summary>
     /// <param name="profileChunks">Chunks profiled before a table is published (at least 1). Defaults to 8.</param>
@@ -150,7 +152,23 @@ public sealed class CacheGenSharedTables
         CacheGenLog.TablePublished(_logger, table.IdText, bins.Layers, hidden, ProfileChunks, table.Serialized.Length);
         if (_store is not null)
         {
-            _ = SaveAsync(table);
+            var save = SaveAsync(table);
+            lock (_savesLock)
+            {
+                _saves = Task.WhenAll(_saves, save);
+            }
+        }
+    }
+
+    /// <summary>Completes when every table published so far has been handed to the store (saves never fault).</summary>
+    internal Task SavesCompleted
+    {
+        get
+        {
+            lock (_savesLock)
+            {
+                return _saves;
+            }
         }
     }
 

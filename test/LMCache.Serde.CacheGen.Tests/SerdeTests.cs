@@ -353,6 +353,7 @@ public sealed class SerdeTests : IDisposable
         }
 
         // A reader sharing the table folder misses once, loads the table in the background, then decodes.
+        await writer.SharedTables.SavesCompleted;
         var reader = new CacheGenSerde(new CacheGenOptions { TableDirectory = folder.Path });
         Assert.True(CacheGenCodec.TryParse(blobs[3], out var parsed, out _));
         using (var stored = KvData.Stored(_allocator, blobs[3]))
