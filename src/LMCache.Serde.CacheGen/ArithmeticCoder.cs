@@ -55,28 +55,29 @@ internal static partial class ArithmeticCoder
             // E1/E2: the k leading bits low and high share are final. With p pending bits the output is the first
             // of them, p opposite bits, then the other k − 1: as one number of k + p bits that is
             // bits + (2^p − 1)·2^(k−1). Written without branches while it fits one put.
+            // (Whether k is 0 is well predicted both for low-entropy data, where it mostly is, and for high-entropy data.)
             var k = BitOperations.LeadingZeroCount(low ^ high);
-            if (pending + k <= 32)
+            if (k != 0)
             {
-                var bits = (ulong)low >> (32 - k);
-                var code = k > 0 ? bits + (((1ul << (int)pending) - 1) << (k - 1)) : 0ul;
-                writer.Put((uint)code, k > 0 ? k + (int)pending : 0);
-                pending = k > 0 ? 0 : pending;
-            }
-            else if (k > 0)
-            {
-                var bits = low >> (32 - k);
-                var first = bits >> (k - 1);
-                writer.Put(first, 1);
-                writer.PutRepeated(first ^ 1, pending);
-                pending = 0;
-                if (k > 1)
+                if (pending + k <= 32)
                 {
-                    writer.Put(bits & ((1u << (k - 1)) - 1), k - 1);
+                    writer.Put((low >> (32 - k)) + (uint)(((1ul << (int)pending) - 1) << (k - 1)), k + (int)pending);
                 }
+                else
+                {
+                    var bits = low >> (32 - k);
+                    var first = bits >> (k - 1);
+                    writer.Put(first, 1);
+                    writer.PutRepeated(first ^ 1, pending);
+                    if (k > 1)
+                    {
+                        writer.Put(bits & ((1u << (k - 1)) - 1), k - 1);
+                    }
+                }
+                pending = 0;
+                low <<= k;
+                high = (high << k) | ((1u << k) - 1);
             }
-            low <<= k;
-            high = (high << k) | ((1u << k) - 1);
 
             // E3 (k3 may be 0: then the shifts change nothing, and the top bits are already low 0, high 1).
             var k3 = Math.Min(BitOperations.LeadingZeroCount(~(low << 1)), BitOperations.LeadingZeroCount(high << 1));
