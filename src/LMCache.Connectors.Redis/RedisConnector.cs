@@ -45,6 +45,7 @@ public sealed class RedisConnector : IRemoteConnector
     private readonly RedisConnectorOptions _options;
     private readonly ILogger _logger;
     private readonly Lock _gate = new();
+    private readonly ChunkLeasePool _leasePool = new();
     private Task<ConnectionMultiplexer>? _connecting;
     private ConnectionMultiplexer? _multiplexer;
     private ConnectionMultiplexer? _sentinel;
@@ -73,6 +74,9 @@ public sealed class RedisConnector : IRemoteConnector
 
     /// <summary>The parsed URL.</summary>
     public RedisUrl Url => _url;
+
+    /// <summary>Claims of payload reads into chunk memory not yet used or withdrawn (zero between reads).</summary>
+    internal int PendingLeaseClaims => _leasePool.PendingClaims;
 
     /// <inheritdoc />
     public RemoteCapabilities Capabilities =>
@@ -204,6 +208,7 @@ public sealed class RedisConnector : IRemoteConnector
         var metadata = new Task<RedisValue>[n];
         var payloads = new Task<Lease<byte>?>?[n];
         var expected = new long[n];
+        var claimed = new bool[n];   // a payload GET that should land directly in chunk memory (ChunkLeasePool)
         var batch = db.CreateBatch();
         for (var i = 0; i < n; i++)
         {
@@ -244,6 +249,7 @@ public sealed class RedisConnector : IRemoteConnector
             {
                 while (issued < limit && (issued <= consumed + 1 || inFlightBytes + expected[issued] <= window))
                 {
+                    claimed[issued] = expected[issued] <= int.MaxValue && _leasePool.Expect((int)expected[issued], allocator);
                     payloads[issued] = db.StringGetLeaseAsync(PayloadKey(names[issued]));
                     inFlightBytes += expected[issued];
                     issued++;
@@ -261,7 +267,11 @@ public sealed class RedisConnector : IRemoteConnector
                 MemoryObject? item;
                 using (lease)
                 {
-                    item = Materialize(db, keys.Span[consumed], names[consumed], meta, lease, allocator);
+                    item = Materialize(db, keys.Span[consumed], names[consumed], meta, lease, allocator, out var usedClaim);
+                    if (claimed[consumed] && !usedClaim)
+                    {
+                        _leasePool.Withdraw((int)expected[consumed], allocator);   // the claim was not used for this lease
+                    }
                 }
                 if (item is null)
                 {
@@ -297,6 +307,10 @@ public sealed class RedisConnector : IRemoteConnector
             // Leases issued but not consumed (after the first miss, or after a failure) still arrive: give them back.
             for (var i = owned; i < n; i++)
             {
+                if (claimed[i])
+                {
+                    _leasePool.Withdraw((int)expected[i], allocator);
+                }
                 _ = payloads[i]?.ContinueWith(static t =>
                 {
                     if (t.IsCompletedSuccessfully)
@@ -576,6 +590,7 @@ public sealed class RedisConnector : IRemoteConnector
             await multiplexer.CloseAsync(allowCommandsToComplete: false).ConfigureAwait(false);
             await multiplexer.DisposeAsync().ConfigureAwait(false);
         }
+        _leasePool.Dispose();
         if (sentinel is not null)
         {
             await sentinel.CloseAsync(allowCommandsToComplete: false).ConfigureAwait(false);
@@ -583,8 +598,10 @@ public sealed class RedisConnector : IRemoteConnector
         }
     }
 
-    private MemoryObject? Materialize(IDatabase db, in CacheEngineKey key, string name, RedisValue meta, Lease<byte>? lease, IMemoryAllocator allocator)
+    private MemoryObject? Materialize(
+        IDatabase db, in CacheEngineKey key, string name, RedisValue meta, Lease<byte>? lease, IMemoryAllocator allocator, out bool usedClaim)
     {
+        usedClaim = false;
         if (meta.IsNull)
         {
             if (lease is not null)
@@ -605,6 +622,23 @@ public sealed class RedisConnector : IRemoteConnector
         {
             Invalid(db, name, "metadata", error ?? "invalid metadata", deletePayload: true, deleteMetadata: true);
             return null;
+        }
+        if (ChunkMemoryOwner.TryGet(lease.Memory, out var owner) && ReferenceEquals(owner.Allocator, allocator))
+        {
+            // The client already wrote the value into chunk memory of this allocator: verify it there and keep it.
+            usedClaim = true;
+            if (stored.Checksum is { } sum && XxHash3.HashToUInt64(lease.Span) != sum)
+            {
+                Invalid(db, name, "checksum", "payload checksum mismatch", deletePayload: true, deleteMetadata: true);
+                return null;   // disposing the lease releases the chunk
+            }
+            if (owner.TryAdopt(out var chunk))
+            {
+                chunk.Reshape(objectMetadata);
+                RedisMetrics.BytesRead.Add(chunk.Length);
+                RedisMetrics.DirectReads.Add(1);
+                return chunk;
+            }
         }
         if (!allocator.TryAllocate(objectMetadata, out var item))
         {
@@ -822,6 +856,7 @@ public sealed class RedisConnector : IRemoteConnector
         try
         {
             var config = CreateConfiguration(_url.EndPoints, _url.User, _url.Password, _url.UseTls);
+            config.ResponseBufferPool = _leasePool;   // payload GETs land in chunk memory (see ChunkLeasePool)
             if (_url.Topology == RedisTopology.Sentinel)
             {
                 var sentinelConfig = CreateConfiguration(_url.EndPoints, null, _url.SentinelPassword, useTls: false);

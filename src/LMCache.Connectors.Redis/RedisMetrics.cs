@@ -21,6 +21,10 @@ internal static class RedisMetrics
     /// <summary>Bytes read from payloads (after validation).</summary>
     public static readonly Counter<long> BytesRead = s_meter.CreateCounter<long>("lmcache.redis.bytes_read", "By", "Payload bytes read and validated.");
 
+    /// <summary>Payload reads the client wrote straight into chunk memory (no copy by the connector).</summary>
+    public static readonly Counter<long> DirectReads = s_meter.CreateCounter<long>(
+        "lmcache.redis.direct_reads", "{read}", "Payload reads received straight into chunk memory, without a copy.");
+
     /// <summary>Bytes written as payloads.</summary>
     public static readonly Counter<long> BytesWritten = s_meter.CreateCounter<long>("lmcache.redis.bytes_written", "By", "Payload bytes written.");
 }

@@ -1,3 +1,4 @@
+using System.Diagnostics.Metrics;
 using System.IO.Hashing;
 using LMCache.Core.Keys;
 using LMCache.Core.Memory;
@@ -104,25 +105,99 @@ public sealed class StandaloneTests(RedisServerFixture fixture) : IClassFixture<
         using var allocator = TestSupport.Allocator(96L << 20);
         var metadata = new MemoryObjectMetadata(KvShape.Kv2Ltd(32, 32, 1024), KvDType.BFloat16, MemoryFormat.KV2LTD);
         Assert.Equal(4L << 20, metadata.ByteLength);
+        // The first chunk is 2 MiB: its payload rides with the metadata GETs before any size is known, and its reply
+        // can take no 4 MiB claim, so the claims line up with chunks 1 to 5.
+        var first = new MemoryObjectMetadata(KvShape.Kv2Ltd(16, 32, 1024), KvDType.BFloat16, MemoryFormat.KV2LTD);
         var keys = Enumerable.Range(0, 6).Select(i => TestChunks.Key(i, "large")).ToArray();
         for (var i = 0; i < keys.Length; i++)
         {
-            using var chunk = TestChunks.Create(allocator, 900 + i, metadata);
+            using var chunk = TestChunks.Create(allocator, 900 + i, i == 0 ? first : metadata);
             await connector.PutAsync(keys[i], chunk, ct);
         }
         var output = new MemoryObject?[6];
+        using var directReads = new DirectReadCounter();
         Assert.Equal(6, await connector.GetPrefixAsync(keys, output, allocator, ct));
         for (var i = 0; i < 6; i++)
         {
-            Assert.Equal(metadata, output[i]!.Metadata);
+            Assert.Equal(i == 0 ? first : metadata, output[i]!.Metadata);
             Assert.True(TestChunks.Matches(output[i]!, 900 + i));
             output[i]!.Release();
         }
+        Assert.Equal(5, directReads.Count);   // chunks 1 to 5 landed straight in chunk memory; chunk 0 was copied
+        Assert.Equal(0, connector.PendingLeaseClaims);
         foreach (var key in keys)
         {
             await connector.RemoveAsync(key, ct);
         }
         Assert.Equal(0, allocator.OutstandingObjects);
+    }
+
+    [Fact]
+    public async Task A_corrupted_payload_read_straight_into_chunk_memory_is_a_miss_and_its_memory_is_released()
+    {
+        TestSupport.RequireRedis();
+        var ct = TestContext.Current.CancellationToken;
+        await using var raw = await TestSupport.RawAsync(fixture.Server);
+        var db = raw.GetDatabase();
+        var logs = new FakeLogCollector();
+        await using var connector = await TestSupport.ConnectedAsync(fixture.Url, logs);
+        using var allocator = TestSupport.Allocator(32L << 20);
+        var metadata = new MemoryObjectMetadata(KvShape.Kv2Ltd(8, 32, 1024), KvDType.BFloat16, MemoryFormat.KV2LTD);   // 1 MiB
+        // The first chunk is smaller, so its reply (sent before any claim exists) can never take a 1 MiB claim and the
+        // claims line up with chunks 1, 2 and 3.
+        var first = new MemoryObjectMetadata(KvShape.Kv2Ltd(1, 8, 1024), KvDType.BFloat16, MemoryFormat.KV2LTD);
+        var keys = Enumerable.Range(0, 4).Select(i => TestChunks.Key(i, "direct-corrupt")).ToArray();
+        for (var i = 0; i < keys.Length; i++)
+        {
+            using var chunk = TestChunks.Create(allocator, 700 + i, i == 0 ? first : metadata);
+            await connector.PutAsync(keys[i], chunk, ct);
+        }
+        var payloadKey = RedisConnector.PayloadKey(keys[2].ToString());
+        var original = (byte[])(await db.StringGetRangeAsync(payloadKey, 4096, 4096))!;
+        await db.StringSetRangeAsync(payloadKey, 4096, new[] { (byte)(original[0] ^ 0x01) });
+
+        var output = new MemoryObject?[4];
+        using var directReads = new DirectReadCounter();
+        Assert.Equal(2, await connector.GetPrefixAsync(keys, output, allocator, ct));
+        Assert.True(TestChunks.Matches(output[0]!, 700));
+        Assert.True(TestChunks.Matches(output[1]!, 701));
+        Assert.Null(output[2]);
+        Assert.Equal(1, directReads.Count);   // chunk 1; chunk 2 arrived the same way but failed its checksum
+        output[0]!.Release();
+        output[1]!.Release();
+        Assert.Equal(1, logs.Hits(3106));
+        // Chunk 3's lease (issued before chunk 2 was checked) is given back when it arrives; nothing stays allocated.
+        await TestSupport.EventuallyAsync(() => Task.FromResult(allocator.OutstandingObjects == 0), "every chunk buffer released");
+        Assert.Equal(0, connector.PendingLeaseClaims);
+        await TestSupport.EventuallyAsync(async () => !await db.KeyExistsAsync(payloadKey), "the corrupted entry removed");
+        foreach (var key in keys)
+        {
+            await connector.RemoveAsync(key, ct);
+        }
+    }
+
+    /// <summary>Counts <c>lmcache.redis.direct_reads</c> while alive (tests of this assembly run one at a time).</summary>
+    private sealed class DirectReadCounter : IDisposable
+    {
+        private readonly MeterListener _listener = new();
+        private long _count;
+
+        public DirectReadCounter()
+        {
+            _listener.InstrumentPublished = (instrument, listener) =>
+            {
+                if (instrument.Meter.Name == "LMCache.Connectors.Redis" && instrument.Name == "lmcache.redis.direct_reads")
+                {
+                    listener.EnableMeasurementEvents(instrument);
+                }
+            };
+            _listener.SetMeasurementEventCallback<long>((_, value, _, _) => Interlocked.Add(ref _count, value));
+            _listener.Start();
+        }
+
+        public long Count => Interlocked.Read(ref _count);
+
+        public void Dispose() => _listener.Dispose();
     }
 
     [Fact]
