@@ -32,9 +32,10 @@ internal static class SerdeBench
         };
         var seconds = new Option<double>("--seconds") { Description = "Minimum time per throughput measurement.", DefaultValueFactory = _ => 1.5 };
         var profileChunks = new Option<int>("--profile-chunks") { Description = "Chunks profiled for the shared table (excluded from the shared-table ratio).", DefaultValueFactory = _ => 2 };
+        var entropy = new Option<bool>("--entropy") { Description = "Also measure the bits per value the quantized symbols need under richer probability models (context models for the shared-tables mode): the \"entropy\" object." };
         var command = new Command("serde", "cachegen vs naive on real KV from the fixture model: ratio, throughput, error, continuation match.")
         {
-            json, model, seconds, profileChunks,
+            json, model, seconds, profileChunks, entropy,
         };
         command.SetAction(parse =>
         {
@@ -44,7 +45,7 @@ internal static class SerdeBench
                 Console.Error.WriteLine("error: no model: pass --model DIR (the fixture lives in ../shared/fixtures/tiny-llama).");
                 return 2;
             }
-            var result = Run(folder, parse.GetValue(seconds), Math.Max(1, parse.GetValue(profileChunks)));
+            var result = Run(folder, parse.GetValue(seconds), Math.Max(1, parse.GetValue(profileChunks)), parse.GetValue(entropy));
             if (parse.GetValue(json))
             {
                 Console.WriteLine(result.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
@@ -81,7 +82,7 @@ internal static class SerdeBench
 
     private static void Progress(string text) => Console.Error.WriteLine($"bench: {text}");
 
-    private static JsonObject Run(string folder, double seconds, int profileChunks)
+    private static JsonObject Run(string folder, double seconds, int profileChunks, bool entropy)
     {
         var reference = JsonNode.Parse(File.ReadAllText(Path.Combine(folder, "reference.json")))!;
         var prompt = reference["prompts"]!["long"]!;
@@ -217,6 +218,13 @@ internal static class SerdeBench
                 elements += x.Length;
             }
 
+            JsonObject? entropyStudy = null;
+            if (entropy && measuredShared > 0)
+            {
+                Progress("entropy of the quantized symbols under context models");
+                entropyStudy = SerdeEntropy.Measure(chunksBf16, layers, ChunkTokens, hidden, bins, chunkCount - measuredShared, sharedBytes / (double)measuredShared);
+            }
+
             // Throughput: MB (10^6 bytes) of raw bf16 KV per second, one thread and all threads, beside a plain copy.
             Progress("throughput");
             var single = new CacheGenSerde(new CacheGenOptions { Threads = 1 });
@@ -239,7 +247,7 @@ internal static class SerdeBench
                 b.Release();
             }
 
-            return new JsonObject
+            var output = new JsonObject
             {
                 ["model"] = Path.GetFileName(folder.TrimEnd('/')),
                 ["kv_source"] = "LMCache.Inference: OnnxDecoder.Forward over the prompt prefix, chunks read through KvSequence.CopyToChunk (the serving engine's adapter)",
@@ -280,6 +288,11 @@ internal static class SerdeBench
                 ["continuation_baseline_matches_reference"] = referenceGreedy is null ? null : Round(Match(exact, referenceGreedy)),
                 ["baseline_naive"] = new JsonObject { ["ratio"] = 1.0, ["bytes"] = rawBf16, ["copy_mbps"] = Round(copyMbps) },
             };
+            if (entropyStudy is not null)
+            {
+                output["entropy"] = entropyStudy;
+            }
+            return output;
         }
         finally
         {
