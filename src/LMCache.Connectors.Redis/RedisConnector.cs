@@ -46,6 +46,7 @@ public sealed class RedisConnector : IRemoteConnector
     private readonly ILogger _logger;
     private readonly Lock _gate = new();
     private readonly ChunkLeasePool _leasePool = new();
+    private int _lastPayloadBytes;   // the size the next batch's first payload is claimed with (one model, one chunk size)
     private Task<ConnectionMultiplexer>? _connecting;
     private ConnectionMultiplexer? _multiplexer;
     private ConnectionMultiplexer? _sentinel;
@@ -208,14 +209,17 @@ public sealed class RedisConnector : IRemoteConnector
         var metadata = new Task<RedisValue>[n];
         var payloads = new Task<Lease<byte>?>?[n];
         var expected = new long[n];
-        var claimed = new bool[n];   // a payload GET that should land directly in chunk memory (ChunkLeasePool)
+        var claimedBytes = new int[n];   // the claim registered for each payload GET (ChunkLeasePool); 0 = none
         var batch = db.CreateBatch();
         for (var i = 0; i < n; i++)
         {
             names[i] = keys.Span[i].ToString();
             metadata[i] = batch.StringGetAsync(MetadataKey(names[i]));
         }
-        // The first payload rides in the same batch, so a single-chunk read is one round trip.
+        // The first payload rides in the same batch, so a single-chunk read is one round trip. Its size is not known yet:
+        // it is claimed with the size of the last payload read, which is right for every full chunk of a model.
+        var guess = Volatile.Read(ref _lastPayloadBytes);
+        claimedBytes[0] = guess > 0 && _leasePool.Expect(guess, allocator) ? guess : 0;
         payloads[0] = batch.StringGetLeaseAsync(PayloadKey(names[0]));
         batch.Execute();
 
@@ -249,7 +253,7 @@ public sealed class RedisConnector : IRemoteConnector
             {
                 while (issued < limit && (issued <= consumed + 1 || inFlightBytes + expected[issued] <= window))
                 {
-                    claimed[issued] = expected[issued] <= int.MaxValue && _leasePool.Expect((int)expected[issued], allocator);
+                    claimedBytes[issued] = expected[issued] <= int.MaxValue && _leasePool.Expect((int)expected[issued], allocator) ? (int)expected[issued] : 0;
                     payloads[issued] = db.StringGetLeaseAsync(PayloadKey(names[issued]));
                     inFlightBytes += expected[issued];
                     issued++;
@@ -268,9 +272,13 @@ public sealed class RedisConnector : IRemoteConnector
                 using (lease)
                 {
                     item = Materialize(db, keys.Span[consumed], names[consumed], meta, lease, allocator, out var usedClaim);
-                    if (claimed[consumed] && !usedClaim)
+                    if (claimedBytes[consumed] > 0 && !usedClaim)
                     {
-                        _leasePool.Withdraw((int)expected[consumed], allocator);   // the claim was not used for this lease
+                        _leasePool.Withdraw(claimedBytes[consumed], allocator);   // the claim was not used for this lease
+                    }
+                    if (item is not null)
+                    {
+                        Volatile.Write(ref _lastPayloadBytes, item.Length);
                     }
                 }
                 if (item is null)
@@ -307,9 +315,9 @@ public sealed class RedisConnector : IRemoteConnector
             // Leases issued but not consumed (after the first miss, or after a failure) still arrive: give them back.
             for (var i = owned; i < n; i++)
             {
-                if (claimed[i])
+                if (claimedBytes[i] > 0)
                 {
-                    _leasePool.Withdraw((int)expected[i], allocator);
+                    _leasePool.Withdraw(claimedBytes[i], allocator);
                 }
                 _ = payloads[i]?.ContinueWith(static t =>
                 {

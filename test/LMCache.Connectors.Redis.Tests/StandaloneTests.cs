@@ -125,6 +125,17 @@ public sealed class StandaloneTests(RedisServerFixture fixture) : IClassFixture<
         }
         Assert.Equal(5, directReads.Count);   // chunks 1 to 5 landed straight in chunk memory; chunk 0 was copied
         Assert.Equal(0, connector.PendingLeaseClaims);
+
+        // A second read starting at chunk 1: its first payload is claimed with the size of the last one read (4 MiB),
+        // so all five land directly.
+        Assert.Equal(5, await connector.GetPrefixAsync(keys.AsMemory(1), output, allocator, ct));
+        for (var i = 0; i < 5; i++)
+        {
+            Assert.True(TestChunks.Matches(output[i]!, 901 + i));
+            output[i]!.Release();
+        }
+        Assert.Equal(10, directReads.Count);
+        Assert.Equal(0, connector.PendingLeaseClaims);
         foreach (var key in keys)
         {
             await connector.RemoveAsync(key, ct);
