@@ -261,6 +261,61 @@ public static class ConfigKeys
 
     private static readonly Dictionary<string, ConfigKeyDefinition> s_byName = All.ToDictionary(d => d.Name, StringComparer.Ordinal);
 
+    /// <summary>
+    /// The known key closest to <paramref name="name"/> (a typo: at most 2 edits, and fewer than a third of its
+    /// length), or null when none is that close.
+    /// </summary>
+    public static string? Suggest(string name)
+    {
+        ArgumentNullException.ThrowIfNull(name);
+        var lowered = name.ToLowerInvariant();
+        var limit = Math.Min(2, Math.Max(1, lowered.Length / 3));
+        string? best = null;
+        var bestDistance = limit + 1;
+        foreach (var candidate in s_byName.Keys.Concat(Aliases.Keys))
+        {
+            var distance = EditDistance(lowered, candidate, bestDistance);
+            if (distance < bestDistance)
+            {
+                best = candidate;
+                bestDistance = distance;
+            }
+        }
+        return best is null ? null : Aliases.GetValueOrDefault(best, best);
+    }
+
+    /// <summary>Levenshtein distance of two short strings, or <paramref name="cap"/> once it is known to be at least that.</summary>
+    private static int EditDistance(string a, string b, int cap)
+    {
+        if (Math.Abs(a.Length - b.Length) >= cap)
+        {
+            return cap;
+        }
+        Span<int> previous = stackalloc int[b.Length + 1];
+        Span<int> current = stackalloc int[b.Length + 1];
+        for (var j = 0; j <= b.Length; j++)
+        {
+            previous[j] = j;
+        }
+        for (var i = 1; i <= a.Length; i++)
+        {
+            current[0] = i;
+            var rowMinimum = i;
+            for (var j = 1; j <= b.Length; j++)
+            {
+                var substitution = previous[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1);
+                current[j] = Math.Min(substitution, Math.Min(previous[j], current[j - 1]) + 1);
+                rowMinimum = Math.Min(rowMinimum, current[j]);
+            }
+            if (rowMinimum >= cap)
+            {
+                return cap;
+            }
+            current.CopyTo(previous);
+        }
+        return Math.Min(previous[b.Length], cap);
+    }
+
     /// <summary>Finds a key's definition by name or alias.</summary>
     public static bool TryGet(string name, out ConfigKeyDefinition definition, out bool viaAlias)
     {

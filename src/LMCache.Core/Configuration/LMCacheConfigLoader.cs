@@ -117,7 +117,7 @@ public static class LMCacheConfigLoader
             var key = name["LMCACHE_".Length..].ToLowerInvariant();
             if (!ConfigKeys.TryGet(key, out _, out _))
             {
-                warnings.Add($"Unknown environment variable {name}: no configuration key '{key}'; ignored.");
+                warnings.Add($"Unknown environment variable {name}: no configuration key '{key}'; ignored.{DidYouMean(key, environment: true)}");
                 continue;
             }
             Apply(values, key, value, ConfigSource.Environment, name, problems, warnings);
@@ -153,12 +153,16 @@ public static class LMCacheConfigLoader
         return new LoadedConfiguration(options, [.. ConfigKeys.All.Select(d => values[d.Name])], warnings, file);
     }
 
+    private static string DidYouMean(string key, bool environment = false) => ConfigKeys.Suggest(key) is { } suggestion
+        ? environment ? $" Did you mean LMCACHE_{suggestion.ToUpperInvariant()}?" : $" Did you mean '{suggestion}'?"
+        : "";
+
     private static void Apply(
         Dictionary<string, ConfigEntry> values, string key, object? raw, ConfigSource source, string origin, List<string> problems, List<string> warnings)
     {
         if (!ConfigKeys.TryGet(key, out var definition, out var viaAlias))
         {
-            warnings.Add($"Unknown configuration key '{key}' ({origin}); ignored.");
+            warnings.Add($"Unknown configuration key '{key}' ({origin}); ignored.{DidYouMean(key)}");
             return;
         }
         if (viaAlias)

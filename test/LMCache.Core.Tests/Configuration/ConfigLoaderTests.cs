@@ -581,8 +581,28 @@ public sealed class ConfigLoaderTests : IDisposable
         var loaded = LoadYaml("chunk_size: 64\nchunk_sise: 32\nweka_path: /mnt/weka\n");
         Assert.Equal(64, loaded.Options.ChunkSize);
         Assert.Equal(2, loaded.Warnings.Count);
-        Assert.Contains(loaded.Warnings, w => w.Contains("'chunk_sise'", StringComparison.Ordinal) && w.Contains("Unknown", StringComparison.Ordinal));
-        Assert.Contains(loaded.Warnings, w => w.Contains("'weka_path'", StringComparison.Ordinal));
+        Assert.Contains(loaded.Warnings, w => w.Contains("'chunk_sise'", StringComparison.Ordinal) && w.Contains("Unknown", StringComparison.Ordinal)
+            && w.Contains("Did you mean 'chunk_size'?", StringComparison.Ordinal));
+        Assert.Contains(loaded.Warnings, w => w.Contains("'weka_path'", StringComparison.Ordinal) && !w.Contains("Did you mean", StringComparison.Ordinal));
+    }
+
+    [Theory]
+    [InlineData("chunk_sise", "chunk_size")]
+    [InlineData("max_local_cpu_sizes", "max_local_cpu_size")]
+    [InlineData("Remote_Url", "remote_url")]
+    [InlineData("remoteurl", "remote_url")]
+    [InlineData("controller_ur", "controller_pull_url")]   // close to a deprecated alias: the suggestion is its new name
+    [InlineData("weka_path", null)]
+    [InlineData("x", null)]
+    [InlineData("chunk", null)]
+    public void Typos_get_the_closest_known_key_and_strangers_get_none(string typo, string? expected) =>
+        Assert.Equal(expected, ConfigKeys.Suggest(typo));
+
+    [Fact]
+    public void Unknown_variables_suggest_the_variable_of_the_closest_key()
+    {
+        var warning = Assert.Single(Load(("LMCACHE_CHUNK_SIZ", "1")).Warnings);
+        Assert.Contains("Did you mean LMCACHE_CHUNK_SIZE?", warning, StringComparison.Ordinal);
     }
 
     [Fact]
