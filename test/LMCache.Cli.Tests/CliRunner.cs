@@ -1,0 +1,49 @@
+using System.CommandLine;
+using LMCache.Cli.Commands;
+
+// The commands write to the process console and read LMCACHE_* variables: run the tests of this assembly one at a time.
+[assembly: CollectionBehavior(DisableTestParallelization = true)]
+
+namespace LMCache.Cli.Tests;
+
+/// <summary>Runs the lmcache command tree in-process, as Program.cs does, capturing what it prints.</summary>
+internal static class CliRunner
+{
+    public static async Task<(int ExitCode, string Output, string Error)> RunAsync(params string[] args)
+    {
+        var root = new RootCommand("lmcache (test)");
+        foreach (var command in CommandCatalog.All())
+        {
+            root.Subcommands.Add(command);
+        }
+        var originalOut = Console.Out;
+        var originalError = Console.Error;
+        using var output = new StringWriter();
+        using var error = new StringWriter();
+        Console.SetOut(output);
+        Console.SetError(error);
+        try
+        {
+            var exitCode = await root.Parse(args).InvokeAsync(new InvocationConfiguration { Output = output, Error = error });
+            return (exitCode, output.ToString(), error.ToString());
+        }
+        finally
+        {
+            Console.SetOut(originalOut);
+            Console.SetError(originalError);
+        }
+    }
+
+    /// <summary>The repository root (the folder holding LMCache.slnx), searched upward from the test assembly.</summary>
+    public static string? RepositoryRoot()
+    {
+        for (var folder = new DirectoryInfo(AppContext.BaseDirectory); folder is not null; folder = folder.Parent)
+        {
+            if (File.Exists(Path.Combine(folder.FullName, "LMCache.slnx")))
+            {
+                return folder.FullName;
+            }
+        }
+        return null;
+    }
+}
