@@ -14,7 +14,7 @@ namespace LMCache.Storage;
 /// <param name="Remote">Chunks served by the remote tier.</param>
 /// <param name="Rejected">
 /// Chunks a tier returned that did not match the expected metadata (0 or 1: the read stops at the first). They are
-/// neither returned nor promoted, and a rejected CPU entry is removed so a fresh store can replace it.
+/// neither returned nor promoted, and a rejected CPU or disk entry is removed so a fresh store can replace it.
 /// </param>
 public readonly record struct TierHits(int Cpu, int Disk, int Remote, int Rejected = 0)
 {
@@ -159,7 +159,7 @@ public sealed class StorageManager : IAsyncDisposable
     /// <param name="expected">
     /// The metadata each chunk must have (format, dtype, shape; the length follows), one per key; empty to accept
     /// whatever the tiers hold. The prefix ends at the first chunk that differs: it is released, not promoted into
-    /// the CPU tier, and removed from the CPU tier when that is where it was, so the next store replaces it.
+    /// the CPU tier, and removed from its tier when that is the CPU or disk tier, so the next store replaces it.
     /// </param>
     /// <param name="cancellationToken">Cancels the read.</param>
     public async ValueTask<(int Count, TierHits Hits)> GetPrefixAsync(
@@ -188,13 +188,20 @@ public sealed class StorageManager : IAsyncDisposable
             if (!expected.IsEmpty)
             {
                 var valid = CountValid(
-                    keys.Span.Slice(found, count), destination.Span.Slice(found, count), expected.Span.Slice(found, count), backend, out var keptCompressed);
+                    keys.Span.Slice(found, count), destination.Span.Slice(found, count), expected.Span.Slice(found, count), backend, out var wrongEntries);
                 if (valid < count)
                 {
                     rejected = 1;
-                    if (backend == Cpu && !keptCompressed)   // a compressed chunk is not wrong, only undecodable here: keep it
+                    // A local tier's wrong entries would shadow (CPU) or block (disk: puts of a present key are skipped)
+                    // the right chunks forever: remove them so the next store replaces them. The remote tier is shared
+                    // with other engines, which may expect that layout: it keeps its entries. A compressed chunk is not
+                    // wrong, only undecodable here: it stays.
+                    if (backend is not Remote.RemoteBackend && wrongEntries is not null)
                     {
-                        await Cpu.RemoveAsync(keys.Span[found + valid], cancellationToken).ConfigureAwait(false);
+                        foreach (var key in wrongEntries)
+                        {
+                            await backend.RemoveAsync(key, cancellationToken).ConfigureAwait(false);
+                        }
                     }
                     count = valid;
                 }
@@ -225,13 +232,15 @@ public sealed class StorageManager : IAsyncDisposable
 
     /// <summary>
     /// How many of <paramref name="objects"/>, from the first, match <paramref name="expected"/>; the first that does
-    /// not and every one after it are released and cleared.
+    /// not and every one after it are released and cleared. <paramref name="wrongEntries"/> lists the keys, from the
+    /// first mismatch on, whose stored chunk has other metadata (compressed chunks that could not be decoded excluded);
+    /// null when there are none.
     /// </summary>
     private int CountValid(
         ReadOnlySpan<CacheEngineKey> keys, Span<MemoryObject?> objects, ReadOnlySpan<MemoryObjectMetadata> expected, IStorageBackend backend,
-        out bool rejectedCompressed)
+        out List<CacheEngineKey>? wrongEntries)
     {
-        rejectedCompressed = false;
+        wrongEntries = null;
         for (var i = 0; i < objects.Length; i++)
         {
             var item = objects[i]!;
@@ -244,7 +253,6 @@ public sealed class StorageManager : IAsyncDisposable
                 objects[i] = decoded;
                 if (decoded is null)
                 {
-                    rejectedCompressed = true;
                     StorageLog.ChunkRejected(_logger, keys[i].ToString(), backend.Name, $"{storedAs} that could not be decoded", expected[i].ToString());
                     ReleaseFrom(objects, i + 1);
                     return i;
@@ -256,6 +264,15 @@ public sealed class StorageManager : IAsyncDisposable
                 continue;
             }
             StorageLog.ChunkRejected(_logger, keys[i].ToString(), backend.Name, item.Metadata.ToString(), expected[i].ToString());
+            for (var j = i; j < objects.Length; j++)
+            {
+                var other = objects[j]!.Metadata;
+                var compressed = other.Format == MemoryFormat.BinaryBuffer && expected[j].Format != MemoryFormat.BinaryBuffer;
+                if (!compressed && (other != expected[j] || objects[j]!.Length != expected[j].ByteLength))
+                {
+                    (wrongEntries ??= []).Add(keys[j]);
+                }
+            }
             ReleaseFrom(objects, i);
             return i;
         }

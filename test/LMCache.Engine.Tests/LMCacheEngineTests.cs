@@ -180,7 +180,15 @@ public sealed class LMCacheEngineTests : IDisposable
         var (hit, destination) = await RetrieveAsync(reader, prompt, layout: otherLayout);
         Assert.Equal(new RetrieveResult(64, 64, new TierHits(4, 0, 0)), hit);
         Assert.True(destination.SamePrefix(source, 64));
+        await reader.FlushAsync();
         await DisposeAndCheckLeaksAsync(reader);
+
+        // The wrong disk chunks were removed when rejected, so the store wrote the right ones: a restart reads them.
+        var restarted = CreateEngine(Options(disk: true), otherLayout);
+        var (fromDisk, restored) = await RetrieveAsync(restarted, prompt, layout: otherLayout);
+        Assert.Equal(new RetrieveResult(64, 64, new TierHits(0, 4, 0)), fromDisk);
+        Assert.True(restored.SamePrefix(source, 64));
+        await DisposeAndCheckLeaksAsync(restarted);
     }
 
     [Fact]

@@ -133,8 +133,14 @@ public sealed class StorageManagerTests : IDisposable
         destination[1]!.Release();
         await manager.FlushAsync();
         Assert.True(cpu.Contains(keys[1]));    // the right chunk was promoted
-        Assert.False(cpu.Contains(keys[2]));   // the wrong one was not
+        Assert.False(cpu.Contains(keys[2]));   // the wrong one was not,
+        Assert.False(disk.Contains(keys[2]));  // and it left the disk, so a store can write the right one
 
+        using (var again = TestChunks.Create(cpu, 2, other))
+        {
+            disk.SubmitPut(keys[2], again);
+        }
+        await manager.FlushAsync();
         Assert.Equal((3, new TierHits(2, 1, 0)), await manager.GetPrefixAsync(keys, destination));   // no expectations: taken as is
         foreach (var item in destination)
         {
