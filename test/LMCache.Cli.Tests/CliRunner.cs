@@ -9,7 +9,11 @@ namespace LMCache.Cli.Tests;
 /// <summary>Runs the lmcache command tree in-process, as Program.cs does, capturing what it prints.</summary>
 internal static class CliRunner
 {
-    public static async Task<(int ExitCode, string Output, string Error)> RunAsync(params string[] args)
+    public static Task<(int ExitCode, string Output, string Error)> RunAsync(params string[] args) =>
+        RunUntilStoppedAsync(args, TestContext.Current.CancellationToken);
+
+    /// <summary>Runs until the command ends or <paramref name="cancellationToken"/> stops it (as Ctrl+C would).</summary>
+    public static async Task<(int ExitCode, string Output, string Error)> RunUntilStoppedAsync(string[] args, CancellationToken cancellationToken)
     {
         var root = new RootCommand("lmcache (test)");
         foreach (var command in CommandCatalog.All())
@@ -24,7 +28,7 @@ internal static class CliRunner
         Console.SetError(error);
         try
         {
-            var exitCode = await root.Parse(args).InvokeAsync(new InvocationConfiguration { Output = output, Error = error });
+            var exitCode = await root.Parse(args).InvokeAsync(new InvocationConfiguration { Output = output, Error = error }, cancellationToken);
             return (exitCode, output.ToString(), error.ToString());
         }
         finally

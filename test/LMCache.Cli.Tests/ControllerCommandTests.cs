@@ -1,0 +1,64 @@
+using System.Net.Http.Json;
+using System.Text.Json.Nodes;
+using LMCache.Testing.Redis;
+
+namespace LMCache.Cli.Tests;
+
+public sealed class ControllerCommandTests
+{
+    [Fact]
+    public async Task The_controller_takes_the_originals_monitor_ports_json_and_a_worker_registers_through_them()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        var httpPort = RedisProcess.FreePort();
+        var pullPort = RedisProcess.FreePort();
+        var replyPort = RedisProcess.FreePort();
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        var run = CliRunner.RunUntilStoppedAsync(
+            ["controller", "--host", "127.0.0.1", "--port", $"{httpPort}", "--monitor-ports", $"{{\"pull\": {pullPort}, \"reply\": {replyPort}}}", "--demo-instances", "1"],
+            stop.Token);
+        try
+        {
+            using var http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{httpPort}") };
+            // The demo instance's worker pushes to the pull port and registers: it shows up as an active worker.
+            JsonNode? info = null;
+            var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(90);
+            while (DateTime.UtcNow < deadline && !run.IsCompleted)
+            {
+                try
+                {
+                    using var response = await http.PostAsJsonAsync("/query_worker_info", new { instance_id = "all" }, ct);
+                    info = response.IsSuccessStatusCode ? JsonNode.Parse(await response.Content.ReadAsStringAsync(ct)) : null;
+                    if (info?["worker_infos"]?.AsArray().Count > 0)
+                    {
+                        break;
+                    }
+                }
+                catch (HttpRequestException)
+                {
+                    // Not listening yet.
+                }
+                await Task.Delay(250, ct);
+            }
+            Assert.False(run.IsCompleted, $"the controller exited early: {(run.IsCompleted ? (await run).Error : "")}");
+            var worker = Assert.Single(info!["worker_infos"]!.AsArray())!;
+            Assert.Equal("demo-instance-1", worker["instance_id"]!.GetValue<string>());
+            Assert.Equal("active", worker["status"]!.GetValue<string>());
+        }
+        finally
+        {
+            await stop.CancelAsync();
+        }
+        var (exitCode, _, error) = await run;
+        Assert.True(exitCode == 0, $"the controller did not stop cleanly on cancellation (exit {exitCode}): {error}");
+    }
+
+    [Fact]
+    public async Task A_malformed_monitor_ports_value_is_a_clear_error()
+    {
+        var (exitCode, _, error) = await CliRunner.RunAsync("controller", "--host", "127.0.0.1", "--port", "0", "--monitor-ports", "{\"reply\": 8400}");
+        Assert.NotEqual(0, exitCode);
+        Assert.Contains("--monitor-ports", error, StringComparison.Ordinal);
+        Assert.Contains("\"pull\"", error, StringComparison.Ordinal);
+    }
+}
