@@ -1,10 +1,10 @@
-using System.Diagnostics.Metrics;
 using System.IO.Hashing;
 using LMCache.Core.Keys;
 using LMCache.Core.Memory;
 using LMCache.Core.Serde;
 using LMCache.Storage.Remote;
 using LMCache.Testing;
+using Microsoft.Extensions.Diagnostics.Metrics.Testing;
 using Microsoft.Extensions.Logging.Testing;
 using StackExchange.Redis;
 
@@ -115,7 +115,7 @@ public sealed class StandaloneTests(RedisServerFixture fixture) : IClassFixture<
             await connector.PutAsync(keys[i], chunk, ct);
         }
         var output = new MemoryObject?[6];
-        using var directReads = new DirectReadCounter();
+        using var directReads = new MetricCollector<long>(null, "LMCache.Connectors.Redis", "lmcache.redis.direct_reads");
         Assert.Equal(6, await connector.GetPrefixAsync(keys, output, allocator, ct));
         for (var i = 0; i < 6; i++)
         {
@@ -123,7 +123,7 @@ public sealed class StandaloneTests(RedisServerFixture fixture) : IClassFixture<
             Assert.True(TestChunks.Matches(output[i]!, 900 + i));
             output[i]!.Release();
         }
-        Assert.Equal(5, directReads.Count);   // chunks 1 to 5 landed straight in chunk memory; chunk 0 was copied
+        Assert.Equal(5, DirectReads(directReads));   // chunks 1 to 5 landed straight in chunk memory; chunk 0 was copied
         Assert.Equal(0, connector.PendingLeaseClaims);
 
         // A second read starting at chunk 1: its first payload is claimed with the size of the last one read (4 MiB),
@@ -134,7 +134,7 @@ public sealed class StandaloneTests(RedisServerFixture fixture) : IClassFixture<
             Assert.True(TestChunks.Matches(output[i]!, 901 + i));
             output[i]!.Release();
         }
-        Assert.Equal(10, directReads.Count);
+        Assert.Equal(10, DirectReads(directReads));
         Assert.Equal(0, connector.PendingLeaseClaims);
         foreach (var key in keys)
         {
@@ -168,12 +168,12 @@ public sealed class StandaloneTests(RedisServerFixture fixture) : IClassFixture<
         await db.StringSetRangeAsync(payloadKey, 4096, new[] { (byte)(original[0] ^ 0x01) });
 
         var output = new MemoryObject?[4];
-        using var directReads = new DirectReadCounter();
+        using var directReads = new MetricCollector<long>(null, "LMCache.Connectors.Redis", "lmcache.redis.direct_reads");
         Assert.Equal(2, await connector.GetPrefixAsync(keys, output, allocator, ct));
         Assert.True(TestChunks.Matches(output[0]!, 700));
         Assert.True(TestChunks.Matches(output[1]!, 701));
         Assert.Null(output[2]);
-        Assert.Equal(1, directReads.Count);   // chunk 1; chunk 2 arrived the same way but failed its checksum
+        Assert.Equal(1, DirectReads(directReads));   // chunk 1; chunk 2 arrived the same way but failed its checksum
         output[0]!.Release();
         output[1]!.Release();
         Assert.Equal(1, logs.Hits(3106));
@@ -187,29 +187,6 @@ public sealed class StandaloneTests(RedisServerFixture fixture) : IClassFixture<
         }
     }
 
-    /// <summary>Counts <c>lmcache.redis.direct_reads</c> while alive (tests of this assembly run one at a time).</summary>
-    private sealed class DirectReadCounter : IDisposable
-    {
-        private readonly MeterListener _listener = new();
-        private long _count;
-
-        public DirectReadCounter()
-        {
-            _listener.InstrumentPublished = (instrument, listener) =>
-            {
-                if (instrument.Meter.Name == "LMCache.Connectors.Redis" && instrument.Name == "lmcache.redis.direct_reads")
-                {
-                    listener.EnableMeasurementEvents(instrument);
-                }
-            };
-            _listener.SetMeasurementEventCallback<long>((_, value, _, _) => Interlocked.Add(ref _count, value));
-            _listener.Start();
-        }
-
-        public long Count => Interlocked.Read(ref _count);
-
-        public void Dispose() => _listener.Dispose();
-    }
 
     [Fact]
     public async Task Through_the_remote_backend_puts_are_queued_and_reads_round_trip()
@@ -347,6 +324,8 @@ public sealed class StandaloneTests(RedisServerFixture fixture) : IClassFixture<
         read.Release();
         Assert.Equal(0, allocator.OutstandingObjects);
     }
+
+    private static long DirectReads(MetricCollector<long> collector) => collector.GetMeasurementSnapshot().Sum(m => m.Value);
 
     public static TheoryData<string> Damage => new()
     {
