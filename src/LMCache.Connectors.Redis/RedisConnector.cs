@@ -76,6 +76,9 @@ public sealed class RedisConnector : IRemoteConnector
     /// <summary>The parsed URL.</summary>
     public RedisUrl Url => _url;
 
+    /// <summary>The timeouts, checksum policy and read window this connector runs with.</summary>
+    public RedisConnectorOptions Options => _options;
+
     /// <summary>Claims of payload reads into chunk memory not yet used or withdrawn (zero between reads).</summary>
     internal int PendingLeaseClaims => _leasePool.PendingClaims;
 

@@ -285,7 +285,7 @@ internal static class RemoteBench
         }, ct)));
         var setSeconds = watch.Elapsed.TotalSeconds;
 
-        var depth = Math.Max(2, (int)(new RedisConnectorOptions().ReadWindowBytes / s.ChunkBytes));
+        var depth = Math.Max(2, (int)(redis.Options.ReadWindowBytes / s.ChunkBytes));   // as many in flight as the connector keeps
         next = -1;
         watch.Restart();
         await Task.WhenAll(Enumerable.Range(0, s.Clients).Select(_ => Task.Run(async () =>
