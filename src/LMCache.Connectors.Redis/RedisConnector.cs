@@ -79,6 +79,13 @@ public sealed class RedisConnector : IRemoteConnector
     /// <summary>The timeouts, checksum policy and read window this connector runs with.</summary>
     public RedisConnectorOptions Options => _options;
 
+    /// <summary>
+    /// The StackExchange.Redis database this connector talks to (connecting first if needed), for diagnostics and for
+    /// the benchmark's client baseline. Reads through it bypass every check of this connector: never load KV with it.
+    /// </summary>
+    /// <exception cref="RedisConnectionException">The server cannot be reached.</exception>
+    public ValueTask<IDatabase> GetClientDatabaseAsync(CancellationToken cancellationToken) => GetDatabaseAsync(cancellationToken);
+
     /// <summary>Claims of payload reads into chunk memory not yet used or withdrawn (zero between reads).</summary>
     internal int PendingLeaseClaims => _leasePool.PendingClaims;
 
@@ -832,13 +839,6 @@ public sealed class RedisConnector : IRemoteConnector
         }
         return builder.ToString();
     }
-
-    /// <summary>
-    /// The StackExchange.Redis database this connector talks to (connecting first if needed), for diagnostics and for
-    /// the benchmark's client baseline. Reads through it bypass every check of this connector: never load KV with it.
-    /// </summary>
-    /// <exception cref="RedisConnectionException">The server cannot be reached.</exception>
-    public ValueTask<IDatabase> GetClientDatabaseAsync(CancellationToken cancellationToken) => GetDatabaseAsync(cancellationToken);
 
     private async ValueTask<IDatabase> GetDatabaseAsync(CancellationToken cancellationToken)
     {
