@@ -86,6 +86,19 @@ public sealed class RedisConnector : IRemoteConnector
     /// <exception cref="RedisConnectionException">The server cannot be reached.</exception>
     public ValueTask<IDatabase> GetClientDatabaseAsync(CancellationToken cancellationToken) => GetDatabaseAsync(cancellationToken);
 
+    /// <summary>Opens a <see cref="RedisInfoProbe"/> on the current masters, with this connector's credentials and TLS settings.</summary>
+    /// <exception cref="RedisConnectionException">The masters cannot be reached.</exception>
+    public async Task<RedisInfoProbe> OpenInfoProbeAsync(CancellationToken cancellationToken)
+    {
+        var db = await GetDatabaseAsync(cancellationToken).ConfigureAwait(false);
+        var config = CreateConfiguration(DistinctMasters(db.Multiplexer).Select(server => server.EndPoint), _url.User, _url.Password, _url.UseTls);
+        config.AllowAdmin = true;
+        config.AbortOnConnectFail = true;
+        config.ClientName = "lmcache-info";
+        config.CommandMap = CommandMap.Create(["SUBSCRIBE"], available: false);   // no subscription connection
+        return new RedisInfoProbe(await ConnectionMultiplexer.ConnectAsync(config).WaitAsync(cancellationToken).ConfigureAwait(false));
+    }
+
     /// <summary>Claims of payload reads into chunk memory not yet used or withdrawn (zero between reads).</summary>
     internal int PendingLeaseClaims => _leasePool.PendingClaims;
 
@@ -805,7 +818,7 @@ public sealed class RedisConnector : IRemoteConnector
         return result;
     }
 
-    private static List<IServer> DistinctMasters(IConnectionMultiplexer multiplexer)
+    internal static List<IServer> DistinctMasters(IConnectionMultiplexer multiplexer)
     {
         // One server may be known under two endpoints (a host name and the address the cluster reports): scan it once.
         var result = new List<IServer>();

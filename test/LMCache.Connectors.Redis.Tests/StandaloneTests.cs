@@ -62,6 +62,41 @@ public sealed class StandaloneTests(RedisServerFixture fixture) : IClassFixture<
         Assert.Equal(0, allocator.OutstandingObjects);
     }
 
+    [Fact]
+    public async Task A_64_chunk_lookup_reaches_the_server_as_one_pipelined_burst()
+    {
+        TestSupport.RequireRedis();
+        var ct = TestContext.Current.CancellationToken;
+        await using var connector = await TestSupport.ConnectedAsync(UrlFor("redis-password"));
+        using var allocator = TestSupport.Allocator();
+        var keys = Enumerable.Range(0, 64).Select(i => TestChunks.Key(i, "lookup/burst")).ToArray();
+        for (var i = 0; i < keys.Length; i++)
+        {
+            using var chunk = TestChunks.Create(allocator, i);
+            await connector.PutAsync(keys[i], chunk, ct);
+        }
+        await using var probe = await connector.OpenInfoProbeAsync(ct);
+
+        const int Lookups = 20;
+        var before = await probe.SumAsync("stats", "total_reads_processed", ct);
+        for (var i = 0; i < Lookups; i++)
+        {
+            Assert.Equal(64, await connector.ExistsPrefixAsync(keys, ct));
+        }
+        var after = await probe.SumAsync("stats", "total_reads_processed", ct);
+
+        // Every read event is the server taking in one burst of commands. Minus the probe's own INFO, 64 EXISTS sent one
+        // round trip at a time would be 64 per lookup; one pipelined burst is 1 (2 where the socket splits it).
+        Assert.NotNull(before);
+        Assert.NotNull(after);
+        var perLookup = (double)(after.Value.Sum - before.Value.Sum - after.Value.Masters) / Lookups;
+        Assert.InRange(perLookup, 1, 3);
+        foreach (var key in keys)
+        {
+            await connector.RemoveAsync(key, ct);
+        }
+    }
+
     [Theory]
     [InlineData(0L)]            // one payload ahead at most
     [InlineData(8L << 20)]      // the default window: every payload at once
