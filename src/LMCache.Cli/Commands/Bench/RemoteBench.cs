@@ -43,56 +43,69 @@ internal static class RemoteBench
             {
                 return 2;
             }
-            // The baseline runs once per round, interleaved with ours, so both see the same background load; best of rounds each.
-            double? bestSet = null, bestGet = null, clientSet = null, clientGet = null;
             // The client baseline overwrites the same keys every round, as our store and redis-benchmark do (fresh keys
             // would make the server fault in new memory on every round and slow the baseline down unfairly).
             var clientPrefix = $"lmcache-bench-client:{Guid.NewGuid():N}:";
             string? baselineError = null;
-            Func<MemoryObject[], Task>? baselineRound = parse.GetValue(baseline)
-                ? async sources =>
+            Func<MemoryObject[], IReadOnlyList<Contender>>? baselines = null;
+            if (parse.GetValue(baseline))
+            {
+                baselines = sources =>
                 {
-                    var (set, get, error) = await RunRedisBenchmarkAsync(connector, settings, ct);
-                    bestSet = set is null ? bestSet : Math.Max(bestSet ?? 0, set.Value);
-                    bestGet = get is null ? bestGet : Math.Max(bestGet ?? 0, get.Value);
-                    baselineError ??= error;
+                    var list = new List<Contender>();
+                    if (RedisBenchmarkArguments(connector, settings, out var arguments) is { } reason)
+                    {
+                        baselineError = reason;
+                    }
+                    else
+                    {
+                        list.Add(new Contender(
+                            "redis-benchmark",
+                            () => RunRedisBenchmarkAsync(arguments, "set", settings, error => baselineError ??= error, ct),
+                            () => RunRedisBenchmarkAsync(arguments, "get", settings, error => baselineError ??= error, ct)));
+                    }
                     if (connector is RedisConnector redis)
                     {
-                        var (rawSet, rawGet) = await RunClientBaselineAsync(redis, settings, sources, clientPrefix, ct);
-                        clientSet = Math.Max(clientSet ?? 0, rawSet);
-                        clientGet = Math.Max(clientGet ?? 0, rawGet);
+                        list.Add(new Contender(
+                            "StackExchange.Redis",
+                            () => ClientSetRoundAsync(redis, settings, sources, clientPrefix, ct),
+                            () => ClientGetRoundAsync(redis, settings, clientPrefix, ct)));
                     }
-                }
-                : null;
-            var result = await MeasureAsync(connector, settings, baselineRound, ct);
-            if (baselineRound is not null && connector is RedisConnector client)
+                    return list;
+                };
+            }
+            var (result, best) = await MeasureAsync(connector, settings, baselines, ct);
+            if (baselines is not null && connector is RedisConnector client)
             {
                 var db = await client.GetClientDatabaseAsync(ct);
-                await Task.WhenAll(Enumerable.Range(0, settings.Chunks).Select(i => db.KeyDeleteAsync(ClientKey(clientPrefix, i))));   // one by one: a cluster spreads them over slots
+                var names = Enumerable.Range(0, settings.Chunks).Select(i => ClientKey(clientPrefix, i)).Append(RedisBenchmarkKey);
+                await Task.WhenAll(names.Select(name => db.KeyDeleteAsync(name)));   // one by one: a cluster spreads them over slots
             }
-            if (baselineRound is not null)
+            if (baselines is not null)
             {
-                result["redis_benchmark_set_gbps"] = bestSet;
-                result["redis_benchmark_get_gbps"] = bestGet;
+                var benchmark = best.GetValueOrDefault("redis-benchmark");
+                var library = best.GetValueOrDefault("StackExchange.Redis");
+                result["redis_benchmark_set_gbps"] = benchmark.Write > 0 ? Math.Round(benchmark.Write, 3) : null;
+                result["redis_benchmark_get_gbps"] = benchmark.Read > 0 ? Math.Round(benchmark.Read, 3) : null;
                 if (baselineError is not null)
                 {
                     result["redis_benchmark_error"] = baselineError;
                 }
-                if (bestSet is > 0 && bestGet is > 0)
+                if (benchmark is { Write: > 0, Read: > 0 })
                 {
-                    result["store_vs_redis_benchmark"] = Math.Round((double)result["store_gbps"]! / bestSet.Value, 3);
-                    result["retrieve_vs_redis_benchmark"] = Math.Round((double)result["retrieve_gbps"]! / bestGet.Value, 3);
+                    result["store_vs_redis_benchmark"] = Math.Round((double)result["store_gbps"]! / benchmark.Write, 3);
+                    result["retrieve_vs_redis_benchmark"] = Math.Round((double)result["retrieve_gbps"]! / benchmark.Read, 3);
                 }
-                if (clientSet is > 0 && clientGet is > 0)
+                if (library is { Write: > 0, Read: > 0 })
                 {
-                    result["stackexchange_redis_set_gbps"] = Math.Round(clientSet.Value, 3);
-                    result["stackexchange_redis_get_gbps"] = Math.Round(clientGet.Value, 3);
-                    result["store_vs_stackexchange_redis"] = Math.Round((double)result["store_gbps"]! / clientSet.Value, 3);
-                    result["retrieve_vs_stackexchange_redis"] = Math.Round((double)result["retrieve_gbps"]! / clientGet.Value, 3);
-                    if (bestSet is > 0 && bestGet is > 0)
+                    result["stackexchange_redis_set_gbps"] = Math.Round(library.Write, 3);
+                    result["stackexchange_redis_get_gbps"] = Math.Round(library.Read, 3);
+                    result["store_vs_stackexchange_redis"] = Math.Round((double)result["store_gbps"]! / library.Write, 3);
+                    result["retrieve_vs_stackexchange_redis"] = Math.Round((double)result["retrieve_gbps"]! / library.Read, 3);
+                    if (benchmark is { Write: > 0, Read: > 0 })
                     {
-                        result["stackexchange_redis_set_vs_redis_benchmark"] = Math.Round(clientSet.Value / bestSet.Value, 3);
-                        result["stackexchange_redis_get_vs_redis_benchmark"] = Math.Round(clientGet.Value / bestGet.Value, 3);
+                        result["stackexchange_redis_set_vs_redis_benchmark"] = Math.Round(library.Write / benchmark.Write, 3);
+                        result["stackexchange_redis_get_vs_redis_benchmark"] = Math.Round(library.Read / benchmark.Read, 3);
                     }
                 }
             }
@@ -112,9 +125,24 @@ internal static class RemoteBench
         return command;
     }
 
-    private sealed record Settings(int ChunkBytes, int Chunks, int Rounds, int Clients, int Batch);
+    private const string RedisBenchmarkKey = "key:__rand_int__";   // redis-benchmark's key without -r
 
-    private static async Task<Dictionary<string, object?>> MeasureAsync(IRemoteConnector connector, Settings s, Func<MemoryObject[], Task>? baselineRound, CancellationToken ct)
+    private sealed record Settings(int ChunkBytes, int Chunks, int Rounds, int Clients, int Batch)
+    {
+        public double TotalBytes => (double)ChunkBytes * Chunks;
+    }
+
+    /// <summary>One side of the comparison: a write round and a read round of the same chunks, each returning GB/s.</summary>
+    private sealed record Contender(string Name, Func<Task<double>> WriteRoundAsync, Func<Task<double>> ReadRoundAsync);
+
+    /// <summary>
+    /// Our store/retrieve rounds and the baselines' rounds, interleaved so all see the same background load: every
+    /// round runs all writers, then all readers, starting one later each round. The rotation matters: a write round
+    /// that follows reads on the same connection runs up to a quarter slower (measured with the client alone), so a
+    /// fixed order would favour whoever writes after a write. Best of rounds on every side.
+    /// </summary>
+    private static async Task<(Dictionary<string, object?> Result, Dictionary<string, (double Write, double Read)> Best)> MeasureAsync(
+        IRemoteConnector connector, Settings s, Func<MemoryObject[], IReadOnlyList<Contender>>? baselines, CancellationToken ct)
     {
         var metadata = new MemoryObjectMetadata(KvShape.Kv2Ltd(32, s.ChunkBytes / BytesPerToken, 1024), KvDType.BFloat16, MemoryFormat.KV2LTD);
         var tiny = new MemoryObjectMetadata(KvShape.Kv2Ltd(1, 1, 64), KvDType.BFloat16, MemoryFormat.KV2LTD);
@@ -145,16 +173,33 @@ internal static class RemoteBench
                 }
             }
 
-            var storeSeconds = double.MaxValue;
-            var retrieveSeconds = double.MaxValue;
             var verified = 0;
+            var verify = true;
+            var contenders = new List<Contender>
+            {
+                new("lmcache",
+                    async () => s.TotalBytes / await StoreRoundAsync(connector, s, keys, sources, ct) / 1e9,
+                    async () =>
+                    {
+                        var seconds = await RetrieveRoundAsync(connector, s, keys, sources, allocator, verify ? () => Interlocked.Increment(ref verified) : null, ct);
+                        verify = false;
+                        return s.TotalBytes / seconds / 1e9;
+                    }),
+            };
+            contenders.AddRange(baselines?.Invoke(sources) ?? []);
+            var writes = new double[contenders.Count];
+            var reads = new double[contenders.Count];
             for (var round = 0; round < s.Rounds; round++)
             {
-                storeSeconds = Math.Min(storeSeconds, await StoreRoundAsync(connector, s, keys, sources, ct));
-                retrieveSeconds = Math.Min(retrieveSeconds, await RetrieveRoundAsync(connector, s, keys, sources, allocator, round == 0 ? () => Interlocked.Increment(ref verified) : null, ct));
-                if (baselineRound is not null)
+                for (var k = 0; k < contenders.Count; k++)
                 {
-                    await baselineRound(sources);
+                    var i = (round + k) % contenders.Count;
+                    writes[i] = Math.Max(writes[i], await contenders[i].WriteRoundAsync());
+                }
+                for (var k = 0; k < contenders.Count; k++)
+                {
+                    var i = (round + k) % contenders.Count;
+                    reads[i] = Math.Max(reads[i], await contenders[i].ReadRoundAsync());
                 }
             }
 
@@ -163,6 +208,10 @@ internal static class RemoteBench
                 using var small = allocator.TryAllocate(tiny, out var item) ? item : throw new InvalidOperationException("no memory");
                 await connector.PutAsync(key, small, ct);
             }
+            // Read events on the server per lookup: each is the server taking in one burst of commands, so this counts
+            // round trips (a pipelined batch is one per master it touches; a command at a time would be 64).
+            await using var probe = connector is RedisConnector redis ? await redis.OpenInfoProbeAsync(ct) : null;
+            var readsBefore = probe is null ? null : await probe.SumAsync("stats", "total_reads_processed", ct);
             var lookups = 0;
             var lookupWatch = Stopwatch.StartNew();
             while (lookupWatch.Elapsed < TimeSpan.FromSeconds(2))
@@ -174,9 +223,13 @@ internal static class RemoteBench
                 lookups++;
             }
             var lookupSeconds = lookupWatch.Elapsed.TotalSeconds;
+            var readsAfter = probe is null ? null : await probe.SumAsync("stats", "total_reads_processed", ct);
+            // Minus the probe's INFO that took the second reading (one read event on each master).
+            double? readsPerLookup = readsBefore is { } before && readsAfter is { } after
+                ? Math.Round((double)(after.Sum - before.Sum - after.Masters) / lookups, 2)
+                : null;
 
-            var total = (double)s.ChunkBytes * s.Chunks;
-            return new Dictionary<string, object?>
+            var result = new Dictionary<string, object?>
             {
                 ["remote_url"] = connector.Description,
                 ["chunk_bytes"] = s.ChunkBytes,
@@ -184,14 +237,15 @@ internal static class RemoteBench
                 ["rounds"] = s.Rounds,
                 ["clients"] = s.Clients,
                 ["read_batch"] = s.Batch,
-                ["store_gbps"] = Math.Round(total / storeSeconds / 1e9, 3),
-                ["retrieve_gbps"] = Math.Round(total / retrieveSeconds / 1e9, 3),
+                ["store_gbps"] = Math.Round(writes[0], 3),
+                ["retrieve_gbps"] = Math.Round(reads[0], 3),
                 ["lookup_chunks_per_s"] = Math.Round(LookupChunks * lookups / lookupSeconds),
                 ["lookup_batch_chunks"] = LookupChunks,
-                ["lookup_round_trips_per_batch"] = 1,
+                ["lookup_server_reads_per_batch"] = readsPerLookup,
                 ["lookup_batch_ms"] = Math.Round(lookupSeconds * 1000 / lookups, 3),
                 ["verified_reads"] = verified,
             };
+            return (result, contenders.Select((c, i) => (c.Name, Best: (writes[i], reads[i]))).ToDictionary(e => e.Name, e => e.Best));
         }
         finally
         {
@@ -247,8 +301,12 @@ internal static class RemoteBench
                 }
                 for (var i = 0; i < got; i++)
                 {
-                    if (onVerified is not null && i == 0 && output[i]!.Span.SequenceEqual(sources[start].Span))
+                    if (onVerified is not null)
                     {
+                        if (!output[i]!.Span.SequenceEqual(sources[start + i].Span))
+                        {
+                            throw new InvalidOperationException($"chunk {start + i} came back with other bytes than were stored");
+                        }
                         onVerified();
                     }
                     output[i]!.Release();
@@ -269,25 +327,27 @@ internal static class RemoteBench
     /// between this and <c>store_gbps</c>/<c>retrieve_gbps</c> is what our layer costs; the gap between this and
     /// redis-benchmark is the library's.
     /// </summary>
-    private static async Task<(double SetGbps, double GetGbps)> RunClientBaselineAsync(
-        RedisConnector redis, Settings s, MemoryObject[] sources, string prefix, CancellationToken ct)
+    private static async Task<double> ClientSetRoundAsync(RedisConnector redis, Settings s, MemoryObject[] sources, string prefix, CancellationToken ct)
     {
         var db = await redis.GetClientDatabaseAsync(ct);
-        var names = Enumerable.Range(0, s.Chunks).Select(i => ClientKey(prefix, i)).ToArray();
         var next = -1;
         var watch = Stopwatch.StartNew();
         await Task.WhenAll(Enumerable.Range(0, s.Clients).Select(_ => Task.Run(async () =>
         {
             for (var i = Interlocked.Increment(ref next); i < s.Chunks; i = Interlocked.Increment(ref next))
             {
-                await db.StringSetAsync(names[i], (ReadOnlyMemory<byte>)sources[i].Memory);
+                await db.StringSetAsync(ClientKey(prefix, i), (ReadOnlyMemory<byte>)sources[i].Memory);
             }
         }, ct)));
-        var setSeconds = watch.Elapsed.TotalSeconds;
+        return s.TotalBytes / watch.Elapsed.TotalSeconds / 1e9;
+    }
 
+    private static async Task<double> ClientGetRoundAsync(RedisConnector redis, Settings s, string prefix, CancellationToken ct)
+    {
+        var db = await redis.GetClientDatabaseAsync(ct);
         var depth = Math.Max(2, (int)(redis.Options.ReadWindowBytes / s.ChunkBytes));   // as many in flight as the connector keeps
-        next = -1;
-        watch.Restart();
+        var next = -1;
+        var watch = Stopwatch.StartNew();
         await Task.WhenAll(Enumerable.Range(0, s.Clients).Select(_ => Task.Run(async () =>
         {
             var inFlight = new Queue<Task<StackExchange.Redis.Lease<byte>?>>();
@@ -295,7 +355,7 @@ internal static class RemoteBench
             {
                 while (inFlight.Count < depth && Interlocked.Increment(ref next) is var i && i < s.Chunks)
                 {
-                    inFlight.Enqueue(db.StringGetLeaseAsync(names[i]));
+                    inFlight.Enqueue(db.StringGetLeaseAsync(ClientKey(prefix, i)));
                 }
                 if (inFlight.Count == 0)
                 {
@@ -308,7 +368,7 @@ internal static class RemoteBench
                 }
             }
         }, ct)));
-        return ((double)s.ChunkBytes * s.Chunks / setSeconds / 1e9, (double)s.ChunkBytes * s.Chunks / watch.Elapsed.TotalSeconds / 1e9);
+        return s.TotalBytes / watch.Elapsed.TotalSeconds / 1e9;
     }
 
     private static StackExchange.Redis.RedisKey ClientKey(string prefix, int index) => prefix + index.ToString(CultureInfo.InvariantCulture);
@@ -321,23 +381,24 @@ internal static class RemoteBench
         return new ChunkHash(bytes);
     }
 
-    private static async Task<(double? Set, double? Get, string? Error)> RunRedisBenchmarkAsync(IRemoteConnector connector, Settings s, CancellationToken ct)
+    /// <summary>The redis-benchmark arguments that reach the connector's server, or why it cannot run.</summary>
+    private static string? RedisBenchmarkArguments(IRemoteConnector connector, Settings s, out List<string> arguments)
     {
+        arguments = [];
         if (connector is not RedisConnector redis)
         {
-            return (null, null, "redis-benchmark needs a Redis URL");
+            return "redis-benchmark needs a Redis URL";
         }
         var executable = new[] { "/usr/bin/redis-benchmark", "/usr/local/bin/redis-benchmark" }.FirstOrDefault(File.Exists);
         if (executable is null)
         {
-            return (null, null, "redis-benchmark not found (apt-get install redis-tools)");
+            return "redis-benchmark not found (apt-get install redis-tools)";
         }
-        var info = new ProcessStartInfo(executable) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        arguments.Add(executable);
         var url = redis.Url;
         if (url.EndPoints[0] is System.Net.Sockets.UnixDomainSocketEndPoint socket)
         {
-            info.ArgumentList.Add("-s");
-            info.ArgumentList.Add(socket.ToString());
+            arguments.AddRange(["-s", socket.ToString()]);
         }
         else
         {
@@ -349,57 +410,51 @@ internal static class RemoteBench
                     _ => url.FirstHost!.Value,
                 }
                 : url.FirstHost!.Value;
-            info.ArgumentList.Add("-h");
-            info.ArgumentList.Add(host);
-            info.ArgumentList.Add("-p");
-            info.ArgumentList.Add(port.ToString(CultureInfo.InvariantCulture));
+            arguments.AddRange(["-h", host, "-p", port.ToString(CultureInfo.InvariantCulture)]);
         }
         if (url.Topology == RedisTopology.Cluster)
         {
-            info.ArgumentList.Add("--cluster");
+            arguments.Add("--cluster");
         }
         if (url.User is { } user)
         {
-            info.ArgumentList.Add("--user");
-            info.ArgumentList.Add(user);
+            arguments.AddRange(["--user", user]);
         }
         if (url.Password is { } password)
         {
-            info.ArgumentList.Add("-a");
-            info.ArgumentList.Add(password);
+            arguments.AddRange(["-a", password]);
         }
         if (url.Database != 0)
         {
-            info.ArgumentList.Add("--dbnum");
-            info.ArgumentList.Add(url.Database.ToString(CultureInfo.InvariantCulture));
+            arguments.AddRange(["--dbnum", url.Database.ToString(CultureInfo.InvariantCulture)]);
         }
-        var requests = Math.Max(10, s.Chunks);
-        foreach (var argument in new[] { "-t", "set,get", "-d", s.ChunkBytes.ToString(CultureInfo.InvariantCulture),
-                     "-n", requests.ToString(CultureInfo.InvariantCulture), "-c", s.Clients.ToString(CultureInfo.InvariantCulture), "--csv" })
+        arguments.AddRange(["-d", s.ChunkBytes.ToString(CultureInfo.InvariantCulture), "-n", Math.Max(10, s.Chunks).ToString(CultureInfo.InvariantCulture),
+            "-c", s.Clients.ToString(CultureInfo.InvariantCulture), "--csv"]);
+        return null;
+    }
+
+    /// <summary>One redis-benchmark test (<c>set</c> or <c>get</c>); GB/s, or 0 after reporting why it failed.</summary>
+    private static async Task<double> RunRedisBenchmarkAsync(List<string> arguments, string test, Settings s, Action<string> onError, CancellationToken ct)
+    {
+        var info = new ProcessStartInfo(arguments[0]) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (var argument in arguments.Skip(1).Concat(["-t", test]))
         {
             info.ArgumentList.Add(argument);
         }
         using var process = Process.Start(info)!;
-        var output = await process.StandardOutput.ReadToEndAsync(ct);
+        var output = process.StandardOutput.ReadToEndAsync(ct);
         var error = await process.StandardError.ReadToEndAsync(ct);
         await process.WaitForExitAsync(ct);
-        double? set = null, get = null;
-        foreach (var line in output.Split('\n'))
+        foreach (var line in (await output).Split('\n'))
         {
             var fields = line.Split(',').Select(f => f.Trim().Trim('"')).ToArray();
-            if (fields.Length >= 2 && double.TryParse(fields[1], NumberStyles.Float, CultureInfo.InvariantCulture, out var rps))
+            if (fields.Length >= 2 && fields[0].Equals(test, StringComparison.OrdinalIgnoreCase)
+                && double.TryParse(fields[1], NumberStyles.Float, CultureInfo.InvariantCulture, out var requestsPerSecond))
             {
-                var gbps = Math.Round(rps * s.ChunkBytes / 1e9, 3);
-                if (fields[0] == "SET")
-                {
-                    set = gbps;
-                }
-                else if (fields[0] == "GET")
-                {
-                    get = gbps;
-                }
+                return requestsPerSecond * s.ChunkBytes / 1e9;
             }
         }
-        return (set, get, set is null || get is null ? $"redis-benchmark exited {process.ExitCode}: {error.Trim()} {output.Trim()}" : null);
+        onError($"redis-benchmark -t {test} exited {process.ExitCode}: {error.Trim()} {(await output).Trim()}");
+        return 0;
     }
 }
