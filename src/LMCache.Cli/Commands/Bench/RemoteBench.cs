@@ -23,7 +23,7 @@ internal static class RemoteBench
         var url = RemoteConnection.UrlOption();
         var chunkMib = new Option<double>("--chunk-mib") { Description = "Chunk size in MiB (rounded to whole tokens of 128 KiB). Default 4.", DefaultValueFactory = _ => 4 };
         var chunks = new Option<int>("--chunks") { Description = "Chunks per round; 0 = 512 MiB worth (at least 8, at most 128). Default 0." };
-        var rounds = new Option<int>("--rounds") { Description = "Rounds; the best is reported. Default 3.", DefaultValueFactory = _ => 3 };
+        var rounds = new Option<int>("--rounds") { Description = "Measured rounds after one warm-up round; medians are reported, and the best round. Default 5.", DefaultValueFactory = _ => 5 };
         var clients = new Option<int>("--clients") { Description = "Concurrent puts and concurrent read batches (also redis-benchmark -c). Default 1.", DefaultValueFactory = _ => 1 };
         var batch = new Option<int>("--batch") { Description = "Chunks per pipelined read (one GetPrefix call). Default 8.", DefaultValueFactory = _ => 8 };
         var baseline = new Option<bool>("--baseline") { Description = "Also run redis-benchmark SET/GET of the same value size against the same server." };
@@ -74,7 +74,7 @@ internal static class RemoteBench
                     return list;
                 };
             }
-            var (result, best) = await MeasureAsync(connector, settings, baselines, ct);
+            var (result, sides) = await MeasureAsync(connector, settings, baselines, ct);
             if (baselines is not null && connector is RedisConnector client)
             {
                 var db = await client.GetClientDatabaseAsync(ct);
@@ -83,10 +83,13 @@ internal static class RemoteBench
             }
             if (baselines is not null)
             {
-                var benchmark = best.GetValueOrDefault("redis-benchmark");
-                var library = best.GetValueOrDefault("StackExchange.Redis");
+                var none = new RoundStatistics([], []);
+                var benchmark = sides.GetValueOrDefault("redis-benchmark") ?? none;
+                var library = sides.GetValueOrDefault("StackExchange.Redis") ?? none;
                 result["redis_benchmark_set_gbps"] = benchmark.Write > 0 ? Math.Round(benchmark.Write, 3) : null;
                 result["redis_benchmark_get_gbps"] = benchmark.Read > 0 ? Math.Round(benchmark.Read, 3) : null;
+                result["redis_benchmark_set_gbps_best"] = benchmark.Write > 0 ? Math.Round(benchmark.BestWrite, 3) : null;
+                result["redis_benchmark_get_gbps_best"] = benchmark.Read > 0 ? Math.Round(benchmark.BestRead, 3) : null;
                 if (baselineError is not null)
                 {
                     result["redis_benchmark_error"] = baselineError;
@@ -135,13 +138,29 @@ internal static class RemoteBench
     /// <summary>One side of the comparison: a write round and a read round of the same chunks, each returning GB/s.</summary>
     private sealed record Contender(string Name, Func<Task<double>> WriteRoundAsync, Func<Task<double>> ReadRoundAsync);
 
+    /// <summary>One side's rounds in GB/s.</summary>
+    private sealed record RoundStatistics(IReadOnlyList<double> Writes, IReadOnlyList<double> Reads)
+    {
+        public double Write => Writes.Count > 0 && Writes.All(w => w > 0) ? Median(Writes) : 0;
+        public double Read => Reads.Count > 0 && Reads.All(r => r > 0) ? Median(Reads) : 0;
+        public double BestWrite => Writes.DefaultIfEmpty().Max();
+        public double BestRead => Reads.DefaultIfEmpty().Max();
+    }
+
+    private static double Median(IReadOnlyList<double> values)
+    {
+        var sorted = values.Order().ToArray();
+        return sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : (sorted[sorted.Length / 2 - 1] + sorted[sorted.Length / 2]) / 2;
+    }
+
     /// <summary>
     /// Our store/retrieve rounds and the baselines' rounds, interleaved so all see the same background load: every
     /// round runs all writers, then all readers, starting one later each round. The rotation matters: a write round
     /// that follows reads on the same connection runs up to a quarter slower (measured with the client alone), so a
-    /// fixed order would favour whoever writes after a write. Best of rounds on every side.
+    /// fixed order would favour whoever writes after a write. Medians of rounds on every side: on a shared machine single
+    /// rounds swing by a third, and the best round rewards whoever has the widest spread rather than the fastest path.
     /// </summary>
-    private static async Task<(Dictionary<string, object?> Result, Dictionary<string, (double Write, double Read)> Best)> MeasureAsync(
+    private static async Task<(Dictionary<string, object?> Result, Dictionary<string, RoundStatistics> Rounds)> MeasureAsync(
         IRemoteConnector connector, Settings s, Func<MemoryObject[], IReadOnlyList<Contender>>? baselines, CancellationToken ct)
     {
         var metadata = new MemoryObjectMetadata(KvShape.Kv2Ltd(32, s.ChunkBytes / BytesPerToken, 1024), KvDType.BFloat16, MemoryFormat.KV2LTD);
@@ -187,19 +206,29 @@ internal static class RemoteBench
                     }),
             };
             contenders.AddRange(baselines?.Invoke(sources) ?? []);
-            var writes = new double[contenders.Count];
-            var reads = new double[contenders.Count];
-            for (var round = 0; round < s.Rounds; round++)
+            var writes = contenders.Select(_ => new List<double>()).ToArray();
+            var reads = contenders.Select(_ => new List<double>()).ToArray();
+            // Round -1 warms every side up and is not counted: fresh keys make the server fault in memory, the JIT
+            // compiles, and our first retrieve compares every byte.
+            for (var round = -1; round < s.Rounds; round++)
             {
                 for (var k = 0; k < contenders.Count; k++)
                 {
-                    var i = (round + k) % contenders.Count;
-                    writes[i] = Math.Max(writes[i], await contenders[i].WriteRoundAsync());
+                    var i = (Math.Max(round, 0) + k) % contenders.Count;
+                    var gbps = await contenders[i].WriteRoundAsync();
+                    if (round >= 0)
+                    {
+                        writes[i].Add(gbps);
+                    }
                 }
                 for (var k = 0; k < contenders.Count; k++)
                 {
-                    var i = (round + k) % contenders.Count;
-                    reads[i] = Math.Max(reads[i], await contenders[i].ReadRoundAsync());
+                    var i = (Math.Max(round, 0) + k) % contenders.Count;
+                    var gbps = await contenders[i].ReadRoundAsync();
+                    if (round >= 0)
+                    {
+                        reads[i].Add(gbps);
+                    }
                 }
             }
 
@@ -237,15 +266,18 @@ internal static class RemoteBench
                 ["rounds"] = s.Rounds,
                 ["clients"] = s.Clients,
                 ["read_batch"] = s.Batch,
-                ["store_gbps"] = Math.Round(writes[0], 3),
-                ["retrieve_gbps"] = Math.Round(reads[0], 3),
+                ["statistic"] = $"median of {s.Rounds} rounds after a warm-up round; *_best: the best round",
+                ["store_gbps"] = Math.Round(Median(writes[0]), 3),
+                ["retrieve_gbps"] = Math.Round(Median(reads[0]), 3),
+                ["store_gbps_best"] = Math.Round(writes[0].Max(), 3),
+                ["retrieve_gbps_best"] = Math.Round(reads[0].Max(), 3),
                 ["lookup_chunks_per_s"] = Math.Round(LookupChunks * lookups / lookupSeconds),
                 ["lookup_batch_chunks"] = LookupChunks,
                 ["lookup_server_reads_per_batch"] = readsPerLookup,
                 ["lookup_batch_ms"] = Math.Round(lookupSeconds * 1000 / lookups, 3),
                 ["verified_reads"] = verified,
             };
-            return (result, contenders.Select((c, i) => (c.Name, Best: (writes[i], reads[i]))).ToDictionary(e => e.Name, e => e.Best));
+            return (result, contenders.Select((c, i) => (c.Name, Rounds: new RoundStatistics(writes[i], reads[i]))).ToDictionary(e => e.Name, e => e.Rounds));
         }
         finally
         {
