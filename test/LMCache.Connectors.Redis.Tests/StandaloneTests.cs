@@ -299,13 +299,16 @@ public sealed class StandaloneTests(RedisServerFixture fixture) : IClassFixture<
         Assert.Equal(expected, metadata[..28]);
         Assert.Equal(XxHash3.HashToUInt64(payload), BitConverter.ToUInt64(metadata, 36));
 
+        // Without the checksum: exactly the original's 28 bytes, written together with the payload (one MSET).
         var options = TestSupport.Options();
         options.WriteChecksum = false;
+        using var other = TestChunks.Create(allocator, 8);
         await using (var connector = await TestSupport.ConnectedAsync(fixture.Url, options: options))
         {
-            await connector.PutAsync(key, chunk, ct);
+            await connector.PutAsync(key, other, ct);
         }
         Assert.Equal(expected, (byte[])(await db.StringGetAsync(key + RedisConnector.MetadataSuffix))!);
+        Assert.Equal(other.Span.ToArray(), (byte[])(await db.StringGetAsync(key + RedisConnector.PayloadSuffix))!);
     }
 
     [Fact]
