@@ -239,8 +239,9 @@ internal static class RemoteBench
             }
             // Read events on the server per lookup: each is the server taking in one burst of commands, so this counts
             // round trips (a pipelined batch is one per master it touches; a command at a time would be 64).
-            await using var probe = connector is RedisConnector redis ? await redis.OpenInfoProbeAsync(ct) : null;
-            var readsBefore = probe is null ? null : await probe.SumAsync("stats", "total_reads_processed", ct);
+            // Best effort: a user without INFO rights (ACL) still gets the rest of the report.
+            await using var probe = connector is RedisConnector redis ? await TryAsync(() => redis.OpenInfoProbeAsync(ct)) : null;
+            var readsBefore = probe is null ? null : await TryAsync(() => probe.SumAsync("stats", "total_reads_processed", ct));
             var lookups = 0;
             var lookupWatch = Stopwatch.StartNew();
             while (lookupWatch.Elapsed < TimeSpan.FromSeconds(2))
@@ -252,7 +253,7 @@ internal static class RemoteBench
                 lookups++;
             }
             var lookupSeconds = lookupWatch.Elapsed.TotalSeconds;
-            var readsAfter = probe is null ? null : await probe.SumAsync("stats", "total_reads_processed", ct);
+            var readsAfter = probe is null ? null : await TryAsync(() => probe.SumAsync("stats", "total_reads_processed", ct));
             // Minus the probe's INFO that took the second reading (one read event on each master).
             double? readsPerLookup = readsBefore is { } before && readsAfter is { } after
                 ? Math.Round((double)(after.Sum - before.Sum - after.Masters) / lookups, 2)
@@ -296,6 +297,18 @@ internal static class RemoteBench
                     // Best effort clean-up of benchmark keys.
                 }
             }
+        }
+    }
+
+    private static async Task<T?> TryAsync<T>(Func<Task<T>> action)
+    {
+        try
+        {
+            return await action();
+        }
+        catch (StackExchange.Redis.RedisException)
+        {
+            return default;
         }
     }
 
