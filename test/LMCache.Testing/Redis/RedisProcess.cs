@@ -77,12 +77,16 @@ public sealed class RedisProcess : IAsyncDisposable
         return null;
     }
 
-    /// <summary>A free loopback port whose cluster bus port (port + 10000) is free too.</summary>
+    /// <summary>
+    /// A free loopback port whose cluster bus port (port + 10000) is free too, both below the kernel's ephemeral range:
+    /// a port inside it can be taken by any outgoing connection between this check and the server's bind.
+    /// </summary>
     public static int FreePort()
     {
+        var high = Math.Clamp(EphemeralRangeStart() - 10000, 20000 + 1000, 55000);
         for (var attempt = 0; attempt < 200; attempt++)
         {
-            var port = Random.Shared.Next(20000, 55000);
+            var port = Random.Shared.Next(20000, high);
             if (IsFree(port) && IsFree(port + 10000))
             {
                 return port;
@@ -95,39 +99,78 @@ public sealed class RedisProcess : IAsyncDisposable
     /// Starts <c>redis-server</c> on a free port with persistence off, plus <paramref name="extraArguments"/> (config
     /// directives as <c>--name value</c>; <c>{dir}</c> stands for the process folder), and waits until it answers.
     /// </summary>
-    public static async Task<RedisProcess> StartServerAsync(
-        IEnumerable<string>? extraArguments = null, string? password = null, int? port = null, CancellationToken cancellationToken = default)
+    public static Task<RedisProcess> StartServerAsync(
+        IEnumerable<string>? extraArguments = null, string? password = null, int? port = null, CancellationToken cancellationToken = default) =>
+        StartOnFreePortAsync(port, chosen =>
+        {
+            var folder = System.IO.Path.Combine(System.IO.Path.GetTempPath(), $"lmcache-redis-{chosen}-{Guid.NewGuid():N}");
+            Directory.CreateDirectory(folder);
+            var arguments = new List<string>
+            {
+                "--port", chosen.ToString(System.Globalization.CultureInfo.InvariantCulture), "--bind", "127.0.0.1", "--protected-mode", "no",
+                "--save", "", "--appendonly", "no", "--daemonize", "no", "--dir", folder, "--logfile", System.IO.Path.Combine(folder, "redis.log"),
+            };
+            if (password is not null)
+            {
+                arguments.AddRange(["--requirepass", password, "--masterauth", password]);
+            }
+            arguments.AddRange((extraArguments ?? []).Select(a => a.Replace("{dir}", folder, StringComparison.Ordinal)));
+            return new RedisProcess(Find("redis-server") ?? throw new InvalidOperationException(MissingReason), arguments, chosen, folder, password);
+        }, cancellationToken);
+
+    /// <summary>
+    /// Starts <c>redis-server CONFIG --sentinel</c> with <paramref name="configText"/> written to the process folder, on
+    /// <paramref name="port"/> or a free one.
+    /// </summary>
+    public static Task<RedisProcess> StartSentinelAsync(int? port, string configText, CancellationToken cancellationToken = default) =>
+        StartOnFreePortAsync(port, chosen =>
+        {
+            var folder = System.IO.Path.Combine(System.IO.Path.GetTempPath(), $"lmcache-sentinel-{chosen}-{Guid.NewGuid():N}");
+            Directory.CreateDirectory(folder);
+            var config = System.IO.Path.Combine(folder, "sentinel.conf");
+            File.WriteAllText(config,
+                $"port {chosen}\nbind 127.0.0.1\nprotected-mode no\ndaemonize no\ndir {folder}\nlogfile {System.IO.Path.Combine(folder, "sentinel.log")}\n" + configText);
+            return new RedisProcess(Find("redis-server") ?? throw new InvalidOperationException(MissingReason), [config, "--sentinel"], chosen, folder, null);
+        }, cancellationToken);
+
+    /// <summary>
+    /// Creates and starts a process on <paramref name="port"/>, or on a free port; a start that loses its free port to
+    /// another process before binding it is retried on another one.
+    /// </summary>
+    private static async Task<RedisProcess> StartOnFreePortAsync(int? port, Func<int, RedisProcess> create, CancellationToken cancellationToken)
     {
-        var chosen = port ?? FreePort();
-        var folder = System.IO.Path.Combine(System.IO.Path.GetTempPath(), $"lmcache-redis-{chosen}-{Guid.NewGuid():N}");
-        Directory.CreateDirectory(folder);
-        var arguments = new List<string>
+        for (var attempt = 1; ; attempt++)
         {
-            "--port", chosen.ToString(System.Globalization.CultureInfo.InvariantCulture), "--bind", "127.0.0.1", "--protected-mode", "no",
-            "--save", "", "--appendonly", "no", "--daemonize", "no", "--dir", folder, "--logfile", System.IO.Path.Combine(folder, "redis.log"),
-        };
-        if (password is not null)
-        {
-            arguments.AddRange(["--requirepass", password, "--masterauth", password]);
+            var process = create(port ?? FreePort());
+            try
+            {
+                await process.StartAsync(cancellationToken).ConfigureAwait(false);
+                return process;
+            }
+            catch (InvalidOperationException ex) when (port is null && attempt < 5 && ex.Message.Contains("Address already in use", StringComparison.Ordinal))
+            {
+                await process.DisposeAsync().ConfigureAwait(false);
+            }
         }
-        arguments.AddRange((extraArguments ?? []).Select(a => a.Replace("{dir}", folder, StringComparison.Ordinal)));
-        var process = new RedisProcess(Find("redis-server") ?? throw new InvalidOperationException(MissingReason), arguments, chosen, folder, password);
-        await process.StartAsync(cancellationToken).ConfigureAwait(false);
-        return process;
     }
 
-    /// <summary>Starts <c>redis-server CONFIG --sentinel</c> with <paramref name="configText"/> written to the process folder.</summary>
-    public static async Task<RedisProcess> StartSentinelAsync(int port, string configText, CancellationToken cancellationToken = default)
+    private static int EphemeralRangeStart()
     {
-        var folder = System.IO.Path.Combine(System.IO.Path.GetTempPath(), $"lmcache-sentinel-{port}-{Guid.NewGuid():N}");
-        Directory.CreateDirectory(folder);
-        var config = System.IO.Path.Combine(folder, "sentinel.conf");
-        await File.WriteAllTextAsync(config,
-            $"port {port}\nbind 127.0.0.1\nprotected-mode no\ndaemonize no\ndir {folder}\nlogfile {System.IO.Path.Combine(folder, "sentinel.log")}\n" + configText,
-            cancellationToken).ConfigureAwait(false);
-        var process = new RedisProcess(Find("redis-server") ?? throw new InvalidOperationException(MissingReason), [config, "--sentinel"], port, folder, null);
-        await process.StartAsync(cancellationToken).ConfigureAwait(false);
-        return process;
+        try
+        {
+            var fields = File.ReadAllText("/proc/sys/net/ipv4/ip_local_port_range").Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries);
+            return fields.Length > 0 && int.TryParse(fields[0], System.Globalization.NumberStyles.Integer, System.Globalization.CultureInfo.InvariantCulture, out var start)
+                ? start
+                : 32768;
+        }
+        catch (IOException)
+        {
+            return 32768;
+        }
+        catch (UnauthorizedAccessException)
+        {
+            return 32768;
+        }
     }
 
     /// <summary>(Re)starts the process with its original arguments and waits until it answers PING.</summary>

@@ -63,7 +63,7 @@ public sealed class RedisSentinelTopology : IAsyncDisposable
             var sentinels = new List<RedisProcess>();
             for (var i = 0; i < 3; i++)
             {
-                var sentinel = await RedisProcess.StartSentinelAsync(RedisProcess.FreePort(), config).ConfigureAwait(false);
+                var sentinel = await RedisProcess.StartSentinelAsync(null, config).ConfigureAwait(false);
                 started.Add(sentinel);
                 sentinels.Add(sentinel);
             }
