@@ -15,27 +15,46 @@ public sealed class RedisInfoProbe : IAsyncDisposable
     internal RedisInfoProbe(ConnectionMultiplexer multiplexer) => _multiplexer = multiplexer;
 
     /// <summary>
-    /// Sums the integer field <paramref name="field"/> of <c>INFO <paramref name="section"/></c> over the masters; null
-    /// when no master answers or one lacks the field (older servers).
+    /// Runs <paramref name="operations"/> (which returns how many operations it made) and returns the masters' read
+    /// events per operation (<c>INFO stats</c> <c>total_reads_processed</c>, summed, less the probe's own second
+    /// <c>INFO</c>). Each read event is a server taking in one burst of commands, so this counts round trips: a
+    /// pipelined batch is one per master it touches (two where the socket splits it), a command at a time one per
+    /// command. Null, after the operations ran, when a master does not tell (an ACL without <c>INFO</c>, an old server).
     /// </summary>
-    public async Task<(long Sum, int Masters)?> SumAsync(string section, string field, CancellationToken cancellationToken)
+    public async Task<double?> ReadEventsPerOperationAsync(Func<Task<int>> operations, CancellationToken cancellationToken)
     {
-        long sum = 0;
-        var masters = 0;
-        foreach (var server in RedisConnector.DistinctMasters(_multiplexer))
-        {
-            var groups = await server.InfoAsync(section).WaitAsync(cancellationToken).ConfigureAwait(false);
-            var value = groups.SelectMany(group => group).FirstOrDefault(pair => pair.Key == field).Value;
-            if (!long.TryParse(value, NumberStyles.Integer, CultureInfo.InvariantCulture, out var number))
-            {
-                return null;
-            }
-            sum += number;
-            masters++;
-        }
-        return masters > 0 ? (sum, masters) : null;
+        ArgumentNullException.ThrowIfNull(operations);
+        var before = await TrySumReadsAsync(cancellationToken).ConfigureAwait(false);
+        var count = await operations().ConfigureAwait(false);
+        var after = before is null ? null : await TrySumReadsAsync(cancellationToken).ConfigureAwait(false);
+        return before is { } b && after is { } a && count > 0 ? (double)(a.Sum - b.Sum - a.Masters) / count : null;
     }
 
     /// <inheritdoc />
     public ValueTask DisposeAsync() => _multiplexer.DisposeAsync();
+
+    private async Task<(long Sum, int Masters)?> TrySumReadsAsync(CancellationToken cancellationToken)
+    {
+        long sum = 0;
+        var masters = 0;
+        try
+        {
+            foreach (var server in RedisConnector.DistinctMasters(_multiplexer))
+            {
+                var groups = await server.InfoAsync("stats").WaitAsync(cancellationToken).ConfigureAwait(false);
+                var value = groups.SelectMany(group => group).FirstOrDefault(pair => pair.Key == "total_reads_processed").Value;
+                if (!long.TryParse(value, NumberStyles.Integer, CultureInfo.InvariantCulture, out var number))
+                {
+                    return null;
+                }
+                sum += number;
+                masters++;
+            }
+        }
+        catch (RedisException)
+        {
+            return null;
+        }
+        return masters > 0 ? (sum, masters) : null;
+    }
 }

@@ -46,6 +46,7 @@ internal static class RemoteBench
             // The client baseline overwrites the same keys every round, as our store and redis-benchmark do (fresh keys
             // would make the server fault in new memory on every round and slow the baseline down unfairly).
             var clientPrefix = $"lmcache-bench-client:{Guid.NewGuid():N}:";
+            var clientKeys = Enumerable.Range(0, settings.Chunks).Select(i => (StackExchange.Redis.RedisKey)(clientPrefix + i.ToString(CultureInfo.InvariantCulture))).ToArray();
             string? baselineError = null;
             Func<MemoryObject[], IReadOnlyList<Contender>>? baselines = null;
             if (parse.GetValue(baseline))
@@ -68,8 +69,8 @@ internal static class RemoteBench
                     {
                         list.Add(new Contender(
                             "StackExchange.Redis",
-                            () => ClientSetRoundAsync(redis, settings, sources, clientPrefix, ct),
-                            () => ClientGetRoundAsync(redis, settings, clientPrefix, ct)));
+                            () => ClientSetRoundAsync(redis, settings, sources, clientKeys, ct),
+                            () => ClientGetRoundAsync(redis, settings, clientKeys, ct)));
                     }
                     return list;
                 };
@@ -78,8 +79,7 @@ internal static class RemoteBench
             if (baselines is not null && connector is RedisConnector client)
             {
                 var db = await client.GetClientDatabaseAsync(ct);
-                var names = Enumerable.Range(0, settings.Chunks).Select(i => ClientKey(clientPrefix, i)).Append(RedisBenchmarkKey);
-                await Task.WhenAll(names.Select(name => db.KeyDeleteAsync(name)));   // one by one: a cluster spreads them over slots
+                await Task.WhenAll(clientKeys.Append(RedisBenchmarkKey).Select(name => db.KeyDeleteAsync(name)));   // one by one: a cluster spreads them over slots
             }
             if (baselines is not null)
             {
@@ -237,28 +237,37 @@ internal static class RemoteBench
                 using var small = allocator.TryAllocate(tiny, out var item) ? item : throw new InvalidOperationException("no memory");
                 await connector.PutAsync(key, small, ct);
             }
-            // Read events on the server per lookup: each is the server taking in one burst of commands, so this counts
-            // round trips (a pipelined batch is one per master it touches; a command at a time would be 64).
-            // Best effort: a user without INFO rights (ACL) still gets the rest of the report.
-            await using var probe = connector is RedisConnector redis ? await TryAsync(() => redis.OpenInfoProbeAsync(ct)) : null;
-            var readsBefore = probe is null ? null : await TryAsync(() => probe.SumAsync("stats", "total_reads_processed", ct));
+            // Server read events per lookup count its round trips (see RedisInfoProbe); best effort: a user without
+            // INFO rights (ACL) still gets the rest of the report.
+            await using var probe = connector is RedisConnector redis ? await TryOpenProbeAsync(redis, ct) : null;
             var lookups = 0;
-            var lookupWatch = Stopwatch.StartNew();
-            while (lookupWatch.Elapsed < TimeSpan.FromSeconds(2))
+            var lookupSeconds = 0.0;
+            async Task<int> LookUpForTwoSecondsAsync()
             {
-                if (await connector.ExistsPrefixAsync(lookupKeys, ct) != LookupChunks)
+                var watch = Stopwatch.StartNew();
+                while (watch.Elapsed < TimeSpan.FromSeconds(2))
                 {
-                    throw new InvalidOperationException("lookup keys missing");
+                    if (await connector.ExistsPrefixAsync(lookupKeys, ct) != LookupChunks)
+                    {
+                        throw new InvalidOperationException("lookup keys missing");
+                    }
+                    lookups++;
                 }
-                lookups++;
+                lookupSeconds = watch.Elapsed.TotalSeconds;
+                return lookups;
             }
-            var lookupSeconds = lookupWatch.Elapsed.TotalSeconds;
-            var readsAfter = probe is null ? null : await TryAsync(() => probe.SumAsync("stats", "total_reads_processed", ct));
-            // Minus the probe's INFO that took the second reading (one read event on each master).
-            double? readsPerLookup = readsBefore is { } before && readsAfter is { } after
-                ? Math.Round((double)(after.Sum - before.Sum - after.Masters) / lookups, 2)
-                : null;
+            double? readsPerLookup = null;
+            if (probe is null)
+            {
+                await LookUpForTwoSecondsAsync();
+            }
+            else
+            {
+                readsPerLookup = await probe.ReadEventsPerOperationAsync(LookUpForTwoSecondsAsync, ct);
+            }
 
+            var sides = contenders.Select((c, i) => (c.Name, Rounds: new RoundStatistics(writes[i], reads[i]))).ToDictionary(e => e.Name, e => e.Rounds);
+            var ours = sides[contenders[0].Name];
             var result = new Dictionary<string, object?>
             {
                 ["remote_url"] = connector.Description,
@@ -268,17 +277,17 @@ internal static class RemoteBench
                 ["clients"] = s.Clients,
                 ["read_batch"] = s.Batch,
                 ["statistic"] = $"median of {s.Rounds} rounds after a warm-up round; *_best: the best round",
-                ["store_gbps"] = Math.Round(Median(writes[0]), 3),
-                ["retrieve_gbps"] = Math.Round(Median(reads[0]), 3),
-                ["store_gbps_best"] = Math.Round(writes[0].Max(), 3),
-                ["retrieve_gbps_best"] = Math.Round(reads[0].Max(), 3),
+                ["store_gbps"] = Math.Round(ours.Write, 3),
+                ["retrieve_gbps"] = Math.Round(ours.Read, 3),
+                ["store_gbps_best"] = Math.Round(ours.BestWrite, 3),
+                ["retrieve_gbps_best"] = Math.Round(ours.BestRead, 3),
                 ["lookup_chunks_per_s"] = Math.Round(LookupChunks * lookups / lookupSeconds),
                 ["lookup_batch_chunks"] = LookupChunks,
-                ["lookup_server_reads_per_batch"] = readsPerLookup,
+                ["lookup_server_reads_per_batch"] = readsPerLookup is { } perLookup ? Math.Round(perLookup, 2) : null,
                 ["lookup_batch_ms"] = Math.Round(lookupSeconds * 1000 / lookups, 3),
                 ["verified_reads"] = verified,
             };
-            return (result, contenders.Select((c, i) => (c.Name, Rounds: new RoundStatistics(writes[i], reads[i]))).ToDictionary(e => e.Name, e => e.Rounds));
+            return (result, sides);
         }
         finally
         {
@@ -300,15 +309,15 @@ internal static class RemoteBench
         }
     }
 
-    private static async Task<T?> TryAsync<T>(Func<Task<T>> action)
+    private static async Task<RedisInfoProbe?> TryOpenProbeAsync(RedisConnector redis, CancellationToken ct)
     {
         try
         {
-            return await action();
+            return await redis.OpenInfoProbeAsync(ct);
         }
         catch (StackExchange.Redis.RedisException)
         {
-            return default;
+            return null;
         }
     }
 
@@ -372,7 +381,7 @@ internal static class RemoteBench
     /// between this and <c>store_gbps</c>/<c>retrieve_gbps</c> is what our layer costs; the gap between this and
     /// redis-benchmark is the library's.
     /// </summary>
-    private static async Task<double> ClientSetRoundAsync(RedisConnector redis, Settings s, MemoryObject[] sources, string prefix, CancellationToken ct)
+    private static async Task<double> ClientSetRoundAsync(RedisConnector redis, Settings s, MemoryObject[] sources, StackExchange.Redis.RedisKey[] names, CancellationToken ct)
     {
         var db = await redis.GetClientDatabaseAsync(ct);
         var next = -1;
@@ -381,13 +390,13 @@ internal static class RemoteBench
         {
             for (var i = Interlocked.Increment(ref next); i < s.Chunks; i = Interlocked.Increment(ref next))
             {
-                await db.StringSetAsync(ClientKey(prefix, i), (ReadOnlyMemory<byte>)sources[i].Memory);
+                await db.StringSetAsync(names[i], (ReadOnlyMemory<byte>)sources[i].Memory);
             }
         }, ct)));
         return s.TotalBytes / watch.Elapsed.TotalSeconds / 1e9;
     }
 
-    private static async Task<double> ClientGetRoundAsync(RedisConnector redis, Settings s, string prefix, CancellationToken ct)
+    private static async Task<double> ClientGetRoundAsync(RedisConnector redis, Settings s, StackExchange.Redis.RedisKey[] names, CancellationToken ct)
     {
         var db = await redis.GetClientDatabaseAsync(ct);
         var depth = Math.Max(2, (int)(redis.Options.ReadWindowBytes / s.ChunkBytes));   // as many in flight as the connector keeps
@@ -400,7 +409,7 @@ internal static class RemoteBench
             {
                 while (inFlight.Count < depth && Interlocked.Increment(ref next) is var i && i < s.Chunks)
                 {
-                    inFlight.Enqueue(db.StringGetLeaseAsync(ClientKey(prefix, i)));
+                    inFlight.Enqueue(db.StringGetLeaseAsync(names[i]));
                 }
                 if (inFlight.Count == 0)
                 {
@@ -415,8 +424,6 @@ internal static class RemoteBench
         }, ct)));
         return s.TotalBytes / watch.Elapsed.TotalSeconds / 1e9;
     }
-
-    private static StackExchange.Redis.RedisKey ClientKey(string prefix, int index) => prefix + index.ToString(CultureInfo.InvariantCulture);
 
     private static ChunkHash Hash(byte[] run, int index)
     {
