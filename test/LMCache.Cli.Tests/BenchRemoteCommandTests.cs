@@ -1,4 +1,3 @@
-using System.Text.Json;
 using LMCache.Testing.Redis;
 
 namespace LMCache.Cli.Tests;
@@ -16,12 +15,9 @@ public sealed class BenchRemoteCommandTests
         await using var server = await RedisProcess.StartServerAsync(cancellationToken: ct);
         var url = $"redis://127.0.0.1:{server.Port}";
 
-        var (exitCode, output, error) = await CliRunner.RunAsync(
+        var result = await CliRunner.RunJsonAsync(
             "bench", "remote", "--remote-url", url, "--chunk-mib", "0.25", "--chunks", "8", "--rounds", "2", "--baseline", "--json");
-
-        Assert.True(exitCode == 0, $"bench remote exited {exitCode}:\n{output}\n{error}");
-        using var json = JsonDocument.Parse(output);
-        var result = json.RootElement;
+        var output = result.GetRawText();
         Assert.Equal(256 * 1024, result.GetProperty("chunk_bytes").GetInt32());
         Assert.Equal(8, result.GetProperty("chunks").GetInt32());
         Assert.Equal(8, result.GetProperty("verified_reads").GetInt32());   // every chunk of the first retrieve round compared byte for byte

@@ -1,4 +1,5 @@
 using System.CommandLine;
+using System.Text.Json;
 using LMCache.Cli.Commands;
 
 // The commands write to the process console and read LMCACHE_* variables: run the tests of this assembly one at a time.
@@ -11,6 +12,15 @@ internal static class CliRunner
 {
     public static Task<(int ExitCode, string Output, string Error)> RunAsync(params string[] args) =>
         RunUntilStoppedAsync(args, TestContext.Current.CancellationToken);
+
+    /// <summary>Runs a command that prints JSON, asserts that it succeeded and returns the parsed root.</summary>
+    public static async Task<JsonElement> RunJsonAsync(params string[] args)
+    {
+        var (exitCode, output, error) = await RunAsync(args);
+        Assert.True(exitCode == 0, $"lmcache {string.Join(' ', args)} exited {exitCode}:\n{output}\n{error}");
+        using var json = JsonDocument.Parse(output);
+        return json.RootElement.Clone();
+    }
 
     /// <summary>Runs until the command ends or <paramref name="cancellationToken"/> stops it (as Ctrl+C would).</summary>
     public static async Task<(int ExitCode, string Output, string Error)> RunUntilStoppedAsync(string[] args, CancellationToken cancellationToken)

@@ -1,4 +1,3 @@
-using System.Text.Json;
 using LMCache.Connectors.Redis;
 using LMCache.Core.Memory;
 using LMCache.Testing;
@@ -43,7 +42,7 @@ public sealed class DemoAndKeysCommandTests
         }
         var chunkBytes = TestChunks.SmallChunk().ByteLength;
 
-        var stats = await JsonAsync("keys", "stats", "--remote-url", url, "--json");
+        var stats = await CliRunner.RunJsonAsync("keys", "stats", "--remote-url", url, "--json");
         Assert.Equal(5, stats.GetProperty("entries").GetInt32());
         Assert.Equal(5 * chunkBytes, stats.GetProperty("bytes").GetInt64());
         Assert.Equal(0, stats.GetProperty("invalid_or_half").GetInt32());
@@ -58,17 +57,9 @@ public sealed class DemoAndKeysCommandTests
 
         var (removed, _, removeError) = await CliRunner.RunAsync("keys", "rm", "--remote-url", url, "--model", "org/model-a");
         Assert.True(removed == 0, removeError);
-        stats = await JsonAsync("keys", "stats", "--remote-url", url, "--json");
+        stats = await CliRunner.RunJsonAsync("keys", "stats", "--remote-url", url, "--json");
         Assert.Equal(2, stats.GetProperty("entries").GetInt32());
         Assert.Equal("org/model-b", Assert.Single(stats.GetProperty("models").EnumerateArray()).GetProperty("model").GetString());
         Assert.Equal(0, allocator.OutstandingObjects);
-    }
-
-    private static async Task<JsonElement> JsonAsync(params string[] args)
-    {
-        var (exitCode, output, error) = await CliRunner.RunAsync(args);
-        Assert.True(exitCode == 0, $"lmcache {string.Join(' ', args)} exited {exitCode}: {error}");
-        using var json = JsonDocument.Parse(output);
-        return json.RootElement.Clone();
     }
 }

@@ -1,4 +1,3 @@
-using System.Text.Json;
 using LMCache.Connectors.Redis;
 using LMCache.Core.Memory;
 using LMCache.Testing;
@@ -48,7 +47,7 @@ public sealed class KeysOnSentinelAndClusterTests
             }
         }
 
-        var stats = await JsonAsync("keys", "stats", "--remote-url", url, "--json");
+        var stats = await CliRunner.RunJsonAsync("keys", "stats", "--remote-url", url, "--json");
         Assert.Equal(17, stats.GetProperty("entries").GetInt32());
         Assert.Equal(17L * TestChunks.SmallChunk().ByteLength, stats.GetProperty("bytes").GetInt64());
         var perModel = stats.GetProperty("models").EnumerateArray().ToDictionary(m => m.GetProperty("model").GetString()!, m => m.GetProperty("entries").GetInt32());
@@ -72,17 +71,9 @@ public sealed class KeysOnSentinelAndClusterTests
 
         var (removed, _, removeError) = await CliRunner.RunAsync("keys", "rm", "--remote-url", url, "--model", "org/model-a");
         Assert.True(removed == 0, removeError);
-        stats = await JsonAsync("keys", "stats", "--remote-url", url, "--json");
+        stats = await CliRunner.RunJsonAsync("keys", "stats", "--remote-url", url, "--json");
         Assert.Equal(5, stats.GetProperty("entries").GetInt32());
         Assert.Equal("org/model-b", Assert.Single(stats.GetProperty("models").EnumerateArray()).GetProperty("model").GetString());
         Assert.Equal(0, allocator.OutstandingObjects);
-    }
-
-    private static async Task<JsonElement> JsonAsync(params string[] args)
-    {
-        var (exitCode, output, error) = await CliRunner.RunAsync(args);
-        Assert.True(exitCode == 0, $"lmcache {string.Join(' ', args)} exited {exitCode}: {error}");
-        using var json = JsonDocument.Parse(output);
-        return json.RootElement.Clone();
     }
 }
