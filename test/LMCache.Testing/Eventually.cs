@@ -32,7 +32,7 @@ public static class Eventually
         {
             return await task.WaitAsync(DefaultDeadline).ConfigureAwait(false);
         }
-        catch (TimeoutException)
+        catch (TimeoutException) when (!task.IsCompleted)   // the deadline, not a TimeoutException of the task itself
         {
             throw new TimeoutException($"Did not complete within {DefaultDeadline.TotalSeconds:0} s: {what}");
         }
@@ -46,7 +46,7 @@ public static class Eventually
         {
             await task.WaitAsync(DefaultDeadline).ConfigureAwait(false);
         }
-        catch (TimeoutException)
+        catch (TimeoutException) when (!task.IsCompleted)   // the deadline, not a TimeoutException of the task itself
         {
             throw new TimeoutException($"Did not complete within {DefaultDeadline.TotalSeconds:0} s: {what}");
         }

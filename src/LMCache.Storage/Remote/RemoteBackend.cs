@@ -342,7 +342,7 @@ public sealed class RemoteBackend : IStorageBackend
         {
             while (await _puts.Reader.WaitToReadAsync(token).ConfigureAwait(false))
             {
-                while (_puts.Reader.TryRead(out var put))
+                while (!token.IsCancellationRequested && _puts.Reader.TryRead(out var put))
                 {
                     await SendAsync(put, token).ConfigureAwait(false);
                 }
@@ -381,6 +381,12 @@ public sealed class RemoteBackend : IStorageBackend
         {
             Statistics.RecordPutDropped();
             RecordFailure("put", ex);
+        }
+        catch (Exception)
+        {
+            // Shutting down. Whatever ended the wait — the cancellation, or the put's own timeout racing it (the filter
+            // above runs after the exception, when the cancellation may already be there) — the put ends here, and
+            // nothing may escape: an exception would fault the worker and make DisposeAsync throw.
         }
         finally
         {
