@@ -46,6 +46,20 @@ for trx in "$results"/*.trx; do
     e=$(sed -n 's/.* executed="\([0-9]*\)".*/\1/p' <<<"$counters")
     passed=$((passed + ${p:-0})); failed=$((failed + ${f:-0})); skipped=$((skipped + ${t:-0} - ${e:-0}))
 done
+# Every skipped test with its reason (the only allowed skips are CPU features this machine lacks).
+if ((skipped > 0)); then
+    echo "skipped tests:"
+    python3 - "$results" <<'PY'
+import glob, sys, xml.etree.ElementTree as ET
+ns = {"t": "http://microsoft.com/schemas/VisualStudio/TeamTest/2010"}
+for trx in sorted(glob.glob(sys.argv[1] + "/*.trx")):
+    for result in ET.parse(trx).getroot().iterfind(".//t:UnitTestResult", ns):
+        if result.get("outcome") == "NotExecuted":
+            message = result.find("t:Output/t:ErrorInfo/t:Message", ns)
+            reason = (message.text or "").strip() if message is not None else "(no reason given)"
+            print(f"  {result.get('testName')}: {reason}")
+PY
+fi
 echo "${passed} passed, ${failed} failed, ${skipped} skipped"
 if [[ $status -ne 0 || $failed -ne 0 ]]; then
     exit 1

@@ -1,41 +1,18 @@
 using System.Text.Json;
+using LMCache.Testing;
 
 namespace LMCache.Inference.Tests;
 
-/// <summary>Locates ../shared/fixtures/tiny-llama (searching upward from the test assembly) and reads reference.json.</summary>
+/// <summary>The tiny-llama fixture in <c>test/fixtures/tiny-llama</c> and its parsed reference.json.</summary>
 public static class TinyLlama
 {
-    private static readonly Lazy<string?> s_folder = new(Find);
-    private static readonly Lazy<Reference?> s_reference = new(() => s_folder.Value is null ? null : Reference.Load(Path.Combine(s_folder.Value, "reference.json")));
+    private static readonly Lazy<Reference> s_reference = new(() => Reference.Load(Path.Combine(Folder, "reference.json")));
 
-    /// <summary>The fixture folder, or skips the calling test with a clear message.</summary>
-    public static string Folder => s_folder.Value ?? throw SkipException();
+    /// <summary>The fixture folder (a missing folder fails the test with the path it expected).</summary>
+    public static string Folder => RepositoryFixtures.TinyLlama;
 
-    /// <summary>The parsed reference.json, or skips the calling test.</summary>
-    public static Reference Reference => s_reference.Value ?? throw SkipException();
-
-    private static Exception SkipException()
-    {
-        Assert.Skip("The tiny-llama fixture was not found (expected ../shared/fixtures/tiny-llama above the repository root).");
-        return new InvalidOperationException("unreachable");
-    }
-
-    private static string? Find()
-    {
-        var dir = new DirectoryInfo(AppContext.BaseDirectory);
-        while (dir is not null)
-        {
-            foreach (var candidate in new[] { Path.Combine(dir.FullName, "shared", "fixtures", "tiny-llama"), Path.Combine(dir.FullName, "..", "shared", "fixtures", "tiny-llama") })
-            {
-                if (File.Exists(Path.Combine(candidate, "reference.json")))
-                {
-                    return Path.GetFullPath(candidate);
-                }
-            }
-            dir = dir.Parent;
-        }
-        return null;
-    }
+    /// <summary>The parsed reference.json.</summary>
+    public static Reference Reference => s_reference.Value;
 }
 
 public sealed record ReferencePrompt(string Name, string Text, int[] InputIds, float[] LastLogits, int[] Top10, int[] Greedy16);

@@ -3,6 +3,7 @@ using System.ClientModel.Primitives;
 using System.Net;
 using System.Text;
 using System.Text.Json;
+using LMCache.Testing;
 using OpenAI;
 using OpenAI.Chat;
 
@@ -20,7 +21,7 @@ public sealed class OpenAiServerTests : IClassFixture<ServerFixture>
     {
         get
         {
-            var folder = ServerFixture.FindFixture()!;
+            var folder = RepositoryFixtures.TinyLlama;
             return JsonDocument.Parse(File.ReadAllText(Path.Combine(folder, "reference.json"))).RootElement;
         }
     }

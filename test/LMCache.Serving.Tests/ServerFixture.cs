@@ -2,6 +2,7 @@ using LMCache.Core.Configuration;
 using LMCache.Engine;
 using LMCache.Inference.Generation;
 using LMCache.Inference.Models;
+using LMCache.Testing;
 using Microsoft.Extensions.Logging.Abstractions;
 
 namespace LMCache.Serving.Tests;
@@ -14,29 +15,17 @@ public sealed class ServerFixture : IAsyncLifetime
     private InferenceEngine? _engine;
     private OpenAiServer? _server;
 
-    public string? SkipReason { get; private set; }
+    public OpenAiServer Server => _server ?? throw NotStarted();
 
-    public OpenAiServer Server => _server ?? throw Skip();
-
-    public LanguageModel Model => _model ?? throw Skip();
+    public LanguageModel Model => _model ?? throw NotStarted();
 
     public HttpClient Http { get; } = new() { Timeout = TimeSpan.FromMinutes(5) };
 
-    private Exception Skip()
-    {
-        Assert.Skip(SkipReason ?? "server not started");
-        return new InvalidOperationException();
-    }
+    private static InvalidOperationException NotStarted() => new("The server fixture has not started.");
 
     public async ValueTask InitializeAsync()
     {
-        var folder = FindFixture();
-        if (folder is null)
-        {
-            SkipReason = "The tiny-llama fixture was not found (expected ../shared/fixtures/tiny-llama above the repository root).";
-            return;
-        }
-        _model = LanguageModel.Load(folder, intraOpThreads: 2);
+        _model = LanguageModel.Load(RepositoryFixtures.TinyLlama, intraOpThreads: 2);
         _cache = LMCacheEngine.Create(new LMCacheEngineOptions { ChunkSize = 256, MaxLocalCpuSizeGib = 0.25 }, InferenceEngine.CreateKeyScope(_model), _model.Decoder.Layout);
         _engine = new InferenceEngine(_model, _cache);
         _server = await OpenAiServer.StartAsync(_engine, new OpenAiServerOptions { Host = "127.0.0.1", Port = 0 }, NullLoggerFactory.Instance);
@@ -59,22 +48,5 @@ public sealed class ServerFixture : IAsyncLifetime
             await _cache.DisposeAsync();
         }
         _model?.Dispose();
-    }
-
-    public static string? FindFixture()
-    {
-        var dir = new DirectoryInfo(AppContext.BaseDirectory);
-        while (dir is not null)
-        {
-            foreach (var candidate in new[] { Path.Combine(dir.FullName, "shared", "fixtures", "tiny-llama"), Path.Combine(dir.FullName, "..", "shared", "fixtures", "tiny-llama") })
-            {
-                if (File.Exists(Path.Combine(candidate, "reference.json")))
-                {
-                    return Path.GetFullPath(candidate);
-                }
-            }
-            dir = dir.Parent;
-        }
-        return null;
     }
 }

@@ -28,7 +28,7 @@ internal static class SerdeBench
         var json = CommonOptions.Json();
         var model = new Option<DirectoryInfo?>("--model")
         {
-            Description = "Model folder (config.json, tokenizer.json, onnx/model.onnx) with a reference.json holding the prompt token ids; defaults to ../shared/fixtures/tiny-llama found upward from the current folder.",
+            Description = "Model folder (config.json, tokenizer.json, onnx/model.onnx) with a reference.json holding the prompt token ids; defaults to the repository's test/fixtures/tiny-llama found upward from the current folder.",
         };
         var seconds = new Option<double>("--seconds") { Description = "Minimum time per throughput measurement.", DefaultValueFactory = _ => 1.5 };
         var profileChunks = new Option<int>("--profile-chunks") { Description = "Chunks profiled for the shared table (excluded from the shared-table ratio).", DefaultValueFactory = _ => 2 };
@@ -42,7 +42,7 @@ internal static class SerdeBench
             var folder = parse.GetValue(model)?.FullName ?? FindFixture();
             if (folder is null)
             {
-                Console.Error.WriteLine("error: no model: pass --model DIR (the fixture lives in ../shared/fixtures/tiny-llama).");
+                Console.Error.WriteLine("error: no model: pass --model DIR (the fixture lives in test/fixtures/tiny-llama of a checkout).");
                 return 2;
             }
             var result = Run(folder, parse.GetValue(seconds), Math.Max(1, parse.GetValue(profileChunks)), parse.GetValue(entropy));
@@ -66,15 +66,10 @@ internal static class SerdeBench
     {
         for (var dir = new DirectoryInfo(Directory.GetCurrentDirectory()); dir is not null; dir = dir.Parent)
         {
-            var candidate = Path.Combine(dir.FullName, "shared", "fixtures", "tiny-llama");
+            var candidate = Path.Combine(dir.FullName, "test", "fixtures", "tiny-llama");
             if (File.Exists(Path.Combine(candidate, "onnx", "model.onnx")))
             {
                 return candidate;
-            }
-            candidate = Path.Combine(dir.FullName, "..", "shared", "fixtures", "tiny-llama");
-            if (File.Exists(Path.Combine(candidate, "onnx", "model.onnx")))
-            {
-                return Path.GetFullPath(candidate);
             }
         }
         return null;
