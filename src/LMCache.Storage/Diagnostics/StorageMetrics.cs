@@ -16,10 +16,11 @@ public sealed class StorageMetrics : IDisposable
     private readonly List<TierStatistics> _tiers = [];
     private readonly Lock _lock = new();
 
-    /// <summary>Creates the instruments on a meter from <paramref name="meterFactory"/> (or a private meter).</summary>
-    public StorageMetrics(IMeterFactory? meterFactory = null)
+    /// <summary>Creates the instruments on a meter from <paramref name="meterFactory"/> (its scope is what an exporter listens to).</summary>
+    public StorageMetrics(IMeterFactory meterFactory)
     {
-        _meter = meterFactory?.Create(MeterName) ?? new Meter(MeterName);
+        ArgumentNullException.ThrowIfNull(meterFactory);
+        _meter = meterFactory.Create(MeterName);
         _meter.CreateObservableCounter("lmcache.storage.hits", () => Observe(t => t.Hits), "{chunk}", "Chunks read from a tier.");
         _meter.CreateObservableCounter("lmcache.storage.misses", () => Observe(t => t.Misses), "{chunk}", "Chunks asked of a tier and not found.");
         _meter.CreateObservableGauge("lmcache.storage.hit_rate", ObserveHitRate, "1", "Chunk hits / (hits + misses) of a tier.");
