@@ -26,7 +26,8 @@ namespace LMCache.Controller.Worker;
 /// <remarks>
 /// <para>One background thread owns both ZeroMQ sockets (they are not thread-safe). Short requests run on it; long ones
 /// (clear, move, compress, decompress, load, remove: everything that awaits a tier) run asynchronously on the pool while
-/// this thread keeps heartbeating and reporting, and their reply is sent when they finish; nothing blocks on a task. Requests are answered one at a time, as the original's single REP socket does.</para>
+/// this thread keeps heartbeating and reporting, and their reply is sent when they finish; nothing blocks on a task.
+/// Requests are answered one at a time, as the original's single REP socket does.</para>
 /// <para>Admissions and evictions come from an <see cref="IStorageEventSink"/> registered on the storage manager: the tiers
 /// raise them as they happen, this worker queues them and pushes <c>KVAdmitMsg</c>/<c>KVEvictMsg</c> from its thread
 /// (at most ~50 ms later). A snapshot of the tiers is reported once at start, and again if the queue ever overflows. The
