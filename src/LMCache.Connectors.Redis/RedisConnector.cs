@@ -1,6 +1,7 @@
 using System.IO.Hashing;
 using System.Net;
 using System.Runtime.CompilerServices;
+using LMCache.Core.Diagnostics;
 using LMCache.Core.Keys;
 using LMCache.Core.Memory;
 using LMCache.Storage.Remote;
@@ -1029,7 +1030,7 @@ public sealed record RedisEntryReport(
 }
 
 /// <summary>The Redis server refused the URL's credentials (wrong user or password, or none given where one is needed).</summary>
-public sealed class RedisAuthenticationException : Exception
+public sealed class RedisAuthenticationException : LMCacheException
 {
     /// <summary>Creates the exception.</summary>
     public RedisAuthenticationException(string message, Exception innerException)

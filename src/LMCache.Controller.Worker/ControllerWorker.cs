@@ -25,8 +25,9 @@ namespace LMCache.Controller.Worker;
 /// </summary>
 /// <remarks>
 /// <para>One background thread owns both ZeroMQ sockets (they are not thread-safe). Short requests run on it; long ones
-/// (clear, move, compress, decompress, load) run on a pool thread while this thread keeps heartbeating and reporting, and
-/// their reply is sent when they finish. Requests are answered one at a time, as the original's single REP socket does.</para>
+/// (clear, move, compress, decompress, load, remove: everything that awaits a tier) run asynchronously on the pool while
+/// this thread keeps heartbeating and reporting, and their reply is sent when they finish; nothing blocks on a task.
+/// Requests are answered one at a time, as the original's single REP socket does.</para>
 /// <para>Admissions and evictions come from an <see cref="IStorageEventSink"/> registered on the storage manager: the tiers
 /// raise them as they happen, this worker queues them and pushes <c>KVAdmitMsg</c>/<c>KVEvictMsg</c> from its thread
 /// (at most ~50 ms later). A snapshot of the tiers is reported once at start, and again if the queue ever overflows. The
@@ -52,7 +53,10 @@ public sealed class ControllerWorker : IAsyncDisposable
     private readonly Lazy<CacheGenSerde> _serde;
     private readonly List<ControlMessage> _outbox = [];
     private readonly long _registeredAt;
-    private Task<ControlMessage>? _running;
+    private readonly ManualResetEventSlim _operationFinished = new(false);
+    private readonly TaskCompletionSource _threadExited = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private Task? _running;                    // the long operation in progress (only this worker's thread touches it)
+    private ControlMessage? _finishedReply;    // its reply, published before _operationFinished is set
     private volatile bool _stopping;
     private bool _sendDeregister = true;
     private int _disposed;
@@ -134,17 +138,17 @@ public sealed class ControllerWorker : IAsyncDisposable
     }
 
     /// <summary>Deregisters, unhooks the tiers and closes the sockets (after a running long operation finished).</summary>
-    public ValueTask DisposeAsync()
+    public async ValueTask DisposeAsync()
     {
         if (Interlocked.Exchange(ref _disposed, 1) == 0)
         {
             _stopping = true;
-            _thread.Join();
+            await _threadExited.Task.ConfigureAwait(false);   // the thread finishes a running long operation first
             _engine.Storage.RemoveEventSink(_events);
             _push.Dispose();
             _reply.Dispose();
+            _operationFinished.Dispose();
         }
-        return ValueTask.CompletedTask;
     }
 
     /// <summary>Stops without deregistering, as a crashed engine would (tests of heartbeat timeouts).</summary>
@@ -155,6 +159,18 @@ public sealed class ControllerWorker : IAsyncDisposable
     }
 
     private void Run()
+    {
+        try
+        {
+            RunLoop();
+        }
+        finally
+        {
+            _threadExited.TrySetResult();
+        }
+    }
+
+    private void RunLoop()
     {
         var nextStats = 0L;
         var nextHeartbeat = _options.HeartbeatInterval is null ? long.MaxValue : Stopwatch.GetTimestamp() + ToTicks(_options.HeartbeatDelay);
@@ -175,11 +191,12 @@ public sealed class ControllerWorker : IAsyncDisposable
                         }
                     }
                 }
-                else if (_running.Wait(50))
+                else if (_operationFinished.Wait(50))
                 {
-                    var finished = _running;
+                    // The operation catches everything: its reply is an answer or an ErrorMsg, never missing.
+                    _operationFinished.Reset();
                     _running = null;
-                    Reply(finished.Result);   // the task catches everything: Result is a reply or an ErrorMsg
+                    Reply(Interlocked.Exchange(ref _finishedReply, null)!);
                 }
                 ReportEvents();
                 var now = Stopwatch.GetTimestamp();
@@ -230,18 +247,24 @@ public sealed class ControllerWorker : IAsyncDisposable
         {
             return Error(ex.Message);
         }
-        Func<ControlMessage, ControlMessage>? longOperation = request.Type switch
+        Func<ControlMessage, Task<ControlMessage>>? longOperation = request.Type switch
         {
-            MessageTypes.ClearWorker => Clear,
-            MessageTypes.MoveWorker => Move,
-            MessageTypes.CompressWorker => Compress,
-            MessageTypes.DecompressWorker => Decompress,
-            MessageTypes.LoadChunksWorker => LoadChunks,
+            MessageTypes.ClearWorker => ClearAsync,
+            MessageTypes.MoveWorker => MoveAsync,
+            MessageTypes.CompressWorker => CompressAsync,
+            MessageTypes.DecompressWorker => DecompressAsync,
+            MessageTypes.LoadChunksWorker => LoadChunksAsync,
+            MessageTypes.RemoveChunksWorker => RemoveChunksAsync,
             _ => null,
         };
         if (longOperation is not null)
         {
-            _running = Task.Run(() => Execute(longOperation, request));
+            _running = Task.Run(async () =>
+            {
+                var reply = await ExecuteAsync(longOperation, request).ConfigureAwait(false);
+                Volatile.Write(ref _finishedReply, reply);
+                _operationFinished.Set();
+            });
             return null;
         }
         Func<ControlMessage, ControlMessage> shortOperation = request.Type switch
@@ -249,7 +272,6 @@ public sealed class ControllerWorker : IAsyncDisposable
             MessageTypes.PinWorker => PinTokens,
             MessageTypes.HealthWorker => _ => Health(),
             MessageTypes.ListChunksWorker => ListChunks,
-            MessageTypes.RemoveChunksWorker => RemoveChunks,
             MessageTypes.PinChunksWorker => PinChunks,
             _ => r => Error($"Unknown request type '{r.Type}'."),
         };
@@ -270,7 +292,20 @@ public sealed class ControllerWorker : IAsyncDisposable
         }
     }
 
-    private ControlMessage Clear(ControlMessage request)
+    private async Task<ControlMessage> ExecuteAsync(Func<ControlMessage, Task<ControlMessage>> operation, ControlMessage request)
+    {
+        try
+        {
+            return await operation(request).ConfigureAwait(false);
+        }
+        catch (Exception ex)
+        {
+            WorkerLog.RequestFailed(_logger, request.Type, ex.Message);
+            return Error(ex.Message);
+        }
+    }
+
+    private async Task<ControlMessage> ClearAsync(ControlMessage request)
     {
         var locations = TargetTiers(request.GetStringOrNull("location"));
         var tokens = 0L;
@@ -284,7 +319,7 @@ public sealed class ControllerWorker : IAsyncDisposable
                 }
             }
         }
-        _engine.Storage.ClearAsync([.. locations.Select(t => t.Name)]).AsTask().GetAwaiter().GetResult();
+        await _engine.Storage.ClearAsync([.. locations.Select(t => t.Name)]).ConfigureAwait(false);
         return new ControlMessage(MessageTypes.ClearWorkerRet).With("num_tokens", tokens);
     }
 
@@ -316,7 +351,7 @@ public sealed class ControllerWorker : IAsyncDisposable
     /// writes the chunks to this instance's remote tier, waits until the writes finished, and replies with their
     /// <c>keys</c> (the source copies stay; the controller removes them after the destination loaded them).
     /// </summary>
-    private ControlMessage Move(ControlMessage request)
+    private async Task<ControlMessage> MoveAsync(ControlMessage request)
     {
         var source = SingleTier(request.GetString("old_position"));
         var newPosition = request.GetListOrEmpty("new_position");
@@ -335,7 +370,7 @@ public sealed class ControllerWorker : IAsyncDisposable
         var movedTokens = 0L;
         foreach (var (key, prefixOnly) in SelectKeys(source, request.GetInt32Array("tokens"), compressed: null))
         {
-            var memoryObject = source.GetAsync(key).AsTask().GetAwaiter().GetResult();
+            var memoryObject = await source.GetAsync(key).ConfigureAwait(false);
             if (viaRemote && memoryObject is { Metadata.Format: MemoryFormat.BinaryBuffer })
             {
                 // The remote tier stores raw chunks through its own serde: decode a compressed one first.
@@ -362,12 +397,12 @@ public sealed class ControllerWorker : IAsyncDisposable
             }
             moved.Add(key);
         }
-        target.FlushAsync().GetAwaiter().GetResult();
+        await target.FlushAsync().ConfigureAwait(false);
         if (!copy)
         {
             foreach (var key in moved)
             {
-                source.RemoveAsync(key).AsTask().GetAwaiter().GetResult();
+                await source.RemoveAsync(key).ConfigureAwait(false);
             }
         }
         var reply = new ControlMessage(MessageTypes.MoveWorkerRet).With("num_tokens", movedTokens);
@@ -379,7 +414,7 @@ public sealed class ControllerWorker : IAsyncDisposable
     /// the source instance wrote them) and stores them in tier <c>location</c>; with <c>prefix: true</c> it stops at the
     /// first key the remote does not have. Chunks whose layout is not this engine's are skipped.
     /// </summary>
-    private ControlMessage LoadChunks(ControlMessage request)
+    private async Task<ControlMessage> LoadChunksAsync(ControlMessage request)
     {
         var remote = RemoteTier();
         var target = SingleTier(request.GetString("location"));
@@ -389,7 +424,7 @@ public sealed class ControllerWorker : IAsyncDisposable
         foreach (var text in request.GetStringArray("keys"))
         {
             var key = ParseKey(text);
-            var memoryObject = remote.GetAsync(key).AsTask().GetAwaiter().GetResult();
+            var memoryObject = await remote.GetAsync(key).ConfigureAwait(false);
             if (memoryObject is not null && !IsChunkOfThisEngine(memoryObject.Metadata))
             {
                 WorkerLog.RequestFailed(_logger, MessageTypes.LoadChunksWorker, $"{text}: {memoryObject.Metadata} is not a chunk of this engine's layout; skipped");
@@ -415,7 +450,7 @@ public sealed class ControllerWorker : IAsyncDisposable
                 memoryObject.Release();
             }
         }
-        target.FlushAsync().GetAwaiter().GetResult();
+        await target.FlushAsync().ConfigureAwait(false);
         return new ControlMessage(MessageTypes.LoadChunksWorkerRet).With("num_tokens", tokens).With("num_chunks", loaded.Count).With("keys", loaded);
     }
 
@@ -424,14 +459,14 @@ public sealed class ControllerWorker : IAsyncDisposable
     /// original, put the compressed one); pins are kept. Replies <c>num_tokens</c> plus ours: <c>num_chunks</c>,
     /// <c>original_bytes</c> and <c>compressed_bytes</c> of what was re-encoded.
     /// </summary>
-    private ControlMessage Compress(ControlMessage request) =>
-        Reencode(request, compress: true, MessageTypes.CompressWorkerRet);
+    private Task<ControlMessage> CompressAsync(ControlMessage request) =>
+        ReencodeAsync(request, compress: true, MessageTypes.CompressWorkerRet);
 
     /// <summary>Decodes compressed chunks of a tier back into raw chunks in place; the reply's fields are those of compress.</summary>
-    private ControlMessage Decompress(ControlMessage request) =>
-        Reencode(request, compress: false, MessageTypes.DecompressWorkerRet);
+    private Task<ControlMessage> DecompressAsync(ControlMessage request) =>
+        ReencodeAsync(request, compress: false, MessageTypes.DecompressWorkerRet);
 
-    private ControlMessage Reencode(ControlMessage request, bool compress, string replyType)
+    private async Task<ControlMessage> ReencodeAsync(ControlMessage request, bool compress, string replyType)
     {
         var method = request.GetStringOrNull("method") ?? CacheGenSerde.SerdeName;
         if (!string.Equals(method, CacheGenSerde.SerdeName, StringComparison.OrdinalIgnoreCase))
@@ -447,7 +482,7 @@ public sealed class ControllerWorker : IAsyncDisposable
             var repin = new List<CacheEngineKey>();
             foreach (var (key, prefixOnly) in SelectKeys(tier, tokens, compressed: !compress))
             {
-                var original = tier.GetAsync(key).AsTask().GetAwaiter().GetResult();
+                var original = await tier.GetAsync(key).ConfigureAwait(false);
                 if (original is null)
                 {
                     if (prefixOnly)
@@ -470,7 +505,7 @@ public sealed class ControllerWorker : IAsyncDisposable
                     }
                     var chunkTokens = compress ? original.Metadata.TokenCount : replacement.Metadata.TokenCount;
                     var pinned = IsPinned(tier, key);
-                    tier.RemoveAsync(key).AsTask().GetAwaiter().GetResult();
+                    await tier.RemoveAsync(key).ConfigureAwait(false);
                     if (compress)
                     {
                         _compressedTokens[key] = chunkTokens;
@@ -490,7 +525,7 @@ public sealed class ControllerWorker : IAsyncDisposable
                     original.Release();
                 }
             }
-            tier.FlushAsync().GetAwaiter().GetResult();
+            await tier.FlushAsync().ConfigureAwait(false);
             foreach (var key in repin)
             {
                 tier.Pin(key);
@@ -575,7 +610,7 @@ public sealed class ControllerWorker : IAsyncDisposable
         return new ControlMessage(MessageTypes.ListChunksWorkerRet).With("chunks", chunks);
     }
 
-    private ControlMessage RemoveChunks(ControlMessage request)
+    private async Task<ControlMessage> RemoveChunksAsync(ControlMessage request)
     {
         var tiers = TargetTiers(request.GetStringOrNull("location"));
         var removed = 0;
@@ -584,7 +619,7 @@ public sealed class ControllerWorker : IAsyncDisposable
             var key = ParseKey(text);
             foreach (var tier in tiers)
             {
-                if (tier.RemoveAsync(key).AsTask().GetAwaiter().GetResult())
+                if (await tier.RemoveAsync(key).ConfigureAwait(false))
                 {
                     removed++;
                 }

@@ -1,9 +1,10 @@
+using LMCache.Core.Diagnostics;
 using Microsoft.AspNetCore.Http;
 
 namespace LMCache.Controller;
 
 /// <summary>An HTTP API failure with its status code; written as <c>{"detail": message}</c>.</summary>
-internal sealed class ControllerApiException(int statusCode, string message) : Exception(message)
+internal sealed class ControllerApiException(int statusCode, string message) : LMCacheException(message)
 {
     public int StatusCode { get; } = statusCode;
 

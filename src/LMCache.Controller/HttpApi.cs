@@ -3,6 +3,7 @@ using System.Text;
 using System.Text.Json;
 using System.Text.Json.Serialization.Metadata;
 using LMCache.Controller.Worker;
+using LMCache.Core.Diagnostics;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Routing;
@@ -192,7 +193,7 @@ internal static class HttpApi
             ChunkKeysAsync(controller, body, "UnpinChunks", MessageTypes.PinChunksWorker, MessageTypes.PinChunksWorkerRet, true, ct));
 
         app.MapGet("/instances", () => Results.Json(Summaries.Instances(controller), Json.InstancesResponse));
-        app.MapGet("/metrics", () => Results.Text(PrometheusText.Write(controller), "text/plain; version=0.0.4; charset=utf-8", Encoding.UTF8));
+        app.MapGet("/metrics", () => Results.Text(controller.Exporter.Write(), PrometheusExporter.ContentType, Encoding.UTF8));
         app.MapGet("/", () => Static("index.html"));
         app.MapGet("/static/{file}", (string file) => Static(file));
         app.MapFallback(() => Results.Json(new ErrorResponse("Not found."), Json.ErrorResponse, statusCode: StatusCodes.Status404NotFound));

@@ -1,8 +1,10 @@
 using System.Collections.Concurrent;
+using System.Diagnostics.Metrics;
 using System.Net;
 using System.Reflection;
 using System.Text.Json.Nodes;
 using LMCache.Controller.Worker;
+using LMCache.Core.Diagnostics;
 using LMCache.Core.Keys;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
@@ -38,11 +40,17 @@ public sealed class LMCacheController : IAsyncDisposable
     private NetMQPoller? _poller;
     private readonly Queue<HistoryPoint> _history = new();
     private readonly CancellationTokenSource _lifetime = new();
+    private readonly LMCacheMeterFactory? _ownedMeterFactory;
+    private readonly ControllerMetrics _metrics;
     private WebApplication? _app;
     private ITimer? _sampler;
 
     /// <summary>Creates a controller; nothing is bound until <see cref="StartAsync"/>.</summary>
-    public LMCacheController(ControllerOptions options, ILoggerFactory? loggerFactory = null, TimeProvider? timeProvider = null)
+    /// <param name="options">The settings.</param>
+    /// <param name="loggerFactory">Loggers; null for none.</param>
+    /// <param name="timeProvider">The clock; null for the system's.</param>
+    /// <param name="meterFactory">Where the <c>LMCache.Controller</c> meter comes from; null for one the controller owns.</param>
+    public LMCacheController(ControllerOptions options, ILoggerFactory? loggerFactory = null, TimeProvider? timeProvider = null, IMeterFactory? meterFactory = null)
     {
         ArgumentNullException.ThrowIfNull(options);
         _options = options;
@@ -50,7 +58,14 @@ public sealed class LMCacheController : IAsyncDisposable
         _logger = _loggerFactory.CreateLogger<LMCacheController>();
         State = new ClusterState(timeProvider ?? TimeProvider.System, options.WorkerTimeout);
         Events = new ControllerEvents(timeProvider ?? TimeProvider.System, options.EventHistory);
+        _ownedMeterFactory = meterFactory is null ? new LMCacheMeterFactory() : null;
+        meterFactory ??= _ownedMeterFactory!;
+        _metrics = new ControllerMetrics(meterFactory, State);
+        Exporter = new PrometheusExporter(meterFactory);
     }
+
+    /// <summary>Writes <c>/metrics</c>: the controller's meter under the original's <c>lmcache:</c> names.</summary>
+    internal PrometheusExporter Exporter { get; }
 
     /// <summary>The HTTP base address, e.g. <c>http://127.0.0.1:9000</c> (after <see cref="StartAsync"/>).</summary>
     public Uri? HttpAddress { get; private set; }
@@ -142,6 +157,9 @@ public sealed class LMCacheController : IAsyncDisposable
             worker.Client?.Dispose();
         }
         _lifetime.Dispose();
+        Exporter.Dispose();
+        _metrics.Dispose();
+        _ownedMeterFactory?.Dispose();
     }
 
     private void OnPull(NetMQSocket socket)

@@ -25,11 +25,15 @@ internal sealed class WorkerClient(string address) : IDisposable
         await _gate.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
-            ObjectDisposedException.ThrowIf(_disposed, this);
+            ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed), this);
             return await Task.Run(() => Exchange(request, timeout, cancellationToken), cancellationToken).ConfigureAwait(false);
         }
         finally
         {
+            if (Volatile.Read(ref _disposed))
+            {
+                CloseSocket();   // disposed while this request was in flight: Dispose left the socket to us
+            }
             _gate.Release();
         }
     }
@@ -65,18 +69,29 @@ internal sealed class WorkerClient(string address) : IDisposable
         return null;
     }
 
+    /// <summary>
+    /// Closes the socket now when no request is in flight; otherwise the request in flight closes it when it ends.
+    /// Never waits (it runs on the controller's socket thread, which must not stall behind a slow worker).
+    /// </summary>
     public void Dispose()
     {
-        _gate.Wait();
-        try
+        Volatile.Write(ref _disposed, true);
+        if (_gate.Wait(0))
         {
-            _disposed = true;
-            _socket?.Dispose();
-            _socket = null;
+            try
+            {
+                CloseSocket();
+            }
+            finally
+            {
+                _gate.Release();
+            }
         }
-        finally
-        {
-            _gate.Release();
-        }
+    }
+
+    private void CloseSocket()
+    {
+        _socket?.Dispose();
+        _socket = null;
     }
 }

@@ -16,4 +16,7 @@ internal static partial class EngineLog
 
     [LoggerMessage(EventId = 3004, Level = LogLevel.Warning, Message = "Local CPU memory is under pressure, so only {Stored} of {Wanted} chunks were stored")]
     public static partial void StorePartial(ILogger logger, int stored, int wanted);
+
+    [LoggerMessage(EventId = 3005, Level = LogLevel.Warning, Message = "Releasing the tiers of an engine that failed to start failed")]
+    public static partial void AbandonedTiersDisposeFailed(ILogger logger, Exception exception);
 }

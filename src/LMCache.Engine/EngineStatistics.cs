@@ -1,4 +1,5 @@
 using System.Diagnostics.Metrics;
+using LMCache.Core.Diagnostics;
 
 namespace LMCache.Engine;
 
@@ -9,22 +10,24 @@ namespace LMCache.Engine;
 public sealed class EngineStatistics : IDisposable
 {
     /// <summary>The meter name.</summary>
-    public const string MeterName = "LMCache.Engine";
+    public const string MeterName = LMCacheMetrics.EngineMeter;
 
     private readonly Meter _meter;
     private long _lookupRequests, _retrieveRequests, _storeRequests, _requestedTokens, _hitTokens, _storedTokens;
 
-    internal EngineStatistics(IMeterFactory? meterFactory)
+    internal EngineStatistics(IMeterFactory meterFactory)
     {
-        _meter = meterFactory?.Create(MeterName) ?? new Meter(MeterName);
+        _meter = meterFactory.Create(MeterName);
         _meter.CreateObservableCounter("lmcache.engine.lookup_requests", () => LookupRequests, "{request}", "Lookups served.");
         _meter.CreateObservableCounter("lmcache.engine.retrieve_requests", () => RetrieveRequests, "{request}", "Retrieves served.");
         _meter.CreateObservableCounter("lmcache.engine.store_requests", () => StoreRequests, "{request}", "Stores served.");
         _meter.CreateObservableCounter("lmcache.engine.requested_tokens", () => RequestedTokens, "{token}", "Tokens asked for by retrieves.");
         _meter.CreateObservableCounter("lmcache.engine.hit_tokens", () => HitTokens, "{token}", "Tokens loaded from the cache.");
         _meter.CreateObservableCounter("lmcache.engine.stored_tokens", () => StoredTokens, "{token}", "Tokens stored.");
-        RetrieveDuration = _meter.CreateHistogram<double>("lmcache.engine.retrieve_duration", "s", "Time to retrieve a request's chunks.");
-        StoreDuration = _meter.CreateHistogram<double>("lmcache.engine.store_duration", "s", "Time to store a request's chunks into the CPU tier.");
+        _meter.CreateObservableGauge("lmcache.engine.cache_hit_rate", () => HitRate, "1", "Hit tokens / requested tokens since start.");
+        var buckets = new InstrumentAdvice<double> { HistogramBucketBoundaries = LMCacheMetrics.DurationBuckets };
+        RetrieveDuration = _meter.CreateHistogram("lmcache.engine.retrieve_duration", "s", "Time to retrieve a request's chunks.", advice: buckets);
+        StoreDuration = _meter.CreateHistogram("lmcache.engine.store_duration", "s", "Time to store a request's chunks into the CPU tier.", advice: buckets);
     }
 
     /// <summary>Lookups served.</summary>

@@ -49,4 +49,14 @@ public interface IKvCacheAdapter
     /// tokens into the engine at positions <c>start .. start + count - 1</c>.
     /// </summary>
     void CopyFromChunk(int start, int chunkTokens, int count, ReadOnlySpan<byte> chunk);
+
+    /// <summary>
+    /// Called by a retrieve that found chunks, once, before its first <see cref="CopyFromChunk"/>: tokens
+    /// <c>0 .. <paramref name="tokens"/> - 1</c> are about to be copied in. An engine that allocates its KV per request
+    /// sizes it here from what the tiers returned (so a request needs no lookup before its retrieve); one with a fixed
+    /// capacity does nothing, which is the default.
+    /// </summary>
+    void PrepareForRetrieve(int tokens)
+    {
+    }
 }

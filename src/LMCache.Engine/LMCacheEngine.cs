@@ -1,6 +1,8 @@
 using System.Buffers;
 using System.Diagnostics;
+using System.Diagnostics.Metrics;
 using LMCache.Core.Configuration;
+using LMCache.Core.Diagnostics;
 using LMCache.Core.Keys;
 using LMCache.Core.Memory;
 using LMCache.Core.Serde;
@@ -28,9 +30,10 @@ public readonly record struct RetrieveResult(int HitTokens, int LoadedTokens, Ti
 public readonly record struct StoreResult(int StoredTokens, int StoredChunks, int DroppedChunks, int CachedTokens = 0);
 
 /// <summary>
-/// The cache engine an inference engine talks to: <see cref="LookupAsync"/> (how many prefix tokens are cached),
-/// <see cref="RetrieveAsync"/> (load them into the engine's KV) and <see cref="Store"/> (save new chunks), over the
-/// tiers configured by <see cref="LMCacheEngineOptions"/> — the original's <c>LMCacheEngine</c> contract.
+/// The cache engine an inference engine talks to: <c>LookupAsync</c> (how many prefix tokens are cached),
+/// <c>RetrieveAsync</c> (load them into the engine's KV) and <c>Store</c> (save new chunks), over the tiers configured
+/// by <see cref="LMCacheEngineOptions"/> — the original's <c>LMCacheEngine</c> contract. A request that calls more than
+/// one of them hashes its tokens once with <see cref="Prepare"/> and passes the <see cref="PreparedRequest"/> to each.
 /// </summary>
 /// <remarks>
 /// <para>Thread-safe: concurrent requests may look up, retrieve and store at once. Every chunk read from any tier is
@@ -42,11 +45,15 @@ public sealed class LMCacheEngine : IAsyncDisposable
 {
     private readonly ILogger _logger;
     private readonly StorageMetrics _storageMetrics;
+    private readonly LMCacheMeterFactory? _ownedMeterFactory;
 
     private LMCacheEngine(
         LMCacheEngineOptions options, KeyScope scope, KvLayout layout, ChunkedTokenDatabase tokenDatabase,
-        StorageManager storage, StorageMetrics storageMetrics, EngineStatistics statistics, ILogger logger)
+        StorageManager storage, StorageMetrics storageMetrics, EngineStatistics statistics, IMeterFactory meterFactory,
+        LMCacheMeterFactory? ownedMeterFactory, ILogger logger)
     {
+        MeterFactory = meterFactory;
+        _ownedMeterFactory = ownedMeterFactory;
         Options = options;
         Scope = scope;
         Layout = layout;
@@ -74,6 +81,13 @@ public sealed class LMCacheEngine : IAsyncDisposable
 
     /// <summary>Request-level counters.</summary>
     public EngineStatistics Statistics { get; }
+
+    /// <summary>
+    /// The factory of this engine's meters (<see cref="EngineStatistics.MeterName"/>, <see cref="StorageMetrics.MeterName"/>):
+    /// <see cref="LMCacheEngineServices.MeterFactory"/>, or one the engine owns when none was given. A
+    /// <see cref="PrometheusExporter"/> over it shows this engine's metrics and no other's.
+    /// </summary>
+    public IMeterFactory MeterFactory { get; }
 
     /// <summary>
     /// Decodes chunks that a local tier holds compressed (<see cref="MemoryFormat.BinaryBuffer"/>, re-encoded by the
@@ -141,19 +155,28 @@ public sealed class LMCacheEngine : IAsyncDisposable
         }
         catch
         {
-            foreach (var tier in lowerTiers)
-            {
-                tier.DisposeAsync().AsTask().GetAwaiter().GetResult();
-            }
-            cpu.Dispose();
+            // Start-up failed. The tiers built so far never served a request (their queues are empty), so disposing
+            // them only stops idle workers: that runs in the background rather than blocking this synchronous factory
+            // on a task, and a failure of it is logged.
+            _ = DisposeAbandonedTiersAsync([.. lowerTiers], cpu, loggerFactory.CreateLogger<LMCacheEngine>());
             throw;
         }
-        var storageMetrics = new StorageMetrics(services.MeterFactory);
+        var ownedMeterFactory = services.MeterFactory is null ? new LMCacheMeterFactory() : null;
+        var meterFactory = services.MeterFactory ?? ownedMeterFactory!;
+        var storageMetrics = new StorageMetrics(meterFactory);
         var storage = new StorageManager(
             cpu, lowerTiers, options.StoreLocation, options.RetrieveLocations, storageMetrics, loggerFactory.CreateLogger<StorageManager>());
         return new LMCacheEngine(options, scope, layout, tokenDatabase, storage, storageMetrics,
-            new EngineStatistics(services.MeterFactory), loggerFactory.CreateLogger<LMCacheEngine>());
+            new EngineStatistics(meterFactory), meterFactory, ownedMeterFactory, loggerFactory.CreateLogger<LMCacheEngine>());
     }
+
+    /// <summary>
+    /// Hashes <paramref name="tokens"/> into chunks and chunk keys once, for <see cref="LookupAsync(PreparedRequest, CancellationToken)"/>,
+    /// <see cref="RetrieveAsync(PreparedRequest, IKvCacheAdapter, int, CancellationToken)"/> and
+    /// <see cref="Store(PreparedRequest, IKvCacheAdapter, int)"/> of the same request. Dispose the result when the
+    /// request is done.
+    /// </summary>
+    public PreparedRequest Prepare(ReadOnlySpan<int> tokens, string? cacheSalt = null) => PreparedRequest.Create(this, tokens, cacheSalt);
 
     /// <summary>
     /// How many leading tokens of <paramref name="tokens"/> are cached in some tier (a multiple of the chunk size,
@@ -161,11 +184,23 @@ public sealed class LMCacheEngine : IAsyncDisposable
     /// </summary>
     public async ValueTask<int> LookupAsync(ReadOnlyMemory<int> tokens, string? cacheSalt = null, CancellationToken cancellationToken = default)
     {
+        using var request = Prepare(tokens.Span, cacheSalt);
+        return await LookupAsync(request, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// How many leading tokens of the prepared request are cached in some tier (a multiple of the chunk size, or all
+    /// tokens when the kept partial tail hits). Never throws for tier failures. A caller that retrieves anyway need not
+    /// look up first: <see cref="RetrieveAsync(PreparedRequest, IKvCacheAdapter, int, CancellationToken)"/> finds the
+    /// prefix itself, and a lookup before it walks the tiers (the remote one included) a second time.
+    /// </summary>
+    public async ValueTask<int> LookupAsync(PreparedRequest request, CancellationToken cancellationToken = default)
+    {
+        CheckOwner(request);
         Statistics.RecordLookup();
-        using var chunks = ChunkKeys.Create(this, tokens.Span, cacheSalt);
-        var found = await Storage.ContainsPrefixAsync(chunks.Keys, cancellationToken).ConfigureAwait(false);
-        var hit = found == 0 ? 0 : chunks.Chunks[found - 1].End;
-        EngineLog.Lookup(_logger, tokens.Length, hit);
+        var found = await Storage.ContainsPrefixAsync(request.Keys, cancellationToken).ConfigureAwait(false);
+        var hit = found == 0 ? 0 : request.Chunks[found - 1].End;
+        EngineLog.Lookup(_logger, request.TokenCount, hit);
         return hit;
     }
 
@@ -181,57 +216,77 @@ public sealed class LMCacheEngine : IAsyncDisposable
         string? cacheSalt = null,
         CancellationToken cancellationToken = default)
     {
+        using var request = Prepare(tokens.Span, cacheSalt);
+        return await RetrieveAsync(request, destination, maxTokens, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Loads the longest cached prefix of the prepared request into <paramref name="destination"/>, copying at most
+    /// <paramref name="maxTokens"/> tokens (pass <c>TokenCount - 1</c> to keep the last token for the engine to compute).
+    /// The tiers are walked once: each is asked for the chunks the tiers before it lacked, and what comes back is what
+    /// is loaded — no lookup is needed first. Before the first copy, <see cref="IKvCacheAdapter.PrepareForRetrieve"/>
+    /// tells the destination how many tokens it will receive, so it can size itself from what the tiers returned.
+    /// Chunks read from disk or remote are promoted into the CPU tier.
+    /// </summary>
+    public async ValueTask<RetrieveResult> RetrieveAsync(
+        PreparedRequest request,
+        IKvCacheAdapter destination,
+        int maxTokens = int.MaxValue,
+        CancellationToken cancellationToken = default)
+    {
+        CheckOwner(request);
         ArgumentNullException.ThrowIfNull(destination);
         var started = Stopwatch.GetTimestamp();
-        using var chunks = ChunkKeys.Create(this, tokens.Span, cacheSalt);
-        var objects = ArrayPool<MemoryObject?>.Shared.Rent(Math.Max(1, chunks.Count));
-        var expected = ArrayPool<MemoryObjectMetadata>.Shared.Rent(Math.Max(1, chunks.Count));
+        var chunkCount = request.ChunkCount;
+        var objects = ArrayPool<MemoryObject?>.Shared.Rent(Math.Max(1, chunkCount));
+        var expected = ArrayPool<MemoryObjectMetadata>.Shared.Rent(Math.Max(1, chunkCount));
+        var limit = Math.Max(0, Math.Min(maxTokens, request.TokenCount));
         var hitTokens = 0;
         var loaded = 0;
         TierHits tiers = default;
         try
         {
-            var limit = Math.Min(maxTokens, tokens.Length);
-            var wanted = 0;
-            while (wanted < chunks.Count && chunks.Chunks[wanted].Start < limit)
-            {
-                wanted++;
-            }
+            var wanted = request.FirstChunkAt(limit);
             for (var i = 0; i < wanted; i++)
             {
-                expected[i] = Layout.ChunkMetadata(chunks.Chunks[i].Length);
+                expected[i] = Layout.ChunkMetadata(request.Chunks[i].Length);
             }
             // The storage manager checks every chunk against the layout before it is returned or promoted: what
             // arrives here has the expected format, dtype, shape and length.
             (var found, tiers) = await Storage.GetPrefixAsync(
-                chunks.Keys[..wanted], objects.AsMemory(0, wanted), expected.AsMemory(0, wanted), cancellationToken).ConfigureAwait(false);
-            if (found > 0 && chunks.Chunks[found - 1].End < Options.MinRetrieveTokens)
+                request.Keys[..wanted], objects.AsMemory(0, wanted), expected.AsMemory(0, wanted), cancellationToken).ConfigureAwait(false);
+            if (found > 0 && request.Chunks[found - 1].End < Options.MinRetrieveTokens)
             {
                 found = 0;   // min_retrieve_tokens: too short a hit to be worth loading
             }
-            for (var i = 0; i < found; i++)
+            if (found > 0)
             {
-                var chunk = chunks.Chunks[i];
-                var count = Math.Min(chunk.Length, limit - chunk.Start);
-                destination.CopyFromChunk(chunk.Start, chunk.Length, count, objects[i]!.Span);
-                hitTokens = chunk.End;
-                loaded = chunk.Start + count;
+                var chunks = request.Chunks;
+                hitTokens = chunks[found - 1].End;
+                var loading = Math.Min(hitTokens, limit);
+                destination.PrepareForRetrieve(loading);
+                for (var i = 0; i < found; i++)
+                {
+                    var chunk = chunks[i];
+                    destination.CopyFromChunk(chunk.Start, chunk.Length, Math.Min(chunk.Length, limit - chunk.Start), objects[i]!.Span);
+                }
+                loaded = loading;
             }
             return new RetrieveResult(hitTokens, loaded, tiers);
         }
         finally
         {
-            for (var i = 0; i < chunks.Count; i++)
+            for (var i = 0; i < chunkCount; i++)
             {
                 objects[i]?.Release();
                 objects[i] = null;
             }
             ArrayPool<MemoryObject?>.Shared.Return(objects);
             ArrayPool<MemoryObjectMetadata>.Shared.Return(expected);
-            Statistics.RecordRetrieve(tokens.Length, loaded);
+            Statistics.RecordRetrieve(request.TokenCount, loaded);
             var elapsed = Stopwatch.GetElapsedTime(started);
             Statistics.RetrieveDuration.Record(elapsed.TotalSeconds);
-            EngineLog.Retrieved(_logger, loaded, Math.Min(maxTokens, tokens.Length), tokens.Length, tiers.Cpu, tiers.Disk, tiers.Remote, elapsed.TotalMilliseconds);
+            EngineLog.Retrieved(_logger, loaded, limit, request.TokenCount, tiers.Cpu, tiers.Disk, tiers.Remote, elapsed.TotalMilliseconds);
         }
     }
 
@@ -243,10 +298,25 @@ public sealed class LMCacheEngine : IAsyncDisposable
     /// </summary>
     public StoreResult Store(ReadOnlySpan<int> tokens, IKvCacheAdapter source, int skipLeadingTokens = 0, string? cacheSalt = null)
     {
+        using var request = Prepare(tokens, cacheSalt);
+        return Store(request, source, skipLeadingTokens);
+    }
+
+    /// <summary>
+    /// Stores the chunks of the prepared request after <paramref name="skipLeadingTokens"/> (rounded down to a chunk
+    /// boundary: tokens already stored). The copy from the engine into the CPU tier is synchronous, so the engine may
+    /// reuse its buffers when this returns; disk and remote writes are queued. Stops at the first chunk the CPU pool
+    /// cannot hold (the stored part is then a prefix). Chunks the CPU tier already holds are skipped and not counted.
+    /// </summary>
+    public StoreResult Store(PreparedRequest request, IKvCacheAdapter source, int skipLeadingTokens = 0)
+    {
+        CheckOwner(request);
         ArgumentNullException.ThrowIfNull(source);
         var started = Stopwatch.GetTimestamp();
-        var skip = skipLeadingTokens - (skipLeadingTokens % Options.ChunkSize);
-        using var chunks = ChunkKeys.Create(this, tokens, cacheSalt, Math.Max(0, skip));
+        var skip = Math.Max(0, skipLeadingTokens - (skipLeadingTokens % Options.ChunkSize));
+        var first = request.FirstChunkAt(skip);
+        var chunks = request.Chunks[first..];
+        var keys = request.Keys.Span[first..];
         var stored = 0;
         var storedTokens = 0;
         var cachedTokens = 0;
@@ -255,14 +325,14 @@ public sealed class LMCacheEngine : IAsyncDisposable
         // This call keeps a reference to each chunk it stored until it returns, so allocating chunk i cannot evict
         // chunks 0..i-1 of the same prompt (the original allocates a request's chunks in one batch for the same
         // reason): a prompt larger than the pool then stores a prefix, not a useless suffix.
-        var held = ArrayPool<MemoryObject?>.Shared.Rent(Math.Max(1, chunks.Count));
+        var held = ArrayPool<MemoryObject?>.Shared.Rent(Math.Max(1, chunks.Length));
         var allocated = 0;
         try
         {
-            for (var i = 0; i < chunks.Count; i++)
+            for (var i = 0; i < chunks.Length; i++)
             {
-                var chunk = chunks.Chunks[i];
-                if (Storage.Cpu.Contains(chunks.Keys.Span[i]))
+                var chunk = chunks[i];
+                if (Storage.Cpu.Contains(keys[i]))
                 {
                     cachedChunks++;
                     cachedTokens += chunk.Length;   // already cached (a shared prefix, a repeated prompt): no copy, no allocation
@@ -270,12 +340,12 @@ public sealed class LMCacheEngine : IAsyncDisposable
                 }
                 if (!Storage.Cpu.TryAllocate(Layout.ChunkMetadata(chunk.Length), out var memoryObject))
                 {
-                    EngineLog.StorePartial(_logger, stored, chunks.Count);
+                    EngineLog.StorePartial(_logger, stored, chunks.Length);
                     break;
                 }
                 held[allocated++] = memoryObject;
                 source.CopyToChunk(chunk.Start, chunk.Length, memoryObject.Span);
-                Storage.Put(chunks.Keys.Span.Slice(i, 1), new ReadOnlySpan<MemoryObject>(ref memoryObject));
+                Storage.Put(keys.Slice(i, 1), new ReadOnlySpan<MemoryObject>(ref memoryObject));
                 stored++;
                 storedTokens += chunk.Length;
                 bytes += memoryObject.Length;
@@ -293,8 +363,8 @@ public sealed class LMCacheEngine : IAsyncDisposable
         Statistics.RecordStore(storedTokens);
         var elapsed = Stopwatch.GetElapsedTime(started);
         Statistics.StoreDuration.Record(elapsed.TotalSeconds);
-        EngineLog.Stored(_logger, storedTokens, tokens.Length, bytes / (1024.0 * 1024 * 1024), elapsed.TotalMilliseconds);
-        return new StoreResult(storedTokens, stored, chunks.Count - stored - cachedChunks, cachedTokens);
+        EngineLog.Stored(_logger, storedTokens, request.TokenCount, bytes / (1024.0 * 1024 * 1024), elapsed.TotalMilliseconds);
+        return new StoreResult(storedTokens, stored, chunks.Length - stored - cachedChunks, cachedTokens);
     }
 
     /// <summary>The keys of the chunks of <paramref name="tokens"/> (for inspection and the controller).</summary>
@@ -313,44 +383,31 @@ public sealed class LMCacheEngine : IAsyncDisposable
         await Storage.DisposeAsync().ConfigureAwait(false);
         _storageMetrics.Dispose();
         Statistics.Dispose();
+        _ownedMeterFactory?.Dispose();
     }
 
-    /// <summary>The chunks and keys of one request, in pooled arrays.</summary>
-    private readonly struct ChunkKeys : IDisposable
+    private static async Task DisposeAbandonedTiersAsync(IStorageBackend[] tiers, LocalCpuBackend cpu, ILogger logger)
     {
-        private readonly TokenChunk[] _chunks;
-        private readonly CacheEngineKey[] _keys;
-
-        private ChunkKeys(TokenChunk[] chunks, CacheEngineKey[] keys, int count)
+        try
         {
-            _chunks = chunks;
-            _keys = keys;
-            Count = count;
-        }
-
-        public int Count { get; }
-
-        public ReadOnlySpan<TokenChunk> Chunks => _chunks.AsSpan(0, Count);
-
-        public ReadOnlyMemory<CacheEngineKey> Keys => _keys.AsMemory(0, Count);
-
-        public static ChunkKeys Create(LMCacheEngine engine, ReadOnlySpan<int> tokens, string? cacheSalt, int skipLeadingTokens = 0)
-        {
-            var capacity = Math.Max(1, engine.TokenDatabase.ChunkCount(tokens.Length));
-            var chunks = ArrayPool<TokenChunk>.Shared.Rent(capacity);
-            var keys = ArrayPool<CacheEngineKey>.Shared.Rent(capacity);
-            var count = engine.TokenDatabase.GetChunks(tokens, chunks, cacheSalt, skipLeadingTokens);
-            for (var i = 0; i < count; i++)
+            foreach (var tier in tiers)
             {
-                keys[i] = engine.Scope.MakeKey(chunks[i].Hash);
+                await tier.DisposeAsync().ConfigureAwait(false);
             }
-            return new ChunkKeys(chunks, keys, count);
+            await cpu.DisposeAsync().ConfigureAwait(false);
         }
-
-        public void Dispose()
+        catch (Exception ex)
         {
-            ArrayPool<TokenChunk>.Shared.Return(_chunks);
-            ArrayPool<CacheEngineKey>.Shared.Return(_keys, clearArray: true);
+            EngineLog.AbandonedTiersDisposeFailed(logger, ex);
+        }
+    }
+
+    private void CheckOwner(PreparedRequest request)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        if (request.Owner != this)
+        {
+            throw new ArgumentException("The request was prepared by another cache engine (its keys carry that engine's scope).", nameof(request));
         }
     }
 }

@@ -122,7 +122,7 @@ internal sealed class LmEntryStore : IMemoryAllocator
                     if (Spill is { } spill && entry.Spillable)
                     {
                         // A stale file of this key (from before an overwrite) must not survive this newer copy.
-                        spill.RemoveAsync(entry.Key).AsTask().GetAwaiter().GetResult();
+                        spill.Remove(entry.Key);
                         spill.SubmitPut(entry.Key, entry.Object);
                         Interlocked.Increment(ref _spilled);
                     }
@@ -157,7 +157,7 @@ internal sealed class LmEntryStore : IMemoryAllocator
         replaced?.Object?.Release();
         if (Spill is { } spill)
         {
-            spill.RemoveAsync(entry.Key).AsTask().GetAwaiter().GetResult();
+            spill.Remove(entry.Key);
         }
     }
 

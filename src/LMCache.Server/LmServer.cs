@@ -1,9 +1,10 @@
 using System.Collections.Concurrent;
 using System.Diagnostics.Metrics;
-using System.Globalization;
 using System.Net;
 using System.Net.Sockets;
 using System.Text;
+using LMCache.Core.Diagnostics;
+using LMCache.Storage.LocalDisk;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Hosting.Server;
@@ -12,7 +13,6 @@ using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
-using LMCache.Storage.LocalDisk;
 
 namespace LMCache.Server;
 
@@ -32,6 +32,8 @@ public sealed class LmServer : IAsyncDisposable
     private readonly ConcurrentDictionary<long, Task> _connections = new();
     private readonly CancellationTokenSource _shutdown = new();
     private readonly Meter _meter;
+    private readonly LMCacheMeterFactory? _ownedMeterFactory;
+    private readonly PrometheusExporter _exporter;
     private Socket? _listener;
     private Task? _acceptLoop;
     private WebApplication? _metricsApp;
@@ -48,7 +50,8 @@ public sealed class LmServer : IAsyncDisposable
     /// <summary>Creates a server; nothing is bound until <see cref="StartAsync"/>.</summary>
     /// <param name="options">Settings; validated on start. The server keeps the instance: do not change it afterwards.</param>
     /// <param name="loggerFactory">Logging; null for none.</param>
-    public LmServer(LmServerOptions options, ILoggerFactory? loggerFactory = null)
+    /// <param name="meterFactory">Where the <c>LMCache.Server</c> meter comes from; null for one this server owns.</param>
+    public LmServer(LmServerOptions options, ILoggerFactory? loggerFactory = null, IMeterFactory? meterFactory = null)
     {
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
@@ -71,8 +74,11 @@ public sealed class LmServer : IAsyncDisposable
                 throw;
             }
         }
-        _meter = new Meter("LMCache.Server");
+        _ownedMeterFactory = meterFactory is null ? new LMCacheMeterFactory() : null;
+        meterFactory ??= _ownedMeterFactory!;
+        _meter = meterFactory.Create(LMCacheMetrics.ServerMeter);
         CreateInstruments();
+        _exporter = new PrometheusExporter(meterFactory);
     }
 
     /// <summary>The settings in use.</summary>
@@ -147,35 +153,7 @@ public sealed class LmServer : IAsyncDisposable
         Store.Spill?.Count ?? 0);
 
     /// <summary>The counters in the Prometheus text exposition format (what <c>GET /metrics</c> returns).</summary>
-    public string FormatPrometheus()
-    {
-        var s = GetStatistics();
-        var builder = new StringBuilder(2048);
-        Append(builder, "lmcache_server_keys", "gauge", "Entries stored.", s.Keys);
-        Append(builder, "lmcache_server_bytes", "gauge", "Payload bytes stored.", s.Bytes);
-        Append(builder, "lmcache_server_capacity_bytes", "gauge", "Pool size in bytes (--max-size).", s.CapacityBytes);
-        Append(builder, "lmcache_server_pool_used_bytes", "gauge", "Pool bytes reserved, including payloads being received.", s.PoolUsedBytes);
-        Append(builder, "lmcache_server_hits_total", "counter", "GETs that found their key.", s.Hits);
-        Append(builder, "lmcache_server_misses_total", "counter", "GETs that did not find their key.", s.Misses);
-        Append(builder, "lmcache_server_puts_total", "counter", "PUTs stored.", s.Puts);
-        Append(builder, "lmcache_server_puts_rejected_total", "counter", "PUTs drained and dropped for lack of room.", s.PutsRejected);
-        Append(builder, "lmcache_server_evictions_total", "counter", "Entries evicted to make room.", s.Evictions);
-        Append(builder, "lmcache_server_evicted_bytes_total", "counter", "Payload bytes evicted.", s.EvictedBytes);
-        Append(builder, "lmcache_server_active_connections", "gauge", "Connections open.", s.ActiveConnections);
-        Append(builder, "lmcache_server_connections_total", "counter", "Connections accepted.", s.TotalConnections);
-        Append(builder, "lmcache_server_connection_errors_total", "counter", "Connections closed for a protocol error, timeout or broken socket.", s.ConnectionErrors);
-        Append(builder, "lmcache_server_received_bytes_total", "counter", "PUT payload bytes received.", s.BytesReceived);
-        Append(builder, "lmcache_server_sent_bytes_total", "counter", "GET and LIST payload bytes sent.", s.BytesSent);
-        Append(builder, "lmcache_server_spilled_total", "counter", "Evicted entries written to the disk spill.", s.Spilled);
-        Append(builder, "lmcache_server_spill_hits_total", "counter", "GETs served from the disk spill.", s.SpillHits);
-        Append(builder, "lmcache_server_spill_keys", "gauge", "Entries in the disk spill.", s.SpillKeys);
-        return builder.ToString();
-
-        static void Append(StringBuilder builder, string name, string type, string help, long value) =>
-            builder.Append("# HELP ").Append(name).Append(' ').Append(help).Append('\n')
-                .Append("# TYPE ").Append(name).Append(' ').Append(type).Append('\n')
-                .Append(name).Append(' ').Append(value.ToString(CultureInfo.InvariantCulture)).Append('\n');
-    }
+    public string FormatPrometheus() => _exporter.Write();
 
     /// <summary>Stops accepting, closes every connection, waits for them to end and frees the pool.</summary>
     public async Task StopAsync(CancellationToken cancellationToken = default)
@@ -211,7 +189,9 @@ public sealed class LmServer : IAsyncDisposable
         {
             await StopAsync().ConfigureAwait(false);
         }
+        _exporter.Dispose();
         _meter.Dispose();
+        _ownedMeterFactory?.Dispose();
         _shutdown.Dispose();
     }
 
@@ -301,7 +281,7 @@ public sealed class LmServer : IAsyncDisposable
         builder.Services.AddSingleton(LoggerFactory);
         builder.WebHost.UseKestrel(kestrel => kestrel.Listen(address, port));
         var app = builder.Build();
-        app.MapGet("/metrics", () => Results.Text(FormatPrometheus(), "text/plain; version=0.0.4; charset=utf-8"));
+        app.MapGet("/metrics", () => Results.Text(FormatPrometheus(), PrometheusExporter.ContentType));
         app.MapGet("/health", () => Results.Text("ok\n"));
         await app.StartAsync(cancellationToken).ConfigureAwait(false);
         _metricsApp = app;
@@ -313,17 +293,25 @@ public sealed class LmServer : IAsyncDisposable
 
     private void CreateInstruments()
     {
+        // One instrument per counter of GetStatistics(); the exporter writes them under LMCacheMetrics.Table's names.
         _meter.CreateObservableGauge("lmcache.server.keys", () => (long)Store.Count, "{entry}", "Entries stored.");
         _meter.CreateObservableGauge("lmcache.server.bytes", () => Store.Bytes, "By", "Payload bytes stored.");
         _meter.CreateObservableGauge("lmcache.server.capacity", () => Store.Capacity, "By", "Pool size (--max-size).");
+        _meter.CreateObservableGauge("lmcache.server.pool_used", () => Store.PoolUsed, "By", "Pool bytes reserved, including payloads being received.");
         _meter.CreateObservableCounter("lmcache.server.hits", () => Store.Hits, "{request}", "GETs that found their key.");
         _meter.CreateObservableCounter("lmcache.server.misses", () => Store.Misses, "{request}", "GETs that did not find their key.");
         _meter.CreateObservableCounter("lmcache.server.puts", () => Store.Puts, "{request}", "PUTs stored.");
         _meter.CreateObservableCounter("lmcache.server.puts_rejected", () => Interlocked.Read(ref _putsRejected), "{request}", "PUTs dropped for lack of room.");
         _meter.CreateObservableCounter("lmcache.server.evictions", () => Store.Evictions, "{entry}", "Entries evicted to make room.");
+        _meter.CreateObservableCounter("lmcache.server.evicted_bytes", () => Store.EvictedBytes, "By", "Payload bytes evicted.");
         _meter.CreateObservableGauge("lmcache.server.active_connections", () => Interlocked.Read(ref _activeConnections), "{connection}", "Connections open.");
         _meter.CreateObservableCounter("lmcache.server.connections", () => Interlocked.Read(ref _totalConnections), "{connection}", "Connections accepted.");
         _meter.CreateObservableCounter("lmcache.server.connection_errors", () => Interlocked.Read(ref _connectionErrors), "{connection}", "Connections closed on an error.");
+        _meter.CreateObservableCounter("lmcache.server.received_bytes", () => Interlocked.Read(ref _bytesReceived), "By", "PUT payload bytes received.");
+        _meter.CreateObservableCounter("lmcache.server.sent_bytes", () => Interlocked.Read(ref _bytesSent), "By", "GET and LIST payload bytes sent.");
+        _meter.CreateObservableCounter("lmcache.server.spilled", () => Store.Spilled, "{entry}", "Evicted entries written to the disk spill.");
+        _meter.CreateObservableCounter("lmcache.server.spill_hits", () => Interlocked.Read(ref _spillHits), "{request}", "GETs served from the disk spill.");
+        _meter.CreateObservableGauge("lmcache.server.spill_keys", () => (long)(Store.Spill?.Count ?? 0), "{entry}", "Entries in the disk spill.");
     }
 
     private static async Task<IPAddress> ResolveAsync(string host, CancellationToken cancellationToken)

@@ -1,9 +1,10 @@
 using System.Text.Json.Nodes;
+using LMCache.Core.Diagnostics;
 
 namespace LMCache.Serving;
 
 /// <summary>A client error answered as OpenAI does: HTTP status + <c>{"error": {"message", "type", "param", "code"}}</c>.</summary>
-internal sealed class OpenAiRequestException : Exception
+internal sealed class OpenAiRequestException : LMCacheException
 {
     public OpenAiRequestException(string message, string? param = null, int status = 400, string type = "invalid_request_error", string? code = null)
         : base(message)

@@ -1,7 +1,9 @@
 using System.Diagnostics;
-using System.Text;
+using System.Diagnostics.Metrics;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using LMCache.Core.Diagnostics;
+using LMCache.Engine;
 using LMCache.Inference.Generation;
 using LMCache.Inference.Templates.Jinja;
 using Microsoft.AspNetCore.Builder;
@@ -25,6 +27,12 @@ public sealed class OpenAiServerOptions
 
     /// <summary>Largest request body in bytes. Defaults to 32 MiB.</summary>
     public long MaxRequestBodyBytes { get; init; } = 32L << 20;
+
+    /// <summary>
+    /// Where the serving meter comes from. Defaults to null: the web host's <see cref="IMeterFactory"/>. <c>/metrics</c>
+    /// shows the meters of this factory and of the cache engine's (<see cref="LMCacheEngine.MeterFactory"/>).
+    /// </summary>
+    public IMeterFactory? MeterFactory { get; init; }
 }
 
 /// <summary>
@@ -38,14 +46,17 @@ public sealed partial class OpenAiServer : IAsyncDisposable
     private readonly WebApplication _app;
     private readonly InferenceEngine _engine;
     private readonly ServingMetrics _metrics;
+    private readonly PrometheusExporter _exporter;
     private readonly ILogger _logger;
     private readonly long _created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
 
-    private OpenAiServer(WebApplication app, InferenceEngine engine, ServingMetrics metrics, ILogger logger)
+    private OpenAiServer(WebApplication app, InferenceEngine engine, IMeterFactory meterFactory, ILogger logger)
     {
         _app = app;
         _engine = engine;
-        _metrics = metrics;
+        _metrics = new ServingMetrics(meterFactory, () => engine.QueueDepth);
+        IMeterFactory[] scopes = engine.Cache is { } cache ? [meterFactory, cache.MeterFactory] : [meterFactory];
+        _exporter = new PrometheusExporter(scopes, [new("model_name", engine.Model.Name)]);
         _logger = logger;
     }
 
@@ -70,7 +81,8 @@ public sealed partial class OpenAiServer : IAsyncDisposable
         });
         builder.WebHost.UseUrls($"http://{(options.Host.Contains(':', StringComparison.Ordinal) ? $"[{options.Host}]" : options.Host)}:{options.Port}");
         var app = builder.Build();
-        var server = new OpenAiServer(app, engine, new ServingMetrics(), loggerFactory.CreateLogger<OpenAiServer>());
+        var meterFactory = options.MeterFactory ?? app.Services.GetRequiredService<IMeterFactory>();
+        var server = new OpenAiServer(app, engine, meterFactory, loggerFactory.CreateLogger<OpenAiServer>());
         server.Map(app);
         await app.StartAsync(cancellationToken).ConfigureAwait(false);
         var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
@@ -87,6 +99,7 @@ public sealed partial class OpenAiServer : IAsyncDisposable
     {
         await _app.StopAsync().ConfigureAwait(false);
         await _app.DisposeAsync().ConfigureAwait(false);
+        _exporter.Dispose();
         _metrics.Dispose();
     }
 
@@ -110,12 +123,7 @@ public sealed partial class OpenAiServer : IAsyncDisposable
                 }),
             });
         });
-        app.MapGet("/metrics", () =>
-        {
-            var sb = new StringBuilder();
-            _metrics.WritePrometheus(sb, _engine.Model.Name, _engine.Cache, _engine.QueueDepth);
-            return Results.Text(sb.ToString(), "text/plain; version=0.0.4; charset=utf-8");
-        });
+        app.MapGet("/metrics", () => Results.Text(_exporter.Write(), PrometheusExporter.ContentType));
         app.MapPost("/v1/completions", (HttpContext context) => HandleAsync(context, "/v1/completions", chat: false));
         app.MapPost("/v1/chat/completions", (HttpContext context) => HandleAsync(context, "/v1/chat/completions", chat: true));
     }

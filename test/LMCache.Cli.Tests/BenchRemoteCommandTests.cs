@@ -1,7 +1,9 @@
+using LMCache.Testing;
 using LMCache.Testing.Redis;
 
 namespace LMCache.Cli.Tests;
 
+[IntegrationTest]
 public sealed class BenchRemoteCommandTests
 {
     [Fact]

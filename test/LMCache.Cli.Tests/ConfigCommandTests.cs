@@ -3,6 +3,7 @@ using LMCache.Testing;
 
 namespace LMCache.Cli.Tests;
 
+[IntegrationTest]
 public sealed class ConfigCommandTests
 {
     [Fact]

@@ -1,9 +1,11 @@
 using System.Net.Http.Json;
 using System.Text.Json.Nodes;
+using LMCache.Testing;
 using LMCache.Testing.Redis;
 
 namespace LMCache.Cli.Tests;
 
+[IntegrationTest]
 public sealed class ControllerCommandTests
 {
     [Fact]

@@ -5,6 +5,7 @@ using LMCache.Testing.Redis;
 
 namespace LMCache.Cli.Tests;
 
+[IntegrationTest]
 public sealed class DemoAndKeysCommandTests
 {
     [Fact]

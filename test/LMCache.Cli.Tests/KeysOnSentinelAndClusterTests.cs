@@ -6,6 +6,7 @@ using LMCache.Testing.Redis;
 namespace LMCache.Cli.Tests;
 
 /// <summary>The keys tools through redis-sentinel:// (master and replica: the replica's copies must not count twice) and redis-cluster:// (entries over three masters).</summary>
+[IntegrationTest]
 public sealed class KeysOnSentinelAndClusterTests
 {
     [Theory]

@@ -6,6 +6,7 @@ using StackExchange.Redis;
 namespace LMCache.Connectors.Redis.Tests;
 
 /// <summary>redis-cluster:// against three real cluster masters.</summary>
+[IntegrationTest]
 public sealed class ClusterTests(ClusterFixture fixture) : IClassFixture<ClusterFixture>
 {
     [Fact]

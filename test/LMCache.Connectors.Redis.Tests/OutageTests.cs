@@ -11,6 +11,7 @@ namespace LMCache.Connectors.Redis.Tests;
 /// The remote backend over a real Redis that is absent at start, killed mid-run, or frozen: every request returns (a
 /// miss) within the timeout, nothing throws, and service resumes by itself when Redis is back.
 /// </summary>
+[IntegrationTest]
 public sealed class OutageTests
 {
     private const double TimeoutSeconds = 1.5;

@@ -1,9 +1,11 @@
 using System.Net;
 using System.Net.Sockets;
 using LMCache.Core.Diagnostics;
+using LMCache.Testing;
 
 namespace LMCache.Connectors.Redis.Tests;
 
+[IntegrationTest]
 public sealed class RedisUrlTests
 {
     [Fact]

@@ -12,6 +12,7 @@ namespace LMCache.Connectors.Redis.Tests;
 /// frozen (SIGSTOP); the client follows the new master; every read returns the stored bytes or a miss, never wrong
 /// bytes; no request fails or hangs.
 /// </summary>
+[IntegrationTest]
 public sealed class SentinelFailoverTests
 {
     [Fact]

@@ -5,6 +5,7 @@ using LMCache.Testing;
 namespace LMCache.Connectors.Redis.Tests;
 
 /// <summary>redis-sentinel:// against the seed's topology (master, replica, three sentinels, quorum 2).</summary>
+[IntegrationTest]
 public sealed class SentinelTests(SentinelFixture fixture) : IClassFixture<SentinelFixture>
 {
     [Fact]

@@ -11,6 +11,7 @@ using StackExchange.Redis;
 namespace LMCache.Connectors.Redis.Tests;
 
 /// <summary>Round trips, authentication, layout compatibility and invalid entries against one real redis-server.</summary>
+[IntegrationTest]
 public sealed class StandaloneTests(RedisServerFixture fixture) : IClassFixture<RedisServerFixture>
 {
     public static TheoryData<string> Schemes => new() { "redis-password", "redis-acl-user", "valkey", "unix", "redis-db" };

@@ -6,6 +6,7 @@ using LMCache.Testing.Redis;
 namespace LMCache.Connectors.Redis.Tests;
 
 /// <summary>rediss:// against a real redis-server with TLS, its certificate signed by a throw-away CA made with openssl.</summary>
+[IntegrationTest]
 public sealed class TlsTests
 {
     [Fact]

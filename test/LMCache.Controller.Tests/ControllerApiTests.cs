@@ -1,7 +1,9 @@
 using LMCache.Storage.LocalCpu;
+using LMCache.Testing;
 
 namespace LMCache.Controller.Tests;
 
+[IntegrationTest]
 public sealed class ControllerApiTests
 {
     private const string Cpu = LocalCpuBackend.BackendName;

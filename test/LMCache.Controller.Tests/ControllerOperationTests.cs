@@ -4,11 +4,13 @@ using LMCache.Core.Memory;
 using LMCache.Engine.Adapters;
 using LMCache.Serde.CacheGen;
 using LMCache.Storage.LocalCpu;
+using LMCache.Testing;
 using LMCache.Testing.Redis;
 
 namespace LMCache.Controller.Tests;
 
 /// <summary>The long operations: compress/decompress with cachegen, check_finish, and moves to another instance.</summary>
+[IntegrationTest]
 public sealed class ControllerOperationTests
 {
     private const string Cpu = LocalCpuBackend.BackendName;

@@ -1,8 +1,10 @@
+using LMCache.Testing;
 using Microsoft.Playwright;
 
 namespace LMCache.Controller.Tests;
 
 /// <summary>The dashboard in a real headless browser: Debian's chromium driven by Playwright (never a downloaded browser).</summary>
+[IntegrationTest]
 public sealed class DashboardTests
 {
     private const string Chromium = "/usr/bin/chromium";

@@ -1,11 +1,13 @@
 using System.Text;
 using LMCache.Controller.Worker;
+using LMCache.Testing;
 using NetMQ;
 using NetMQ.Sockets;
 
 namespace LMCache.Controller.Tests;
 
 /// <summary>The controller's sockets spoken to directly, as a Python worker or an external producer would.</summary>
+[IntegrationTest]
 public sealed class WireProtocolTests
 {
     [Fact]

@@ -3,9 +3,11 @@ using LMCache.Core.Configuration;
 using LMCache.Core.Diagnostics;
 using LMCache.Core.Keys;
 using LMCache.Engine;
+using LMCache.Testing;
 
 namespace LMCache.Controller.Tests;
 
+[IntegrationTest]
 public sealed class WorkerConfigurationTests
 {
     [Fact]

@@ -246,6 +246,60 @@ public sealed class LMCacheEngineTests : IDisposable
         await DisposeAndCheckLeaksAsync(engine);
     }
 
+    [Fact]
+    public async Task A_prepared_request_retrieves_from_the_remote_in_one_pass_and_sizes_the_destination_from_what_came_back()
+    {
+        var engine = CreateEngine(Options(remote: true));
+        var prompt = Prompt(96);
+        var source = InMemoryKvCache.ForPrompt(s_layout, prompt);
+        engine.Store(prompt, source);
+        await engine.FlushAsync();
+        await engine.Storage.ClearAsync([LocalCpuBackend.BackendName]);   // only the remote holds the prompt now
+        var exists = _connector.ExistsCalls;
+        var gets = _connector.GetCalls;
+
+        using var request = engine.Prepare(prompt);
+        Assert.Equal(6, request.ChunkCount);
+        var destination = new SizingKvCache(s_layout, prompt.Length);
+        var result = await engine.RetrieveAsync(request, destination, maxTokens: 95);
+
+        // One walk of the remote tier: one batched read, no existence check before it.
+        Assert.Equal(0, _connector.ExistsCalls - exists);
+        Assert.Equal(1, _connector.GetCalls - gets);
+        Assert.Equal(new RetrieveResult(96, 95, new TierHits(0, 0, 6)), result);
+        Assert.Equal([95], destination.Prepared);
+        Assert.True(destination.SamePrefix(source, 95));
+
+        // The same keys serve the store: every chunk was promoted into the CPU tier, so nothing is stored again.
+        var stored = engine.Store(request, source, skipLeadingTokens: 0);
+        Assert.Equal(new StoreResult(0, 0, 0, 96), stored);
+        await DisposeAndCheckLeaksAsync(engine);
+    }
+
+    [Fact]
+    public async Task A_miss_does_not_ask_the_destination_to_size_itself()
+    {
+        var engine = CreateEngine(Options());
+        using var request = engine.Prepare(Prompt(64));
+        var destination = new SizingKvCache(s_layout, 64);
+        var result = await engine.RetrieveAsync(request, destination);
+        Assert.Equal(0, result.LoadedTokens);
+        Assert.Empty(destination.Prepared);
+        await DisposeAndCheckLeaksAsync(engine);
+    }
+
+    [Fact]
+    public async Task A_request_prepared_by_another_engine_is_refused()
+    {
+        var first = CreateEngine(Options());
+        var second = CreateEngine(Options());
+        using var request = first.Prepare(Prompt(32));
+        await Assert.ThrowsAsync<ArgumentException>(async () => await second.LookupAsync(request));
+        Assert.Throws<ArgumentException>(() => second.Store(request, InMemoryKvCache.ForPrompt(s_layout, Prompt(32))));
+        await DisposeAndCheckLeaksAsync(first);
+        await DisposeAndCheckLeaksAsync(second);
+    }
+
     [Theory]
     [InlineData(40, 40, 48)]    // ends inside chunk 2: only 8 of its tokens are copied
     [InlineData(95, 95, 96)]    // the usual "keep the last token for the model"
@@ -535,6 +589,26 @@ public sealed class LMCacheEngineTests : IDisposable
 
         Assert.Throws<ArgumentException>(() => LMCacheEngine.Create(Options(), new KeyScope("onnx", "a@b"), s_layout));
         Assert.Throws<ArgumentException>(() => LMCacheEngine.Create(Options(), s_scope, s_layout with { NumLayers = 0 }));
+    }
+
+    /// <summary>An in-memory KV cache that records what each retrieve announced before copying.</summary>
+    private sealed class SizingKvCache(KvLayout layout, int capacityTokens) : IKvCacheAdapter
+    {
+        private readonly InMemoryKvCache _inner = new(layout, capacityTokens);
+
+        public List<int> Prepared { get; } = [];
+
+        public void PrepareForRetrieve(int tokens) => Prepared.Add(tokens);
+
+        public void CopyToChunk(int start, int count, Span<byte> chunk) => _inner.CopyToChunk(start, count, chunk);
+
+        public void CopyFromChunk(int start, int chunkTokens, int count, ReadOnlySpan<byte> chunk)
+        {
+            Assert.True(Prepared.Count == 1 && start + count <= Prepared[0], "the retrieve announced the tokens before copying them");
+            _inner.CopyFromChunk(start, chunkTokens, count, chunk);
+        }
+
+        public bool SamePrefix(InMemoryKvCache other, int tokens) => _inner.SamePrefix(other, tokens);
     }
 
     private sealed class FaultFactory(FaultInjectingConnector connector) : IRemoteConnectorFactory

@@ -1,10 +1,12 @@
 using LMCache.Inference.Generation;
 using LMCache.Inference.Models;
 using LMCache.Inference.Onnx;
+using LMCache.Testing;
 
 namespace LMCache.Inference.Tests;
 
 /// <summary>The engine without a cache reproduces transformers' logits and greedy continuations.</summary>
+[IntegrationTest]
 public sealed class ColdInferenceTests : IClassFixture<TinyLlamaModel>
 {
     private readonly TinyLlamaModel _fixture;

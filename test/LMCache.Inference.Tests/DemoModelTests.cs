@@ -8,6 +8,7 @@ using LMCache.Testing;
 
 namespace LMCache.Inference.Tests;
 
+[IntegrationTest]
 public sealed class DemoModelTests
 {
     private static readonly DemoModelSpec s_small = new() { Hidden = 64, Layers = 2, Heads = 4, KvHeads = 2, Intermediate = 128, MaxPositions = 2048, Seed = 7 };

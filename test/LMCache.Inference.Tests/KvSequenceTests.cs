@@ -1,9 +1,11 @@
 using System.Runtime.InteropServices;
 using LMCache.Inference.Onnx;
+using LMCache.Testing;
 
 namespace LMCache.Inference.Tests;
 
 /// <summary>The adapter between ONNX Runtime's head-major KV and LMCache's KV_2LTD chunks.</summary>
+[IntegrationTest]
 public sealed class KvSequenceTests : IClassFixture<TinyLlamaModel>
 {
     private readonly TinyLlamaModel _fixture;

@@ -2,6 +2,7 @@ using LMCache.Connectors.Lm;
 using LMCache.Connectors.Redis;
 using LMCache.Server;
 using LMCache.Storage.Remote;
+using LMCache.Testing;
 using LMCache.Testing.Redis;
 
 namespace LMCache.Inference.Tests;
@@ -12,6 +13,7 @@ namespace LMCache.Inference.Tests;
 /// empty CPU tier, no disk) over the same remote must give the reference logits within 1e-4, the identical greedy
 /// continuation, <c>cached_tokens</c> equal to the whole-chunk prefix, and every one of those chunks from the remote.
 /// </summary>
+[IntegrationTest]
 public sealed class RealRemoteTierTests : IClassFixture<TinyLlamaModel>
 {
     private const int ChunkSize = 256;

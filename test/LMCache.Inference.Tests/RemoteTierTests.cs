@@ -12,6 +12,7 @@ namespace LMCache.Inference.Tests;
 /// (The remote store is the shared in-memory fault-injecting connector; real Redis/lm:// connectors plug into the
 /// same registry.)
 /// </summary>
+[IntegrationTest]
 public sealed class RemoteTierTests : IClassFixture<TinyLlamaModel>
 {
     private readonly TinyLlamaModel _fixture;
@@ -59,10 +60,14 @@ public sealed class RemoteTierTests : IClassFixture<TinyLlamaModel>
             await cache.FlushAsync(TestContext.Current.CancellationToken);
         }
 
-        // A fresh engine (empty CPU tier) reads every chunk from the remote.
+        // A fresh engine (empty CPU tier) reads every chunk from the remote, walking it once: one batched read, no
+        // existence check before it (the request's keys are computed once and the retrieve sizes the KV itself).
         await using (var cache = CreateCache(connector))
         {
+            var (exists, gets) = (connector.ExistsCalls, connector.GetCalls);
             var (warm, logits) = await RunAsync(cache, prompt.InputIds);
+            Assert.Equal(0, connector.ExistsCalls - exists);
+            Assert.Equal(1, connector.GetCalls - gets);
             Assert.Equal(prompt.Greedy16, warm.TokenIds);
             ColdInferenceTests.AssertClose(prompt.LastLogits, logits, "warm (remote)");
             Assert.Equal(prompt.InputIds.Length / 256 * 256, warm.Completed.Stats.CachedTokens);

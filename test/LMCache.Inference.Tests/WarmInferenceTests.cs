@@ -6,6 +6,7 @@ using LMCache.Testing;
 namespace LMCache.Inference.Tests;
 
 /// <summary>The KV connector: warm requests load chunks from a tier and give the cold results.</summary>
+[IntegrationTest]
 public sealed class WarmInferenceTests : IClassFixture<TinyLlamaModel>
 {
     private const int ChunkSize = 256;

@@ -12,6 +12,7 @@ using Microsoft.Extensions.Logging.Abstractions;
 namespace LMCache.Serde.CacheGen.Tests;
 
 /// <summary><c>remote_serde: cachegen</c> end to end over real remote stores: a redis-server process and the lm:// server.</summary>
+[IntegrationTest]
 public sealed class RealConnectorTests
 {
     private static readonly MemoryObjectMetadata s_chunk = new(KvShape.Kv2Ltd(4, 256, 64), KvDType.BFloat16, MemoryFormat.KV2LTD);

@@ -16,6 +16,7 @@ namespace LMCache.Server.Tests;
 
 /// <summary>Our <c>lm://</c> connector against our server over real loopback sockets.</summary>
 [Trait("Category", "Integration")]
+[IntegrationTest]
 public sealed class ConnectorTests
 {
     private static CancellationToken Ct => TestContext.Current.CancellationToken;

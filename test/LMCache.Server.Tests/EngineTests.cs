@@ -5,12 +5,14 @@ using LMCache.Core.Memory;
 using LMCache.Engine;
 using LMCache.Engine.Adapters;
 using LMCache.Storage.Remote;
+using LMCache.Testing;
 using Microsoft.Extensions.Logging.Abstractions;
 
 namespace LMCache.Server.Tests;
 
 /// <summary>The seed's flow at engine level: one engine stores with <c>remote_url: lm://…</c>, a fresh one hits.</summary>
 [Trait("Category", "Integration")]
+[IntegrationTest]
 public sealed class EngineTests
 {
     [Fact]

@@ -13,6 +13,7 @@ namespace LMCache.Server.Tests;
 /// and bytes written by one side read by the other.
 /// </summary>
 [Trait("Category", "Integration")]
+[IntegrationTest]
 public sealed class PythonClientTests
 {
     [Fact]

@@ -7,6 +7,7 @@ namespace LMCache.Server.Tests;
 
 /// <summary>Capacity, eviction, limits and observability of the server.</summary>
 [Trait("Category", "Integration")]
+[IntegrationTest]
 public sealed class ServerTests
 {
     private static CancellationToken Ct => TestContext.Current.CancellationToken;
@@ -121,6 +122,7 @@ public sealed class ServerTests
 
 /// <summary>The optional disk spill (the foundation's disk tier) behind the server's memory.</summary>
 [Trait("Category", "Integration")]
+[IntegrationTest]
 public sealed class SpillTests
 {
     private static CancellationToken Ct => TestContext.Current.CancellationToken;
@@ -210,6 +212,7 @@ public sealed class SpillTests
 
 /// <summary>Never wrong bytes under capacity pressure: concurrent writers and readers while the server evicts.</summary>
 [Trait("Category", "Integration")]
+[IntegrationTest]
 public sealed class PressureTests
 {
     [Fact]

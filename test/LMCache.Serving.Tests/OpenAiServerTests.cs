@@ -9,6 +9,7 @@ using OpenAI.Chat;
 
 namespace LMCache.Serving.Tests;
 
+[IntegrationTest]
 public sealed class OpenAiServerTests : IClassFixture<ServerFixture>
 {
     private readonly ServerFixture _fixture;
@@ -216,6 +217,11 @@ public sealed class OpenAiServerTests : IClassFixture<ServerFixture>
         Assert.Contains("lmcache_serving_cached_tokens_total{", metrics, StringComparison.Ordinal);
         Assert.Contains("lmcache_tier_hit_rate{model_name=", metrics, StringComparison.Ordinal);
         Assert.Contains("lmcache:num_hit_tokens{", metrics, StringComparison.Ordinal);
+        // The engine's retrieve timings come from its Meter histogram, through the one exporter, in the original's buckets.
+        Assert.Contains("# TYPE lmcache:time_to_retrieve histogram\n", metrics, StringComparison.Ordinal);
+        Assert.Contains("lmcache:time_to_retrieve_bucket{model_name=\"" + _fixture.Model.Name + "\",le=\"+Inf\"}", metrics, StringComparison.Ordinal);
+        var retrieves = metrics.Split('\n').Single(l => l.StartsWith("lmcache:time_to_retrieve_count{", StringComparison.Ordinal));
+        Assert.True(long.Parse(retrieves[(retrieves.LastIndexOf(' ') + 1)..], System.Globalization.CultureInfo.InvariantCulture) > 0);
         var prompt = metrics.Split('\n').Single(l => l.StartsWith("lmcache_serving_prompt_tokens_total{", StringComparison.Ordinal));
         Assert.True(long.Parse(prompt[(prompt.LastIndexOf(' ') + 1)..], System.Globalization.CultureInfo.InvariantCulture) > 0);
     }

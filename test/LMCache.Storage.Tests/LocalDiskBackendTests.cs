@@ -8,6 +8,7 @@ using LMCache.Testing;
 
 namespace LMCache.Storage.Tests;
 
+[IntegrationTest]
 public sealed class LocalDiskBackendTests : IDisposable
 {
     private const int ChunkBytes = 16 * 512;

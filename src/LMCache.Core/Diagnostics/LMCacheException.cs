@@ -1,8 +1,15 @@
 namespace LMCache.Core.Diagnostics;
 
 /// <summary>Base class of LMCache.NET exceptions: bugs, bad input and broken peers. Misses are never exceptions.</summary>
+/// <remarks>
+/// Every exception a library of this repository defines derives from this class, so a host can tell the project's own
+/// failures (with messages written for operators) from the runtime's.
+/// </remarks>
 public class LMCacheException : Exception
 {
+    /// <summary>Creates an exception with the runtime's default message.</summary>
+    public LMCacheException() { }
+
     /// <summary>Creates an exception with a message.</summary>
     public LMCacheException(string message) : base(message) { }
 

@@ -1,3 +1,4 @@
+using LMCache.Core.Diagnostics;
 using LMCache.Storage;
 
 namespace LMCache.Inference.Generation;
@@ -78,7 +79,7 @@ public sealed record GenerationResult(string Text, IReadOnlyList<TokenEvent> Tok
 }
 
 /// <summary>A request the engine refuses (too long for the context, empty, invalid ids).</summary>
-public sealed class InvalidGenerationRequestException : Exception
+public sealed class InvalidGenerationRequestException : LMCacheException
 {
     /// <summary>Creates the exception.</summary>
     public InvalidGenerationRequestException(string message) : base(message)

@@ -29,8 +29,8 @@ public sealed class InferenceEngineOptions
 
 /// <summary>
 /// The decode loop over an <see cref="OnnxDecoder"/> with LMCache as its KV connector. Per request:
-/// tokens → <c>lookup</c> (prefix hit) → <c>retrieve</c> the hit chunks into the past (at most all but the last
-/// token, which is always computed for its logits) → prefill only the rest → first token → <c>store</c> the
+/// tokens → chunk keys (once, shared by retrieve and store) → <c>retrieve</c> the cached prefix into the past, sized
+/// from what the tiers returned (at most all but the last token, which is always computed for its logits) → prefill only the rest → first token → <c>store</c> the
 /// prompt's new whole chunks (the copy into the CPU tier is synchronous, disk/remote writes are queued) → decode →
 /// with <c>save_decode_cache</c>, store the chunks completed while decoding. Requests are queued and run one at a
 /// time, so they never share or corrupt each other's KV.
@@ -237,21 +237,17 @@ public sealed partial class InferenceEngine : IAsyncDisposable
         var cache = request.BypassCache ? null : _cache;
         using var sequence = new KvSequence(decoder.Layout, decoder.KvElementType);
 
-        // 1. Lookup and retrieve: at most n - 1 tokens, so the last prompt token is computed for its logits.
+        // 1. Retrieve: at most n - 1 tokens, so the last prompt token is computed for its logits. The prompt's chunk
+        // keys are computed once and serve this retrieve and the stores below; the retrieve walks the tiers once and
+        // sizes the past from what they returned (no lookup first: it would walk the remote tier a second time).
+        using var prepared = cache?.Prepare(prompt, request.CacheSalt);
         var loaded = 0;
         TierHits tiers = default;
-        if (cache is not null)
+        if (cache is not null && prepared is not null && n > 1)
         {
-            var hit = await cache.LookupAsync(prompt, request.CacheSalt, cancellationToken).ConfigureAwait(false);
-            var limit = Math.Min(hit, n - 1);
-            if (limit > 0)
-            {
-                sequence.Reset(limit);
-                var result = await cache.RetrieveAsync(prompt, sequence, limit, request.CacheSalt, cancellationToken).ConfigureAwait(false);
-                loaded = result.LoadedTokens;
-                tiers = result.Tiers;
-                sequence.Truncate(loaded);
-            }
+            var result = await cache.RetrieveAsync(prepared, sequence, n - 1, cancellationToken).ConfigureAwait(false);
+            loaded = result.LoadedTokens;
+            tiers = result.Tiers;
         }
         var retrieveSeconds = Stopwatch.GetElapsedTime(started).TotalSeconds;
 
@@ -312,9 +308,9 @@ public sealed partial class InferenceEngine : IAsyncDisposable
                 ttft = Stopwatch.GetElapsedTime(started).TotalSeconds;
                 // 4. Store the prompt's new chunks once the first token is out (off the TTFT path), before decoding
                 // on. A request that ends here stores after its answer is out (below).
-                if (cache is not null && !stop.Stopped && generated.Count < maxTokens)
+                if (cache is not null && prepared is not null && !stop.Stopped && generated.Count < maxTokens)
                 {
-                    cache.Store(prompt, sequence, loaded, request.CacheSalt);
+                    cache.Store(prepared, sequence, loaded);
                     promptStored = true;
                 }
             }
@@ -338,9 +334,9 @@ public sealed partial class InferenceEngine : IAsyncDisposable
         await writer.WriteAsync(new CompletedEvent(finishReason, tail, stats), cancellationToken).ConfigureAwait(false);
 
         // Stores still due run after the answer is out, while this request still owns the engine and its KV.
-        if (cache is not null && !promptStored)
+        if (cache is not null && prepared is not null && !promptStored)
         {
-            cache.Store(prompt, sequence, loaded, request.CacheSalt);
+            cache.Store(prepared, sequence, loaded);
         }
 
         // 5. save_decode_cache: the chunks completed while decoding (the KV of every token but the last sampled one).

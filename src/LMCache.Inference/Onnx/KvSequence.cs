@@ -99,6 +99,9 @@ public sealed class KvSequence : IKvCacheAdapter, IDisposable
         return tensors;
     }
 
+    /// <summary>A retrieve is about to load <paramref name="tokens"/> tokens: allocates exactly that much past (<see cref="Reset"/>).</summary>
+    public void PrepareForRetrieve(int tokens) => Reset(tokens);
+
     /// <inheritdoc />
     public void CopyToChunk(int start, int count, Span<byte> chunk)
     {

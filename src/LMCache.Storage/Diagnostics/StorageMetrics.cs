@@ -10,18 +10,20 @@ namespace LMCache.Storage.Diagnostics;
 public sealed class StorageMetrics : IDisposable
 {
     /// <summary>The meter name.</summary>
-    public const string MeterName = "LMCache.Storage";
+    public const string MeterName = Core.Diagnostics.LMCacheMetrics.StorageMeter;
 
     private readonly Meter _meter;
     private readonly List<TierStatistics> _tiers = [];
     private readonly Lock _lock = new();
 
-    /// <summary>Creates the instruments on a meter from <paramref name="meterFactory"/> (or a private meter).</summary>
-    public StorageMetrics(IMeterFactory? meterFactory = null)
+    /// <summary>Creates the instruments on a meter from <paramref name="meterFactory"/> (its scope is what an exporter listens to).</summary>
+    public StorageMetrics(IMeterFactory meterFactory)
     {
-        _meter = meterFactory?.Create(MeterName) ?? new Meter(MeterName);
+        ArgumentNullException.ThrowIfNull(meterFactory);
+        _meter = meterFactory.Create(MeterName);
         _meter.CreateObservableCounter("lmcache.storage.hits", () => Observe(t => t.Hits), "{chunk}", "Chunks read from a tier.");
         _meter.CreateObservableCounter("lmcache.storage.misses", () => Observe(t => t.Misses), "{chunk}", "Chunks asked of a tier and not found.");
+        _meter.CreateObservableGauge("lmcache.storage.hit_rate", ObserveHitRate, "1", "Chunk hits / (hits + misses) of a tier.");
         _meter.CreateObservableCounter("lmcache.storage.bytes_read", () => Observe(t => t.BytesRead), "By", "Bytes read from a tier.");
         _meter.CreateObservableCounter("lmcache.storage.puts", () => Observe(t => t.Puts), "{chunk}", "Chunks stored into a tier.");
         _meter.CreateObservableCounter("lmcache.storage.bytes_written", () => Observe(t => t.BytesWritten), "By", "Bytes stored into a tier.");
@@ -56,6 +58,14 @@ public sealed class StorageMetrics : IDisposable
 
     /// <inheritdoc />
     public void Dispose() => _meter.Dispose();
+
+    private IEnumerable<Measurement<double>> ObserveHitRate()
+    {
+        foreach (var tier in Tiers)
+        {
+            yield return new Measurement<double>(tier.HitRate, new KeyValuePair<string, object?>("tier", tier.Tier));
+        }
+    }
 
     private IEnumerable<Measurement<long>> Observe(Func<TierStatistics, long> read)
     {

@@ -1,7 +1,7 @@
 using System.Buffers;
+using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.IO.Hashing;
-using System.Collections.Concurrent;
 using LMCache.Core.Diagnostics;
 using LMCache.Core.Keys;
 using LMCache.Core.Memory;
@@ -229,20 +229,27 @@ public sealed class LocalDiskBackend : IStorageBackend, IStorageEventSource
     }
 
     /// <inheritdoc />
-    public ValueTask<bool> RemoveAsync(CacheEngineKey key, CancellationToken cancellationToken = default)
+    public ValueTask<bool> RemoveAsync(CacheEngineKey key, CancellationToken cancellationToken = default) => ValueTask.FromResult(Remove(key));
+
+    /// <summary>
+    /// Removes <paramref name="key"/> from the index and deletes its file, synchronously (an index update and one
+    /// unlink: nothing to wait for), so a caller holding a lock — the lm:// server's spill — need not block on a task.
+    /// </summary>
+    /// <returns>True when the key was present.</returns>
+    public bool Remove(CacheEngineKey key)
     {
         DiskEntry? entry;
         lock (_lock)
         {
             if (!_index.ContainsKey(key))
             {
-                return ValueTask.FromResult(false);
+                return false;
             }
             entry = RemoveEntryLocked(key);
         }
         TryDelete(entry.Path);
         Events.Evicted(key, StorageRemovalReason.Removed);
-        return ValueTask.FromResult(true);
+        return true;
     }
 
     /// <inheritdoc />

@@ -1,5 +1,6 @@
 using System.Text.Json;
 using LMCache.Core.Keys;
+using LMCache.Testing;
 
 namespace LMCache.Core.Tests.Keys;
 
@@ -8,6 +9,7 @@ namespace LMCache.Core.Tests.Keys;
 /// (python3, standard library only, its own CBOR encoder) produced in another process. Equality proves the hashes are
 /// the specified sha256_cbor bytes, and that they do not depend on the process (pitfall 1 of the reference).
 /// </summary>
+[IntegrationTest]
 public sealed class ChunkHashGoldenTests
 {
     private static readonly Lazy<GoldenFile> s_golden = new(() =>

@@ -1,3 +1,5 @@
+using LMCache.Core.Diagnostics;
+
 namespace LMCache.Inference.Templates.Jinja;
 
 /// <summary>Parses template pieces into a node tree (recursive descent, Jinja's operator precedence).</summary>
@@ -576,7 +578,7 @@ internal sealed class JinjaParser
 }
 
 /// <summary>A template syntax or rendering error (also what <c>raise_exception</c> throws).</summary>
-public sealed class JinjaException : Exception
+public sealed class JinjaException : LMCacheException
 {
     /// <summary>Creates the exception.</summary>
     public JinjaException(string message) : base(message)
