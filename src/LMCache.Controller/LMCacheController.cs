@@ -2,7 +2,7 @@ using System.Collections.Concurrent;
 using System.Net;
 using System.Reflection;
 using System.Text.Json.Nodes;
-using LMCache.Controller.Worker;
+using LMCache.Controller.Protocol;
 using LMCache.Core.Keys;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;

@@ -1,5 +1,5 @@
 using System.Text;
-using LMCache.Controller.Worker;
+using LMCache.Controller.Protocol;
 using NetMQ;
 using NetMQ.Sockets;
 

@@ -51,7 +51,7 @@ public sealed class RemoteBackendTests : IDisposable
             using var single = await remote.GetAsync(TestChunks.Key(2));
             Assert.NotNull(single);
             Assert.True(TestChunks.Matches(single, 2));
-            Assert.False(remote.Pin(TestChunks.Key(1)));
+            Assert.IsNotAssignableFrom<IPinnableBackend>(remote);   // the remote tier cannot pin (as in the original)
             Assert.Equal(0, await remote.ClearAsync());
         }
         Assert.True(_connector.Disposed);
