@@ -304,7 +304,6 @@ public sealed class RemoteBackendTests : IDisposable
         public ValueTask PutAsync(CacheEngineKey key, MemoryObject payload, CancellationToken cancellationToken) => inner.PutAsync(key, payload, cancellationToken);
         public ValueTask<bool> PingAsync(CancellationToken cancellationToken) => inner.PingAsync(cancellationToken);
         public ValueTask<bool> RemoveAsync(CacheEngineKey key, CancellationToken cancellationToken) => inner.RemoveAsync(key, cancellationToken);
-        public IAsyncEnumerable<RemoteEntryInfo> ListAsync(CancellationToken cancellationToken) => inner.ListAsync(cancellationToken);
         public ValueTask DisposeAsync() => ValueTask.CompletedTask;
     }
 }
