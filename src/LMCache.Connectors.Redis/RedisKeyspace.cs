@@ -131,8 +131,11 @@ internal sealed class RedisKeyspace
         {
             return new RemoteEntry
             {
-                Key = key, State = RemoteEntryState.InvalidMetadata, Problem = error ?? "invalid metadata",
-                PayloadBytes = payloadLength, MetadataBytes = metadata.Length,
+                Key = key,
+                State = RemoteEntryState.InvalidMetadata,
+                Problem = error ?? "invalid metadata",
+                PayloadBytes = payloadLength,
+                MetadataBytes = metadata.Length,
             };
         }
         var entry = new RemoteEntry
@@ -214,7 +217,10 @@ internal sealed class RedisKeyspace
             }
             result.Add(new RemoteEntry
             {
-                Key = names[i], State = RemoteEntryState.PayloadWithoutMetadata, Problem = "payload without metadata", PayloadBytes = payloadLength,
+                Key = names[i],
+                State = RemoteEntryState.PayloadWithoutMetadata,
+                Problem = "payload without metadata",
+                PayloadBytes = payloadLength,
             });
         }
         return result;

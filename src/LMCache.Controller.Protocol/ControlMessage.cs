@@ -279,26 +279,26 @@ public static class ControlMessageCodec
             case MessagePackType.Binary:
                 return Convert.ToHexString(reader.ReadBytes()!.Value.ToArray());
             case MessagePackType.Array:
-            {
-                var count = reader.ReadArrayHeader();
-                var list = new List<object?>(count);
-                for (var i = 0; i < count; i++)
                 {
-                    list.Add(ReadValue(ref reader, depth + 1));
+                    var count = reader.ReadArrayHeader();
+                    var list = new List<object?>(count);
+                    for (var i = 0; i < count; i++)
+                    {
+                        list.Add(ReadValue(ref reader, depth + 1));
+                    }
+                    return list;
                 }
-                return list;
-            }
             case MessagePackType.Map:
-            {
-                var count = reader.ReadMapHeader();
-                var map = new Dictionary<string, object?>(count, StringComparer.Ordinal);
-                for (var i = 0; i < count; i++)
                 {
-                    var key = ReadValue(ref reader, depth + 1);
-                    map[Convert.ToString(key, CultureInfo.InvariantCulture) ?? string.Empty] = ReadValue(ref reader, depth + 1);
+                    var count = reader.ReadMapHeader();
+                    var map = new Dictionary<string, object?>(count, StringComparer.Ordinal);
+                    for (var i = 0; i < count; i++)
+                    {
+                        var key = ReadValue(ref reader, depth + 1);
+                        map[Convert.ToString(key, CultureInfo.InvariantCulture) ?? string.Empty] = ReadValue(ref reader, depth + 1);
+                    }
+                    return map;
                 }
-                return map;
-            }
             default:
                 throw new FormatException($"Unsupported msgpack type {reader.NextMessagePackType} in a controller message.");
         }

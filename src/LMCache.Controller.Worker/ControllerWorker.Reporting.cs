@@ -1,5 +1,5 @@
-using LMCache.Controller.Protocol;
 using System.Diagnostics;
+using LMCache.Controller.Protocol;
 using LMCache.Core.Keys;
 using LMCache.Storage;
 

@@ -126,8 +126,17 @@ internal static class CacheGenContainer
         var streamCount = dataChunks * rows * hidden;
         var result = new ParsedBlob
         {
-            Version = version, Mode = mode, DType = dtype, Layers = layers, Tokens = tokens, Hidden = hidden, Lp = lp, Bins = bins,
-            DataChunkTokensInBlob = dataChunkTokens, TableId = tableId, DataChunks = dataChunks,
+            Version = version,
+            Mode = mode,
+            DType = dtype,
+            Layers = layers,
+            Tokens = tokens,
+            Hidden = hidden,
+            Lp = lp,
+            Bins = bins,
+            DataChunkTokensInBlob = dataChunkTokens,
+            TableId = tableId,
+            DataChunks = dataChunks,
             CdfOffset = version == Version1 && mode == CacheGenMode.Coded ? (int)(offset + ((long)rows * tokens * item)) : -1,
         };
         result.Scales = ArrayPool<uint>.Shared.Rent(rows * tokens);
