@@ -1,6 +1,5 @@
 using System.Buffers;
 using System.Diagnostics;
-using System.Runtime.CompilerServices;
 using System.Threading.Channels;
 using LMCache.Core.Keys;
 using LMCache.Core.Memory;
@@ -70,7 +69,7 @@ public sealed class LmConnector : IRemoteConnector
 
     /// <inheritdoc />
     public RemoteCapabilities Capabilities =>
-        RemoteCapabilities.BatchedExists | RemoteCapabilities.BatchedGet | RemoteCapabilities.Ping | RemoteCapabilities.List;
+        RemoteCapabilities.BatchedExists | RemoteCapabilities.BatchedGet | RemoteCapabilities.Ping;
 
     /// <inheritdoc />
     public async ValueTask<int> ExistsPrefixAsync(ReadOnlyMemory<CacheEngineKey> keys, CancellationToken cancellationToken)
@@ -270,19 +269,9 @@ public sealed class LmConnector : IRemoteConnector
     public ValueTask<bool> RemoveAsync(CacheEngineKey key, CancellationToken cancellationToken) => ValueTask.FromResult(false);
 
     /// <summary>
-    /// Lists the stored keys with LIST (our server answers it; the original's never does, so against it this call
-    /// ends with a timeout). Keys that do not parse are reported with a note.
+    /// The stored key strings, as one LIST exchange (our server answers it; the original's never does, so against it
+    /// this call ends with a timeout).
     /// </summary>
-    public async IAsyncEnumerable<RemoteEntryInfo> ListAsync([EnumeratorCancellation] CancellationToken cancellationToken)
-    {
-        var keys = await ListKeysAsync(cancellationToken).ConfigureAwait(false);
-        foreach (var key in keys)
-        {
-            yield return new RemoteEntryInfo(key, null, null, CacheEngineKey.TryParse(key, out _) ? null : "not a valid cache key");
-        }
-    }
-
-    /// <summary>The stored key strings, as one LIST exchange.</summary>
     public ValueTask<IReadOnlyList<string>> ListKeysAsync(CancellationToken cancellationToken) =>
         ExecuteAsync("list", _options.MaxPayloadBytes, static async (connection, maxPayload, token) =>
         {

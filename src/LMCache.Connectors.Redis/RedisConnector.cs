@@ -1,7 +1,5 @@
 using System.IO.Hashing;
 using System.Net;
-using System.Runtime.CompilerServices;
-using LMCache.Core.Diagnostics;
 using LMCache.Core.Keys;
 using LMCache.Core.Memory;
 using LMCache.Storage.Remote;
@@ -27,8 +25,11 @@ namespace LMCache.Connectors.Redis;
 /// <item>Every read validates the metadata against the payload and the key, and verifies the checksum when present; an
 /// invalid or half-present pair is a miss and is deleted.</item>
 /// </list>
+/// <para>This file is the data path. The connection, failover and credential handling live in
+/// <see cref="RedisConnection"/>, and listing, inspecting and deleting entries for the tools (<see cref="IRemoteKeyspace"/>)
+/// in <see cref="RedisKeyspace"/>; both are separate classes this connector owns and delegates to.</para>
 /// </remarks>
-public sealed class RedisConnector : IRemoteConnector
+public sealed class RedisConnector : IRemoteConnector, IRemoteKeyspace
 {
     /// <summary>Suffix of the payload key (plain concatenation, as in the original).</summary>
     public const string PayloadSuffix = "kv_bytes";
@@ -36,7 +37,6 @@ public sealed class RedisConnector : IRemoteConnector
     /// <summary>Suffix of the metadata key.</summary>
     public const string MetadataSuffix = "metadata";
 
-    private const int ScanPageSize = 512;
     private const int CopyBlockBytes = 128 * 1024;
 
     [ThreadStatic]
@@ -45,16 +45,10 @@ public sealed class RedisConnector : IRemoteConnector
     private readonly RedisUrl _url;
     private readonly RedisConnectorOptions _options;
     private readonly ILogger _logger;
-    private readonly Lock _gate = new();
     private readonly ChunkLeasePool _leasePool = new();
+    private readonly RedisConnection _connection;
+    private readonly RedisKeyspace _keyspace;
     private int _lastPayloadBytes;   // the size the next batch's first payload is claimed with (one model, one chunk size)
-    private Task<ConnectionMultiplexer>? _connecting;
-    private ConnectionMultiplexer? _multiplexer;
-    private ConnectionMultiplexer? _sentinel;
-    private long _nextAttemptTicks;
-    private int _connectionDown;
-    private int _authenticationReported;
-    private bool _disposed;
 
     /// <summary>Creates the connector and starts connecting in the background.</summary>
     /// <param name="url">The parsed URL.</param>
@@ -68,7 +62,8 @@ public sealed class RedisConnector : IRemoteConnector
         _url = url;
         _options = options;
         _logger = logger ?? NullLogger.Instance;
-        _ = GetConnectingTaskAsync();
+        _connection = new RedisConnection(url, options, _logger, _leasePool);
+        _keyspace = new RedisKeyspace(_connection, url.Database);
     }
 
     /// <inheritdoc />
@@ -85,34 +80,24 @@ public sealed class RedisConnector : IRemoteConnector
     /// the benchmark's client baseline. Reads through it bypass every check of this connector: never load KV with it.
     /// </summary>
     /// <exception cref="RedisConnectionException">The server cannot be reached.</exception>
-    public ValueTask<IDatabase> GetClientDatabaseAsync(CancellationToken cancellationToken) => GetDatabaseAsync(cancellationToken);
+    public ValueTask<IDatabase> GetClientDatabaseAsync(CancellationToken cancellationToken) => _connection.GetDatabaseAsync(cancellationToken);
 
     /// <summary>Opens a <see cref="RedisInfoProbe"/> on the current masters, with this connector's credentials and TLS settings.</summary>
     /// <exception cref="RedisConnectionException">The masters cannot be reached.</exception>
-    public async Task<RedisInfoProbe> OpenInfoProbeAsync(CancellationToken cancellationToken)
-    {
-        var db = await GetDatabaseAsync(cancellationToken).ConfigureAwait(false);
-        var config = CreateConfiguration(DistinctMasters(db.Multiplexer).Select(server => server.EndPoint), _url.User, _url.Password, _url.UseTls);
-        config.AllowAdmin = true;
-        config.AbortOnConnectFail = true;
-        config.ClientName = "lmcache-info";
-        config.CommandMap = CommandMap.Create(["SUBSCRIBE"], available: false);   // no subscription connection
-        return new RedisInfoProbe(await ConnectionMultiplexer.ConnectAsync(config).WaitAsync(cancellationToken).ConfigureAwait(false));
-    }
+    public Task<RedisInfoProbe> OpenInfoProbeAsync(CancellationToken cancellationToken) => _connection.OpenInfoProbeAsync(cancellationToken);
 
     /// <summary>Claims of payload reads into chunk memory not yet used or withdrawn (zero between reads).</summary>
     internal int PendingLeaseClaims => _leasePool.PendingClaims;
 
     /// <inheritdoc />
     public RemoteCapabilities Capabilities =>
-        RemoteCapabilities.BatchedExists | RemoteCapabilities.BatchedGet | RemoteCapabilities.Ping | RemoteCapabilities.List | RemoteCapabilities.Remove;
+        RemoteCapabilities.BatchedExists | RemoteCapabilities.BatchedGet | RemoteCapabilities.Ping | RemoteCapabilities.Remove;
 
     /// <summary>True once connected and while at least one server is reachable.</summary>
-    public bool IsConnected => Volatile.Read(ref _multiplexer) is { IsConnected: true };
+    public bool IsConnected => _connection.IsConnected;
 
     /// <summary>The endpoint of the current master (standalone and Sentinel), or null when not connected.</summary>
-    public EndPoint? CurrentMaster =>
-        Volatile.Read(ref _multiplexer)?.GetServers().FirstOrDefault(s => s.IsConnected && !s.IsReplica)?.EndPoint;
+    public EndPoint? CurrentMaster => _connection.CurrentMaster;
 
     /// <summary>The payload key of <paramref name="keyString"/>.</summary>
     public static string PayloadKey(string keyString) => keyString + PayloadSuffix;
@@ -125,39 +110,7 @@ public sealed class RedisConnector : IRemoteConnector
     /// <see cref="RedisAuthenticationException"/> at once; when <paramref name="cancellationToken"/> fires first, a
     /// <see cref="TimeoutException"/> carries the last connection error.
     /// </summary>
-    public async Task WaitUntilConnectedAsync(CancellationToken cancellationToken)
-    {
-        Exception? last = null;
-        while (true)
-        {
-            try
-            {
-                var db = await GetDatabaseAsync(cancellationToken).ConfigureAwait(false);
-                await db.PingAsync().WaitAsync(cancellationToken).ConfigureAwait(false);
-                return;
-            }
-            catch (RedisConnectionException ex) when (IsAuthenticationFailure(ex))
-            {
-                throw AuthenticationError(ex);
-            }
-            catch (Exception ex) when (ex is RedisException or TimeoutException && !cancellationToken.IsCancellationRequested)
-            {
-                last = ex;
-            }
-            catch (OperationCanceledException) when (last is not null)
-            {
-                throw new TimeoutException($"not connected ({Brief(last.Message)})", last);
-            }
-            try
-            {
-                await Task.Delay(100, cancellationToken).ConfigureAwait(false);
-            }
-            catch (OperationCanceledException) when (last is not null)
-            {
-                throw new TimeoutException($"not connected ({Brief(last.Message)})", last);
-            }
-        }
-    }
+    public Task WaitUntilConnectedAsync(CancellationToken cancellationToken) => _connection.WaitUntilConnectedAsync(cancellationToken);
 
     /// <inheritdoc />
     public async ValueTask<int> ExistsPrefixAsync(ReadOnlyMemory<CacheEngineKey> keys, CancellationToken cancellationToken)
@@ -170,15 +123,15 @@ public sealed class RedisConnector : IRemoteConnector
         {
             return await ExistsPrefixCoreAsync(keys, cancellationToken).ConfigureAwait(false);
         }
-        catch (RedisConnectionException ex) when (IsAuthenticationFailure(ex))
+        catch (RedisConnectionException ex) when (RedisConnection.IsAuthenticationFailure(ex))
         {
-            throw AuthenticationError(ex);
+            throw _connection.AuthenticationError(ex);
         }
     }
 
     private async Task<int> ExistsPrefixCoreAsync(ReadOnlyMemory<CacheEngineKey> keys, CancellationToken cancellationToken)
     {
-        var db = await GetDatabaseAsync(cancellationToken).ConfigureAwait(false);
+        var db = await _connection.GetDatabaseAsync(cancellationToken).ConfigureAwait(false);
         var tasks = new Task<bool>[keys.Length];
         var batch = db.CreateBatch();
         var span = keys.Span;
@@ -222,11 +175,11 @@ public sealed class RedisConnector : IRemoteConnector
         IDatabase db;
         try
         {
-            db = await GetDatabaseAsync(cancellationToken).ConfigureAwait(false);
+            db = await _connection.GetDatabaseAsync(cancellationToken).ConfigureAwait(false);
         }
-        catch (RedisConnectionException ex) when (IsAuthenticationFailure(ex))
+        catch (RedisConnectionException ex) when (RedisConnection.IsAuthenticationFailure(ex))
         {
-            throw AuthenticationError(ex);
+            throw _connection.AuthenticationError(ex);
         }
         var n = keys.Length;
         var names = new string[n];
@@ -328,9 +281,9 @@ public sealed class RedisConnector : IRemoteConnector
                 output[i]?.Release();
                 output[i] = null;
             }
-            if (ex is RedisConnectionException connectionException && IsAuthenticationFailure(connectionException))
+            if (ex is RedisConnectionException connectionException && RedisConnection.IsAuthenticationFailure(connectionException))
             {
-                throw AuthenticationError(connectionException);
+                throw _connection.AuthenticationError(connectionException);
             }
             throw;
         }
@@ -374,7 +327,7 @@ public sealed class RedisConnector : IRemoteConnector
     public async ValueTask PutAsync(CacheEngineKey key, MemoryObject payload, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(payload);
-        var db = await GetDatabaseAsync(cancellationToken).ConfigureAwait(false);
+        var db = await _connection.GetDatabaseAsync(cancellationToken).ConfigureAwait(false);
         var name = key.ToString();
         try
         {
@@ -408,9 +361,9 @@ public sealed class RedisConnector : IRemoteConnector
                 }
             }
         }
-        catch (RedisConnectionException ex) when (IsAuthenticationFailure(ex))
+        catch (RedisConnectionException ex) when (RedisConnection.IsAuthenticationFailure(ex))
         {
-            throw AuthenticationError(ex);
+            throw _connection.AuthenticationError(ex);
         }
         RedisMetrics.BytesWritten.Add(payload.Length);
     }
@@ -418,7 +371,7 @@ public sealed class RedisConnector : IRemoteConnector
     /// <inheritdoc />
     public async ValueTask<bool> PingAsync(CancellationToken cancellationToken)
     {
-        var db = await GetDatabaseAsync(cancellationToken).ConfigureAwait(false);
+        var db = await _connection.GetDatabaseAsync(cancellationToken).ConfigureAwait(false);
         if (!db.Multiplexer.IsConnected)
         {
             return false;
@@ -427,220 +380,13 @@ public sealed class RedisConnector : IRemoteConnector
         {
             await db.PingAsync().WaitAsync(cancellationToken).ConfigureAwait(false);
         }
-        catch (RedisConnectionException ex) when (IsAuthenticationFailure(ex))
+        catch (RedisConnectionException ex) when (RedisConnection.IsAuthenticationFailure(ex))
         {
-            throw AuthenticationError(ex);
+            throw _connection.AuthenticationError(ex);
         }
         return true;
     }
 
-    /// <inheritdoc />
-    public ValueTask<bool> RemoveAsync(CacheEngineKey key, CancellationToken cancellationToken) =>
-        RemoveAsync(key.ToString(), cancellationToken);
-
-    /// <summary>Deletes both keys of the entry named <paramref name="keyString"/>; true if either existed.</summary>
-    public async ValueTask<bool> RemoveAsync(string keyString, CancellationToken cancellationToken)
-    {
-        ArgumentNullException.ThrowIfNull(keyString);
-        var db = await GetDatabaseAsync(cancellationToken).ConfigureAwait(false);
-        var batch = db.CreateBatch();
-        var payload = batch.KeyDeleteAsync(PayloadKey(keyString));
-        var metadata = batch.KeyDeleteAsync(MetadataKey(keyString));
-        batch.Execute();
-        var results = await Task.WhenAll(payload, metadata).WaitAsync(cancellationToken).ConfigureAwait(false);
-        return results[0] || results[1];
-    }
-
-    /// <inheritdoc />
-    public IAsyncEnumerable<RemoteEntryInfo> ListAsync(CancellationToken cancellationToken) => ListAsync(null, cancellationToken);
-
-    /// <summary>
-    /// Enumerates entries with <c>SCAN</c> on every master (never <c>KEYS</c>): complete pairs, pairs with invalid
-    /// metadata, and half pairs, each with a note in <see cref="RemoteEntryInfo.Detail"/>.
-    /// </summary>
-    /// <param name="model">Only entries of this model (the key's second field), or null for all.</param>
-    /// <param name="cancellationToken">Stops the enumeration.</param>
-    public async IAsyncEnumerable<RemoteEntryInfo> ListAsync(string? model, [EnumeratorCancellation] CancellationToken cancellationToken)
-    {
-        var db = await GetDatabaseAsync(cancellationToken).ConfigureAwait(false);
-        var servers = DistinctMasters(db.Multiplexer);
-        if (servers.Count == 0)
-        {
-            throw new InvalidOperationException($"{Description}: no master is connected");
-        }
-        var prefix = model is null ? "*" : "*@" + GlobEscape(model) + "@*";
-        foreach (var server in servers)
-        {
-            var page = new List<string>(ScanPageSize);
-            await foreach (var redisKey in server.KeysAsync(_url.Database, prefix + MetadataSuffix, ScanPageSize).WithCancellation(cancellationToken).ConfigureAwait(false))
-            {
-                page.Add(((string)redisKey!)[..^MetadataSuffix.Length]);
-                if (page.Count == ScanPageSize)
-                {
-                    foreach (var entry in await DescribeAsync(db, page, model, cancellationToken).ConfigureAwait(false))
-                    {
-                        yield return entry;
-                    }
-                    page.Clear();
-                }
-            }
-            foreach (var entry in await DescribeAsync(db, page, model, cancellationToken).ConfigureAwait(false))
-            {
-                yield return entry;
-            }
-            page.Clear();
-            await foreach (var redisKey in server.KeysAsync(_url.Database, prefix + PayloadSuffix, ScanPageSize).WithCancellation(cancellationToken).ConfigureAwait(false))
-            {
-                page.Add(((string)redisKey!)[..^PayloadSuffix.Length]);
-                if (page.Count == ScanPageSize)
-                {
-                    foreach (var entry in await DescribeOrphansAsync(db, page, model, cancellationToken).ConfigureAwait(false))
-                    {
-                        yield return entry;
-                    }
-                    page.Clear();
-                }
-            }
-            foreach (var entry in await DescribeOrphansAsync(db, page, model, cancellationToken).ConfigureAwait(false))
-            {
-                yield return entry;
-            }
-        }
-    }
-
-    /// <summary>
-    /// Reads one entry completely and reports what is stored: sizes, decoded metadata, whether it would be served, and
-    /// (when a trailer is present) whether the checksum matches.
-    /// </summary>
-    public async Task<RedisEntryReport> InspectAsync(string keyString, CancellationToken cancellationToken)
-    {
-        ArgumentNullException.ThrowIfNull(keyString);
-        var db = await GetDatabaseAsync(cancellationToken).ConfigureAwait(false);
-        var batch = db.CreateBatch();
-        var metaTask = batch.StringGetAsync(MetadataKey(keyString));
-        var payloadTask = batch.StringGetLeaseAsync(PayloadKey(keyString));
-        batch.Execute();
-        var meta = await metaTask.WaitAsync(cancellationToken).ConfigureAwait(false);
-        using var lease = await payloadTask.WaitAsync(cancellationToken).ConfigureAwait(false);
-        CacheEngineKey.TryParse(keyString, out var key);
-        RemoteMetadata? decoded = null;
-        bool? checksumOk = null;
-        string? problem = null;
-        MemoryObjectMetadata? objectMetadata = null;
-        if (meta.IsNull)
-        {
-            problem = lease is null ? "not found" : "payload without metadata";
-        }
-        else if (!RemoteMetadata.TryRead((byte[])meta!, out var m, out problem))
-        {
-            problem ??= "invalid metadata";
-        }
-        else
-        {
-            decoded = m;
-            if (lease is null)
-            {
-                problem = "metadata without payload";
-            }
-            else if (!m.TryValidate(lease.Length, key, out var om, out problem))
-            {
-                problem ??= "invalid metadata";
-            }
-            else
-            {
-                objectMetadata = om;
-                if (m.Checksum is { } expected)
-                {
-                    checksumOk = XxHash3.HashToUInt64(lease.Span) == expected;
-                    problem = checksumOk.Value ? null : "checksum mismatch";
-                }
-            }
-        }
-        return new RedisEntryReport(keyString, meta.IsNull ? null : ((byte[])meta!).Length, lease?.Length, decoded, objectMetadata, checksumOk, problem);
-    }
-
-    /// <summary>The first line of an SE.Redis message without its diagnostic tail (", mc: ..., IOCP: ...").</summary>
-    private static string Brief(string message)
-    {
-        var line = message.Split('\n')[0];
-        var tail = line.IndexOf(", mc: ", StringComparison.Ordinal);
-        return tail > 0 ? line[..tail] : line;
-    }
-
-    /// <summary>True when <paramref name="exception"/> (or one it wraps) is the server refusing our credentials.</summary>
-    internal static bool IsAuthenticationFailure(Exception exception)
-    {
-        for (Exception? e = exception; e is not null; e = e.InnerException)
-        {
-            if (e is RedisConnectionException { FailureType: ConnectionFailureType.AuthenticationFailure }
-                || e.Message.Contains("WRONGPASS", StringComparison.Ordinal) || e.Message.Contains("NOAUTH", StringComparison.Ordinal))
-            {
-                return true;
-            }
-        }
-        return false;
-    }
-
-    private RedisAuthenticationException AuthenticationError(RedisConnectionException exception)
-    {
-        var detail = exception.InnerException?.Message ?? exception.Message;
-        if (Interlocked.Exchange(ref _authenticationReported, 1) == 0)
-        {
-            RedisLog.AuthenticationFailed(_logger, Description, _url.EndPoints[0].ToString() ?? "?", FirstLine(exception.Message));
-        }
-        return new RedisAuthenticationException(
-            $"authentication failed; check the user and password in the URL ({FirstLine(exception.Message)})", exception);
-
-        static string FirstLine(string text)
-        {
-            var semicolon = text.IndexOf("; SimpleError: ", StringComparison.Ordinal);
-            if (semicolon >= 0)
-            {
-                text = text[(semicolon + 15)..];
-            }
-            var end = text.IndexOfAny(['.', '\n']);
-            return end > 0 ? text[..end] : text;
-        }
-    }
-
-    /// <inheritdoc />
-    public async ValueTask DisposeAsync()
-    {
-        Task<ConnectionMultiplexer>? connecting;
-        lock (_gate)
-        {
-            if (_disposed)
-            {
-                return;
-            }
-            _disposed = true;
-            connecting = _connecting;
-        }
-        if (connecting is not null)
-        {
-            try
-            {
-                await connecting.ConfigureAwait(false);
-            }
-            catch (Exception)
-            {
-                // A failed connection leaves nothing to close.
-            }
-        }
-        var multiplexer = Interlocked.Exchange(ref _multiplexer, null);
-        var sentinel = Interlocked.Exchange(ref _sentinel, null);
-        if (multiplexer is not null)
-        {
-            await multiplexer.CloseAsync(allowCommandsToComplete: false).ConfigureAwait(false);
-            await multiplexer.DisposeAsync().ConfigureAwait(false);
-        }
-        _leasePool.Dispose();
-        if (sentinel is not null)
-        {
-            await sentinel.CloseAsync(allowCommandsToComplete: false).ConfigureAwait(false);
-            await sentinel.DisposeAsync().ConfigureAwait(false);
-        }
-    }
 
     private MemoryObject? Materialize(
         IDatabase db, in CacheEngineKey key, string name, RedisValue meta, Lease<byte>? lease, IMemoryAllocator allocator, out bool usedClaim)
@@ -742,299 +488,29 @@ public sealed class RedisConnector : IRemoteConnector
         }
     }
 
-    private async Task<List<RemoteEntryInfo>> DescribeAsync(IDatabase db, List<string> names, string? model, CancellationToken cancellationToken)
-    {
-        var result = new List<RemoteEntryInfo>(names.Count);
-        if (names.Count == 0)
-        {
-            return result;
-        }
-        var batch = db.CreateBatch();
-        var metas = new Task<RedisValue>[names.Count];
-        var lengths = new Task<long>[names.Count];
-        for (var i = 0; i < names.Count; i++)
-        {
-            metas[i] = batch.StringGetAsync(MetadataKey(names[i]));
-            lengths[i] = batch.StringLengthAsync(PayloadKey(names[i]));
-        }
-        batch.Execute();
-        await Task.WhenAll(Task.WhenAll(metas), Task.WhenAll(lengths)).WaitAsync(cancellationToken).ConfigureAwait(false);
-        for (var i = 0; i < names.Count; i++)
-        {
-            var parsed = CacheEngineKey.TryParse(names[i], out var key);
-            if (model is not null && (!parsed || key.ModelName != model))
-            {
-                continue;
-            }
-            var meta = await metas[i].ConfigureAwait(false);
-            var payloadLength = await lengths[i].ConfigureAwait(false);
-            if (meta.IsNull)
-            {
-                continue; // Deleted between SCAN and GET.
-            }
-            var bytes = (byte[])meta!;
-            if (!RemoteMetadata.TryRead(bytes, out var stored, out var error))
-            {
-                result.Add(new RemoteEntryInfo(names[i], payloadLength == 0 ? null : payloadLength, null, "invalid metadata: " + error));
-                continue;
-            }
-            if (payloadLength == 0)
-            {
-                result.Add(new RemoteEntryInfo(names[i], null, null, "metadata without payload (" + stored + ")"));
-                continue;
-            }
-            if (!stored.TryValidate(payloadLength, key, out var objectMetadata, out error))
-            {
-                result.Add(new RemoteEntryInfo(names[i], payloadLength, null, "invalid metadata: " + error));
-                continue;
-            }
-            var detail = stored.Checksum is { } c ? $"xxh3 {c:x16} (LMCache.NET)" : "no checksum (original layout)";
-            if (!parsed)
-            {
-                detail += "; key is not an LMCache key string";
-            }
-            result.Add(new RemoteEntryInfo(names[i], payloadLength, objectMetadata, detail));
-        }
-        return result;
-    }
+    /// <inheritdoc />
+    public ValueTask<bool> RemoveAsync(CacheEngineKey key, CancellationToken cancellationToken) =>
+        _keyspace.RemoveAsync(key.ToString(), cancellationToken);
 
-    private static async Task<List<RemoteEntryInfo>> DescribeOrphansAsync(IDatabase db, List<string> names, string? model, CancellationToken cancellationToken)
-    {
-        var result = new List<RemoteEntryInfo>();
-        if (names.Count == 0)
-        {
-            return result;
-        }
-        var batch = db.CreateBatch();
-        var exists = new Task<bool>[names.Count];
-        var lengths = new Task<long>[names.Count];
-        for (var i = 0; i < names.Count; i++)
-        {
-            exists[i] = batch.KeyExistsAsync(MetadataKey(names[i]));
-            lengths[i] = batch.StringLengthAsync(PayloadKey(names[i]));
-        }
-        batch.Execute();
-        await Task.WhenAll(Task.WhenAll(exists), Task.WhenAll(lengths)).WaitAsync(cancellationToken).ConfigureAwait(false);
-        for (var i = 0; i < names.Count; i++)
-        {
-            var payloadLength = await lengths[i].ConfigureAwait(false);
-            if (await exists[i].ConfigureAwait(false) || payloadLength == 0)
-            {
-                continue;
-            }
-            if (model is not null && (!CacheEngineKey.TryParse(names[i], out var key) || key.ModelName != model))
-            {
-                continue;
-            }
-            result.Add(new RemoteEntryInfo(names[i], payloadLength, null, "payload without metadata"));
-        }
-        return result;
-    }
+    /// <inheritdoc />
+    /// <remarks>Deletes both keys of the entry (<c>kv_bytes</c> and <c>metadata</c>); true if either existed.</remarks>
+    public ValueTask<bool> RemoveAsync(string key, CancellationToken cancellationToken) => _keyspace.RemoveAsync(key, cancellationToken);
 
-    internal static List<IServer> DistinctMasters(IConnectionMultiplexer multiplexer)
-    {
-        // One server may be known under two endpoints (a host name and the address the cluster reports): scan it once.
-        var result = new List<IServer>();
-        var seen = new HashSet<string>(StringComparer.Ordinal);
-        foreach (var server in multiplexer.GetServers().Where(s => s.IsConnected && !s.IsReplica))
-        {
-            var identity = server.ClusterConfiguration?.Nodes.FirstOrDefault(n => n.IsMyself)?.NodeId ?? server.EndPoint switch
-            {
-                DnsEndPoint dns => $"{dns.Host}:{dns.Port}",
-                IPEndPoint ip => $"{ip.Address}:{ip.Port}",
-                var other => other.ToString() ?? "",
-            };
-            if (seen.Add(identity))
-            {
-                result.Add(server);
-            }
-        }
-        return result;
-    }
+    /// <inheritdoc />
+    /// <remarks>
+    /// <c>SCAN</c> on every master (never <c>KEYS</c>; a replica's copies are not counted twice), in pages of 512, each
+    /// page's metadata and payload lengths fetched in one pipelined batch.
+    /// </remarks>
+    public IAsyncEnumerable<RemoteEntry> ListAsync(string? modelName, CancellationToken cancellationToken) =>
+        _keyspace.ListAsync(modelName, cancellationToken);
 
-    private static string GlobEscape(string text)
-    {
-        var builder = new System.Text.StringBuilder(text.Length + 4);
-        foreach (var c in text)
-        {
-            if (c is '*' or '?' or '[' or ']' or '\\')
-            {
-                builder.Append('\\');
-            }
-            builder.Append(c);
-        }
-        return builder.ToString();
-    }
+    /// <inheritdoc />
+    public ValueTask<RemoteEntry> InspectAsync(string key, CancellationToken cancellationToken) => _keyspace.InspectAsync(key, cancellationToken);
 
-    private async ValueTask<IDatabase> GetDatabaseAsync(CancellationToken cancellationToken)
+    /// <inheritdoc />
+    public async ValueTask DisposeAsync()
     {
-        var multiplexer = Volatile.Read(ref _multiplexer)
-            ?? await GetConnectingTaskAsync().WaitAsync(cancellationToken).ConfigureAwait(false);
-        return multiplexer.GetDatabase(_url.Database);
-    }
-
-    private Task<ConnectionMultiplexer> GetConnectingTaskAsync()
-    {
-        lock (_gate)
-        {
-            ObjectDisposedException.ThrowIf(_disposed, this);
-            if (_connecting is { IsFaulted: true } or { IsCanceled: true } && Environment.TickCount64 >= Volatile.Read(ref _nextAttemptTicks))
-            {
-                _connecting = null;
-            }
-            return _connecting ??= Task.Run(ConnectAsync);
-        }
-    }
-
-    private async Task<ConnectionMultiplexer> ConnectAsync()
-    {
-        ConnectionMultiplexer? sentinel = null;
-        ConnectionMultiplexer? multiplexer = null;
-        try
-        {
-            var config = CreateConfiguration(_url.EndPoints, _url.User, _url.Password, _url.UseTls);
-            config.ResponseBufferPool = _leasePool;   // payload GETs land in chunk memory (see ChunkLeasePool)
-            if (_url.Topology == RedisTopology.Sentinel)
-            {
-                var sentinelConfig = CreateConfiguration(_url.EndPoints, null, _url.SentinelPassword, useTls: false);
-                sentinelConfig.ServiceName = _url.ServiceName;
-                sentinelConfig.DefaultDatabase = null;
-                sentinel = await ConnectionMultiplexer.SentinelConnectAsync(sentinelConfig).ConfigureAwait(false);
-                config.EndPoints.Clear();
-                config.ServiceName = _url.ServiceName;
-                // Finding the master is synchronous in SE.Redis (it polls the sentinels); keep it off the caller's thread.
-                multiplexer = sentinel.GetSentinelMasterConnection(config);
-                var service = _url.ServiceName!;
-                multiplexer.ConfigurationChanged += (_, e) => RedisLog.MasterChanged(_logger, Description, service, e.EndPoint?.ToString() ?? "?");
-            }
-            else
-            {
-                multiplexer = await ConnectionMultiplexer.ConnectAsync(config).ConfigureAwait(false);
-            }
-            multiplexer.ConnectionFailed += OnConnectionFailed;
-            multiplexer.ConnectionRestored += OnConnectionRestored;
-            lock (_gate)
-            {
-                if (_disposed)
-                {
-                    throw new ObjectDisposedException(nameof(RedisConnector));
-                }
-                _sentinel = sentinel;
-                Volatile.Write(ref _multiplexer, multiplexer);
-            }
-            RedisLog.Connected(_logger, Description, string.Join(", ", multiplexer.GetServers().Select(s => $"{s.EndPoint} {(s.IsReplica ? "replica" : "master")}{(s.IsConnected ? "" : " (down)")}")));
-            return multiplexer;
-        }
-        catch (Exception ex)
-        {
-            Volatile.Write(ref _nextAttemptTicks, Environment.TickCount64 + (long)_options.ReconnectInterval.TotalMilliseconds);
-            RedisLog.ConnectFailed(_logger, Description, ex.Message, (long)_options.ReconnectInterval.TotalMilliseconds);
-            if (multiplexer is not null)
-            {
-                await multiplexer.DisposeAsync().ConfigureAwait(false);
-            }
-            if (sentinel is not null)
-            {
-                await sentinel.DisposeAsync().ConfigureAwait(false);
-            }
-            throw;
-        }
-    }
-
-    private ConfigurationOptions CreateConfiguration(IEnumerable<EndPoint> endPoints, string? user, string? password, bool useTls)
-    {
-        var timeoutMs = (int)Math.Clamp(_options.OperationTimeout.TotalMilliseconds, 1, int.MaxValue);
-        var config = new ConfigurationOptions
-        {
-            AbortOnConnectFail = false,
-            ConnectTimeout = (int)Math.Clamp(_options.ConnectTimeout.TotalMilliseconds, 1, int.MaxValue),
-            SyncTimeout = timeoutMs,
-            AsyncTimeout = timeoutMs,
-            ConnectRetry = 1,
-            KeepAlive = _options.KeepAliveSeconds,
-            BacklogPolicy = BacklogPolicy.FailFast,
-            ReconnectRetryPolicy = new LinearRetry((int)Math.Clamp(_options.ReconnectInterval.TotalMilliseconds, 50, int.MaxValue)),
-            ClientName = "lmcache",
-            User = user,
-            Password = password,
-            Ssl = useTls,
-            DefaultDatabase = _url.Database,
-        };
-        foreach (var endPoint in endPoints)
-        {
-            config.EndPoints.Add(endPoint);
-        }
-        if (useTls)
-        {
-            if (_url.FirstHost is { } host)
-            {
-                config.SslHost = host.Host;
-            }
-            if (!_url.TlsVerifyServer)
-            {
-                config.CertificateValidation += static (_, _, _, _) => true;
-            }
-            else if (_url.TlsCaCertificates is { } ca)
-            {
-                config.TrustIssuer(ca);
-            }
-            if (_url.TlsClientCertificate is { } client)
-            {
-                config.SetUserPemCertificate(client.Certificate, client.Key);
-            }
-        }
-        return config;
-    }
-
-    private void OnConnectionFailed(object? sender, ConnectionFailedEventArgs e)
-    {
-        RedisMetrics.ConnectionFailures.Add(1, new KeyValuePair<string, object?>("type", e.FailureType.ToString()));
-        if (Interlocked.Exchange(ref _connectionDown, 1) == 1)
-        {
-            return; // One message per outage; SE.Redis reports every reconnect attempt.
-        }
-        var endPoint = e.EndPoint?.ToString() ?? "?";
-        if (e.FailureType == ConnectionFailureType.AuthenticationFailure)
-        {
-            RedisLog.AuthenticationFailed(_logger, Description, endPoint, e.Exception?.Message ?? "rejected");
-        }
-        else
-        {
-            RedisLog.ConnectionLost(_logger, Description, endPoint, e.FailureType.ToString());
-        }
-    }
-
-    private void OnConnectionRestored(object? sender, ConnectionFailedEventArgs e)
-    {
-        Volatile.Write(ref _authenticationReported, 0);
-        if (Interlocked.Exchange(ref _connectionDown, 0) == 1)
-        {
-            RedisLog.ConnectionRestored(_logger, Description, e.EndPoint?.ToString() ?? "?");
-        }
-    }
-}
-
-/// <summary>What <see cref="RedisConnector.InspectAsync"/> found for one entry.</summary>
-/// <param name="Key">The key string (without suffix).</param>
-/// <param name="MetadataBytes">Size of the stored metadata value (28 original, 44 with our checksum), or null when absent.</param>
-/// <param name="PayloadBytes">Size of the stored payload, or null when absent.</param>
-/// <param name="Metadata">The decoded metadata, when it could be decoded.</param>
-/// <param name="ObjectMetadata">What a read would allocate, when the entry is valid.</param>
-/// <param name="ChecksumMatches">Whether the payload matches the stored checksum; null when there is none.</param>
-/// <param name="Problem">Why the entry would be a miss, or null when it would be served.</param>
-public sealed record RedisEntryReport(
-    string Key, int? MetadataBytes, int? PayloadBytes, RemoteMetadata? Metadata, MemoryObjectMetadata? ObjectMetadata, bool? ChecksumMatches, string? Problem)
-{
-    /// <summary>True when a read would return this entry.</summary>
-    public bool IsValid => Problem is null;
-}
-
-/// <summary>The Redis server refused the URL's credentials (wrong user or password, or none given where one is needed).</summary>
-public sealed class RedisAuthenticationException : LMCacheException
-{
-    /// <summary>Creates the exception.</summary>
-    public RedisAuthenticationException(string message, Exception innerException)
-        : base(message, innerException)
-    {
+        await _connection.DisposeAsync().ConfigureAwait(false);
+        _leasePool.Dispose();
     }
 }

@@ -39,7 +39,7 @@ public sealed class RedisInfoProbe : IAsyncDisposable
         var masters = 0;
         try
         {
-            foreach (var server in RedisConnector.DistinctMasters(_multiplexer))
+            foreach (var server in RedisConnection.DistinctMasters(_multiplexer))
             {
                 var groups = await server.InfoAsync("stats").WaitAsync(cancellationToken).ConfigureAwait(false);
                 var value = groups.SelectMany(group => group).FirstOrDefault(pair => pair.Key == "total_reads_processed").Value;

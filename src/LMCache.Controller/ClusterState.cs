@@ -1,4 +1,4 @@
-using LMCache.Controller.Worker;
+using LMCache.Controller.Protocol;
 using LMCache.Core.Keys;
 
 namespace LMCache.Controller;

@@ -3,7 +3,7 @@ using System.Diagnostics.Metrics;
 using System.Net;
 using System.Reflection;
 using System.Text.Json.Nodes;
-using LMCache.Controller.Worker;
+using LMCache.Controller.Protocol;
 using LMCache.Core.Diagnostics;
 using LMCache.Core.Keys;
 using Microsoft.AspNetCore.Builder;

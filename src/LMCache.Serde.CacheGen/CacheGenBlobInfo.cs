@@ -18,7 +18,7 @@ public sealed record CacheGenBlobInfo(byte Version, bool Raw, bool SharedTable, 
     /// <summary>Validates <paramref name="blob"/> completely and describes it; null when it is not a valid blob.</summary>
     public static CacheGenBlobInfo? TryRead(ReadOnlySpan<byte> blob)
     {
-        if (!CacheGenCodec.TryParse(blob, out var parsed, out _) || parsed is null)
+        if (!CacheGenContainer.TryParse(blob, out var parsed, out _) || parsed is null)
         {
             return null;
         }
@@ -34,8 +34,8 @@ public sealed record CacheGenBlobInfo(byte Version, bool Raw, bool SharedTable, 
                     streams += parsed.StreamLengths[i];
                 }
             }
-            var fixedBytes = CacheGenCodec.FixedHeaderSize + (2L * parsed.Layers) + CacheGenCodec.ChecksumSize
-                + (parsed.Mode == CacheGenMode.SharedTable ? CacheGenCodec.TableIdSize : 0);
+            var fixedBytes = CacheGenContainer.FixedHeaderSize + (2L * parsed.Layers) + CacheGenContainer.ChecksumSize
+                + (parsed.Mode == CacheGenMode.SharedTable ? CacheGenContainer.TableIdSize : 0);
             return new CacheGenBlobInfo(parsed.Version, raw, parsed.Mode == CacheGenMode.SharedTable, parsed.Layers, parsed.Tokens, parsed.Hidden,
                 blob.Length, streams, raw ? 0 : blob.Length - fixedBytes - streams, parsed.TableId);
         }

@@ -95,7 +95,7 @@ public sealed class CacheGenSerde : IKvSerde
             CacheGenLog.BlobInvalid(_logger, stored.Length, $"stored format is {stored.Metadata.Format}, not BinaryBuffer");
             return null;
         }
-        if (!CacheGenCodec.TryParse(stored.Span, out var parsed, out var reason) || parsed is null)
+        if (!CacheGenContainer.TryParse(stored.Span, out var parsed, out var reason) || parsed is null)
         {
             CacheGenLog.BlobInvalid(_logger, stored.Length, reason);
             return null;
@@ -150,7 +150,7 @@ public sealed class CacheGenSerde : IKvSerde
     /// </summary>
     public static bool TryReadChunkMetadata(ReadOnlySpan<byte> blob, out MemoryObjectMetadata metadata, out string reason)
     {
-        if (CacheGenCodec.TryParse(blob, out var parsed, out reason) && parsed is not null)
+        if (CacheGenContainer.TryParse(blob, out var parsed, out reason) && parsed is not null)
         {
             using (parsed)
             {

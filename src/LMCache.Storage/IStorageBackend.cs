@@ -9,7 +9,8 @@ namespace LMCache.Storage;
 /// <remarks>
 /// Ownership: <see cref="SubmitPut"/> takes its own reference to the object when it keeps it (the caller keeps
 /// theirs); <see cref="GetAsync"/> and <see cref="GetPrefixAsync"/> hand one reference per returned object to the
-/// caller, who must release it.
+/// caller, who must release it. Tiers that can list their entries or pin them say so by implementing
+/// <see cref="IListableBackend"/> and <see cref="IPinnableBackend"/>.
 /// </remarks>
 public interface IStorageBackend : IAsyncDisposable
 {
@@ -39,12 +40,6 @@ public interface IStorageBackend : IAsyncDisposable
 
     /// <summary>Removes an entry; true if it was there.</summary>
     ValueTask<bool> RemoveAsync(CacheEngineKey key, CancellationToken cancellationToken = default);
-
-    /// <summary>Pins an entry against eviction; true if it was there.</summary>
-    bool Pin(CacheEngineKey key);
-
-    /// <summary>Removes one pin; true if the entry was there and pinned.</summary>
-    bool Unpin(CacheEngineKey key);
 
     /// <summary>Removes every unpinned entry this tier holds locally; returns how many were removed.</summary>
     ValueTask<int> ClearAsync(CancellationToken cancellationToken = default);

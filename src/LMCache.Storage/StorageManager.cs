@@ -307,11 +307,11 @@ public sealed class StorageManager : IAsyncDisposable
         }
     }
 
-    /// <summary>Pins <paramref name="key"/> in every tier that holds it; returns how many tiers pinned it.</summary>
-    public int Pin(CacheEngineKey key) => _all.Count(b => b.Pin(key));
+    /// <summary>Pins <paramref name="key"/> in every pinnable tier that holds it; returns how many tiers pinned it.</summary>
+    public int Pin(CacheEngineKey key) => _all.OfType<IPinnableBackend>().Count(b => b.Pin(key));
 
-    /// <summary>Unpins <paramref name="key"/> in every tier; returns how many tiers unpinned it.</summary>
-    public int Unpin(CacheEngineKey key) => _all.Count(b => b.Unpin(key));
+    /// <summary>Unpins <paramref name="key"/> in every pinnable tier; returns how many tiers unpinned it.</summary>
+    public int Unpin(CacheEngineKey key) => _all.OfType<IPinnableBackend>().Count(b => b.Unpin(key));
 
     /// <summary>Removes <paramref name="key"/> from every local tier (and the remote, when asked); returns how many removed it.</summary>
     public async ValueTask<int> RemoveAsync(CacheEngineKey key, bool includeRemote = false, CancellationToken cancellationToken = default)

@@ -63,4 +63,17 @@ public sealed class DemoAndKeysCommandTests
         Assert.Equal("org/model-b", Assert.Single(stats.GetProperty("models").EnumerateArray()).GetProperty("model").GetString());
         Assert.Equal(0, allocator.OutstandingObjects);
     }
+
+    [Fact]
+    public async Task Keys_commands_refuse_a_store_that_cannot_list_with_a_clear_error()
+    {
+        // blackhole:// answers pings but is no IRemoteKeyspace: every keys subcommand says so and exits 2.
+        foreach (var args in new[] { new[] { "keys", "stats" }, ["keys", "list"], ["keys", "inspect", "k"], ["keys", "rm", "k"] })
+        {
+            var (exitCode, _, error) = await CliRunner.RunAsync([.. args, "--remote-url", "blackhole://"]);
+            Assert.Equal(2, exitCode);
+            Assert.Contains("blackhole://", error, StringComparison.Ordinal);
+            Assert.Contains("cannot list, inspect or remove entries", error, StringComparison.Ordinal);
+        }
+    }
 }

@@ -514,23 +514,43 @@ public sealed class StandaloneTests(RedisServerFixture fixture) : IClassFixture<
 
         var listA = await connector.ListAsync(modelA, ct).ToListAsync(ct);
         Assert.Equal(5, listA.Count);
-        Assert.All(listA, e => Assert.Equal(TestChunks.SmallChunk(), e.Metadata));
+        Assert.All(listA, e => Assert.Equal(RemoteEntryState.Valid, e.State));
+        Assert.All(listA, e => Assert.Equal(TestChunks.SmallChunk(), e.Layout));
         Assert.All(listA, e => Assert.Equal(TestChunks.SmallChunk().ByteLength, e.PayloadBytes));
+        Assert.All(listA, e => Assert.True(e.HasChecksum));
+        Assert.All(listA, e => Assert.Null(e.ChecksumMatches));   // listing does not read payloads
 
         var listB = await connector.ListAsync(modelB, ct).ToListAsync(ct);
         Assert.Equal(5, listB.Count);
-        Assert.Contains(listB, e => e.Key == TestChunks.Key(3, modelB).ToString() && e.Detail == "payload without metadata");
-        Assert.Contains(listB, e => e.Key == TestChunks.Key(4, modelB).ToString() && e.Detail!.StartsWith("metadata without payload", StringComparison.Ordinal));
+        var orphanPayload = Assert.Single(listB, e => e.Key == TestChunks.Key(3, modelB).ToString());
+        Assert.Equal(RemoteEntryState.PayloadWithoutMetadata, orphanPayload.State);
+        Assert.Equal(TestChunks.SmallChunk().ByteLength, orphanPayload.PayloadBytes);
+        Assert.Null(orphanPayload.Header);
+        var orphanMetadata = Assert.Single(listB, e => e.Key == TestChunks.Key(4, modelB).ToString());
+        Assert.Equal(RemoteEntryState.MetadataWithoutPayload, orphanMetadata.State);
+        Assert.Null(orphanMetadata.PayloadBytes);
+        Assert.Equal((int)TestChunks.SmallChunk().ByteLength, orphanMetadata.Header?.Length);   // the metadata still decodes
+        Assert.Null(orphanMetadata.Layout);
 
-        var all = await connector.ListAsync(ct).ToListAsync(ct);
+        var all = await connector.ListAsync(null, ct).ToListAsync(ct);
         Assert.Superset(listA.Select(e => e.Key).ToHashSet(), all.Select(e => e.Key).ToHashSet());
 
         var report = await connector.InspectAsync(TestChunks.Key(0, modelA).ToString(), ct);
         Assert.True(report.IsValid);
         Assert.True(report.ChecksumMatches);
         Assert.Equal(44, report.MetadataBytes);
-        Assert.Equal(TestChunks.SmallChunk(), report.ObjectMetadata);
-        Assert.Equal("not found", (await connector.InspectAsync("vllm@nothing@1@0@00", ct)).Problem);
+        Assert.Equal(TestChunks.SmallChunk(), report.Layout);
+        Assert.Equal(RemoteEntryState.NotFound, (await connector.InspectAsync("vllm@nothing@1@0@00", ct)).State);
+
+        // A flipped payload byte: the listing (lengths only) still calls it valid; inspect reads it and says why a read misses.
+        var flipped = TestChunks.Key(1, modelA).ToString();
+        var payload = (byte[])(await db.StringGetAsync(RedisConnector.PayloadKey(flipped)))!;
+        payload[7] ^= 0x40;
+        await db.StringSetAsync(RedisConnector.PayloadKey(flipped), payload);
+        var corrupt = await connector.InspectAsync(flipped, ct);
+        Assert.Equal(RemoteEntryState.ChecksumMismatch, corrupt.State);
+        Assert.False(corrupt.ChecksumMatches);
+        Assert.Null(corrupt.Layout);
 
         foreach (var entry in listB)
         {

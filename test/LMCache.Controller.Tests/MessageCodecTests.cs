@@ -1,11 +1,37 @@
 using System.Text;
-using LMCache.Controller.Worker;
+using LMCache.Controller.Protocol;
 using MessagePack;
 
 namespace LMCache.Controller.Tests;
 
+/// <summary>The controller protocol's codec (LMCache.Controller.Protocol): the msgspec-compatible msgpack layout, byte for byte.</summary>
 public sealed class MessageCodecTests
 {
+    /// <summary>
+    /// Golden bytes, written from the msgpack specification (not from our encoder): a fixmap whose first entry is
+    /// "type", fixstr keys, positive fixint, float64 (0xcb) as msgspec writes Python floats, an array with a uint16
+    /// (0xcd), true (0xc3) and nil (0xc0), fields in insertion order.
+    /// </summary>
+    [Fact]
+    public void EncodingIsByteForByteTheMsgspecLayout()
+    {
+        var message = new ControlMessage(MessageTypes.KvAdmit)
+            .With("instance_id", "i").With("worker_id", 3).With("key", "k").With("ts", 1.5)
+            .With("tokens", new[] { 1, 300 }).With("pinned", true).With("note", null);
+        const string Golden = "88a474797065aa4b5641646d69744d7367ab696e7374616e63655f6964a169a9776f726b65725f696403a36b6579a16b"
+            + "a27473cb3ff8000000000000a6746f6b656e739201cd012ca670696e6e6564c3a46e6f7465c0";
+        var bytes = ControlMessageCodec.Encode(message);
+        Assert.Equal(Golden, Convert.ToHexStringLower(bytes));
+
+        var decoded = ControlMessageCodec.Decode(Convert.FromHexString(Golden));
+        Assert.Equal(MessageTypes.KvAdmit, decoded.Type);
+        Assert.Equal(["instance_id", "worker_id", "key", "ts", "tokens", "pinned", "note"], decoded.Fields.Keys);
+        Assert.Equal([1, 300], decoded.GetInt32Array("tokens"));
+        Assert.Equal(1.5, decoded.GetDoubleOrDefault("ts", 0));
+        Assert.True(decoded.GetBoolOrDefault("pinned", false));
+        Assert.Null(decoded["note"]);
+    }
+
     [Fact]
     public void MessagesAreMsgpackMapsTaggedWithTheTypeName()
     {

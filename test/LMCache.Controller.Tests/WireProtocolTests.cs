@@ -1,5 +1,5 @@
 using System.Text;
-using LMCache.Controller.Worker;
+using LMCache.Controller.Protocol;
 using LMCache.Testing;
 using NetMQ;
 using NetMQ.Sockets;

@@ -57,14 +57,14 @@ public sealed class RealConnectorTests
         var connector = registry.Create(url, context);
         using var readerCpu = new LocalCpuBackend(64L << 20);
         await using var reader = new RemoteBackend(connector, serde, readerCpu, RemoteBackendOptions.FromEngineOptions(options));
-        if (connector is RedisConnector)
+        if (connector is IRemoteKeyspace keyspace)
         {
             // The original's layout: the metadata of each entry says BINARY_BUFFER, as cachegen blobs do there.
             var listed = 0;
-            await foreach (var entry in connector.ListAsync(ct))
+            await foreach (var entry in keyspace.ListAsync(null, ct))
             {
                 listed++;
-                Assert.Equal(MemoryFormat.BinaryBuffer, entry.Metadata?.Format);
+                Assert.Equal(MemoryFormat.BinaryBuffer, entry.Layout?.Format);
                 Assert.True(entry.PayloadBytes < s_chunk.ByteLength, $"{entry.Key}: {entry.PayloadBytes} bytes is not compressed");
             }
             Assert.Equal(keys.Length, listed);

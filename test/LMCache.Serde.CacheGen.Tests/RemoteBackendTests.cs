@@ -1,5 +1,4 @@
 using System.Collections.Concurrent;
-using System.Runtime.CompilerServices;
 using LMCache.Core.Keys;
 using LMCache.Core.Memory;
 using LMCache.Storage.Remote;
@@ -110,15 +109,6 @@ public sealed class RemoteBackendTests : IAsyncDisposable
         public ValueTask<bool> PingAsync(CancellationToken cancellationToken) => ValueTask.FromResult(true);
 
         public ValueTask<bool> RemoveAsync(CacheEngineKey key, CancellationToken cancellationToken) => ValueTask.FromResult(Entries.TryRemove(key.ToString(), out _));
-
-        public async IAsyncEnumerable<RemoteEntryInfo> ListAsync([EnumeratorCancellation] CancellationToken cancellationToken)
-        {
-            await Task.Yield();
-            foreach (var (key, entry) in Entries)
-            {
-                yield return new RemoteEntryInfo(key, entry.Bytes.Length, entry.Metadata, null);
-            }
-        }
 
         public ValueTask DisposeAsync() => ValueTask.CompletedTask;
     }

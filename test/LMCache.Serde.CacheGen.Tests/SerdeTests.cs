@@ -54,16 +54,16 @@ public sealed class SerdeTests : IDisposable
         Assert.Equal(chunk.Metadata, restored.Metadata);
 
         // The reference decoder produces the same bytes.
-        Assert.True(CacheGenCodec.TryParse(serialized.Span, out var parsed, out _));
+        Assert.True(CacheGenContainer.TryParse(serialized.Span, out var parsed, out _));
         using var parsedBlob = parsed!;
-        Assert.Equal(CacheGenCodec.Version, parsedBlob.Version);
+        Assert.Equal(CacheGenContainer.Version, parsedBlob.Version);
         var referenceOut = new byte[restored.Length];
         new CacheGenCodec(1, reference: true).Decode(serialized.Memory, parsedBlob, null, referenceOut);
         Assert.Equal(referenceOut, restored.Span.ToArray());
 
         // A version-1 container of the same chunk (raw CDFs, lengths and scales) is larger and decodes to the same bytes.
-        var version1 = EncodeWith(new CacheGenCodec(1, version: CacheGenCodec.Version1), chunk, dtype, layers, tokens, hidden, bins);
-        Assert.Equal(CacheGenCodec.Version1, version1[4]);
+        var version1 = EncodeWith(new CacheGenCodec(1, version: CacheGenContainer.Version1), chunk, dtype, layers, tokens, hidden, bins);
+        Assert.Equal(CacheGenContainer.Version1, version1[4]);
         Assert.True(version1.Length > serialized.Length, $"v1 {version1.Length} bytes, v2 {serialized.Length} bytes");
         using (var stored1 = KvData.Stored(_allocator, version1))
         using (var restored1 = serde.Deserialize(stored1, _allocator)!)
@@ -112,7 +112,7 @@ public sealed class SerdeTests : IDisposable
         using var chunk = KvData.Chunk(_allocator, dtype, layers, tokens, hidden, bytes);
         using var serialized = new CacheGenSerde().Serialize(chunk, _allocator)!;
         var blob = Blob(serialized);
-        Assert.True(CacheGenCodec.TryParse(blob, out var parsed, out _));
+        Assert.True(CacheGenContainer.TryParse(blob, out var parsed, out _));
         using var parsedBlob = parsed!;
         var bins = CacheGenBins.Default(layers);
         var lp = parsedBlob.Lp;
@@ -148,7 +148,7 @@ public sealed class SerdeTests : IDisposable
                 }
             }
         }
-        Assert.Equal(blob.Length - CacheGenCodec.ChecksumSize, expectedStart);
+        Assert.Equal(blob.Length - CacheGenContainer.ChecksumSize, expectedStart);
         Assert.Equal(2 * 2 * layers * hidden, streams);
     }
 
@@ -178,7 +178,7 @@ public sealed class SerdeTests : IDisposable
             if (bad.Length == 0)
             {
                 // An empty object cannot be allocated from a slab; a zero-length span is what the remote tier would hand over.
-                Assert.False(CacheGenCodec.TryParse(bad, out _, out var reason));
+                Assert.False(CacheGenContainer.TryParse(bad, out _, out var reason));
                 Assert.Equal("empty", reason);
                 continue;
             }
@@ -206,8 +206,8 @@ public sealed class SerdeTests : IDisposable
         var bytes = KvData.ToBytes(KvData.Values(2, 256, 32, seed: 41), KvDType.BFloat16);
         using var chunk = KvData.Chunk(_allocator, KvDType.BFloat16, 1, 256, 32, bytes);
         // Version 1 stores the CDFs themselves, so a forger can write any valid table.
-        var blob = EncodeWith(new CacheGenCodec(1, version: CacheGenCodec.Version1), chunk, KvDType.BFloat16, 1, 256, 32, options.BinsFor(1));
-        Assert.True(CacheGenCodec.TryParse(blob, out var parsed, out _));
+        var blob = EncodeWith(new CacheGenCodec(1, version: CacheGenContainer.Version1), chunk, KvDType.BFloat16, 1, 256, 32, options.BinsFor(1));
+        Assert.True(CacheGenContainer.TryParse(blob, out var parsed, out _));
         using var parsedBlob = parsed!;
         Assert.Equal(17, parsedBlob.Lp);
         for (var r = 0; r < 2 * 32; r++)
@@ -247,7 +247,7 @@ public sealed class SerdeTests : IDisposable
         using var chunk = KvData.Chunk(_allocator, KvDType.BFloat16, 2, 256, 64, seed: 8);
         using var serialized = serde.Serialize(chunk, _allocator)!;
         var blob = Blob(serialized);
-        var sideOffset = CacheGenCodec.FixedHeaderSize + 4;
+        var sideOffset = CacheGenContainer.FixedHeaderSize + 4;
         var sideLength = BinaryPrimitives.ReadInt32LittleEndian(blob.AsSpan(sideOffset));
         var cases = new List<byte[]>();
         foreach (var length in new[] { sideLength - 1, sideLength + 1, -1, int.MaxValue })
@@ -262,7 +262,7 @@ public sealed class SerdeTests : IDisposable
         cases.Add(ones);
         foreach (var forged in cases)
         {
-            BinaryPrimitives.WriteUInt64LittleEndian(forged.AsSpan(forged.Length - 8), CacheGenCodec.Checksum(CacheGenCodec.Version, forged.AsSpan(0, forged.Length - 8)));
+            BinaryPrimitives.WriteUInt64LittleEndian(forged.AsSpan(forged.Length - 8), CacheGenContainer.Checksum(CacheGenContainer.Version, forged.AsSpan(0, forged.Length - 8)));
             using var stored = KvData.Stored(_allocator, forged);
             Assert.Null(serde.Deserialize(stored, _allocator));
         }
@@ -355,7 +355,7 @@ public sealed class SerdeTests : IDisposable
         // A reader sharing the table folder misses once, loads the table in the background, then decodes.
         await writer.SharedTables.SavesCompleted;
         var reader = new CacheGenSerde(new CacheGenOptions { TableDirectory = folder.Path });
-        Assert.True(CacheGenCodec.TryParse(blobs[3], out var parsed, out _));
+        Assert.True(CacheGenContainer.TryParse(blobs[3], out var parsed, out _));
         using (var stored = KvData.Stored(_allocator, blobs[3]))
         {
             var first = reader.Deserialize(stored, _allocator);
@@ -454,7 +454,7 @@ public sealed class SerdeTests : IDisposable
         // Configured bins travel in the blob: a default-configured reader decodes it.
         using var chunk = KvData.Chunk(_allocator, KvDType.BFloat16, 4, 256, 32, seed: 12);
         using var serialized = new CacheGenSerde(new CacheGenOptions { KeyBins = options.KeyBins, ValueBins = options.ValueBins }).Serialize(chunk, _allocator)!;
-        Assert.True(CacheGenCodec.TryParse(serialized.Span, out var parsed, out _));
+        Assert.True(CacheGenContainer.TryParse(serialized.Span, out var parsed, out _));
         Assert.True(parsed!.Bins.SameAs(bins));
         using var restored = new CacheGenSerde().Deserialize(serialized, _allocator);
         Assert.NotNull(restored);

@@ -4,6 +4,7 @@ using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 using LMCache.Connectors.Lm;
 using LMCache.Core.Configuration;
+using LMCache.Core.Keys;
 using LMCache.Core.Memory;
 using LMCache.Core.Serde;
 using LMCache.Protocol;
@@ -166,12 +167,8 @@ public sealed class ConnectorTests
         {
             await connector.PingAsync(Ct);
         }
-        var listed = new List<string>();
-        await foreach (var entry in connector.ListAsync(Ct))
-        {
-            listed.Add(entry.Key);
-            Assert.Null(entry.Detail);
-        }
+        var listed = await connector.ListKeysAsync(Ct);
+        Assert.All(listed, key => Assert.True(CacheEngineKey.TryParse(key, out _), key));
         Assert.Equal(Enumerable.Range(0, 3).Select(i => TestChunks.Key(i).ToString()).Order(), listed.Order());
     }
 

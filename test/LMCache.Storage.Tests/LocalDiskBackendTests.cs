@@ -204,7 +204,9 @@ public sealed class LocalDiskBackendTests : IDisposable
 
         // Clear keeps pinned entries; unpin then clear removes them.
         Assert.Equal(0, await disk.ClearAsync());
+        Assert.True(disk.IsPinned(TestChunks.Key(0)));
         Assert.True(disk.Unpin(TestChunks.Key(0)));
+        Assert.False(disk.IsPinned(TestChunks.Key(0)));   // pins are counted: one pin, one unpin
         Assert.False(disk.Unpin(TestChunks.Key(0)));
         Assert.Equal(1, await disk.ClearAsync());
         Assert.False(File.Exists(PathOf(TestChunks.Key(0))));

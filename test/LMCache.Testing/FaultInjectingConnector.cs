@@ -1,5 +1,4 @@
 using System.Collections.Concurrent;
-using System.Runtime.CompilerServices;
 using LMCache.Core.Keys;
 using LMCache.Core.Memory;
 using LMCache.Storage.Remote;
@@ -160,16 +159,6 @@ public sealed class FaultInjectingConnector : IRemoteConnector
     {
         await ApplyAsync(ReadFault, cancellationToken).ConfigureAwait(false);
         return _store.TryRemove(key, out _);
-    }
-
-    /// <inheritdoc />
-    public async IAsyncEnumerable<RemoteEntryInfo> ListAsync([EnumeratorCancellation] CancellationToken cancellationToken)
-    {
-        await Task.Yield();
-        foreach (var (key, entry) in _store)
-        {
-            yield return new RemoteEntryInfo(key.ToString(), entry.Bytes.Length, entry.Metadata, null);
-        }
     }
 
     /// <inheritdoc />

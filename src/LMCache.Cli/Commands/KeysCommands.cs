@@ -1,7 +1,6 @@
 using System.CommandLine;
 using System.Globalization;
 using System.Text.Json;
-using LMCache.Connectors.Redis;
 using LMCache.Core.Keys;
 using LMCache.Storage.Remote;
 
@@ -38,17 +37,17 @@ internal static class KeysCommands
         command.SetAction(async (parse, ct) =>
         {
             await using var connector = await RemoteConnection.OpenAsync(parse.GetValue(url), parse.GetValue(config), ct);
-            if (connector is null)
+            if (RemoteConnection.Keyspace(connector) is not { } keyspace)
             {
                 return 2;
             }
-            var entries = await ListAsync(connector, parse.GetValue(model), ct);
-            var groups = entries.GroupBy(e => ModelOf(e.Key)).OrderBy(g => g.Key, StringComparer.Ordinal).ToList();
+            var entries = await keyspace.ListAllAsync(parse.GetValue(model), ct);
+            var groups = entries.GroupBy(ModelOf).OrderBy(g => g.Key, StringComparer.Ordinal).ToList();
             if (parse.GetValue(json))
             {
                 Console.WriteLine(JsonSerializer.Serialize(new
                 {
-                    remote_url = connector.Description,
+                    remote_url = connector!.Description,
                     models = groups.Select(g => new
                     {
                         model = g.Key,
@@ -64,8 +63,8 @@ internal static class KeysCommands
                 Console.WriteLine($"model {g.Key}: {g.Count()} entries, {FormatBytes(g.Sum(e => e.PayloadBytes ?? 0))}");
                 foreach (var e in g.OrderBy(e => e.Key, StringComparer.Ordinal))
                 {
-                    var meta = e.Metadata is { } m ? $"{m.Format} {m.DType} {m.Shape}" : "-";
-                    Console.WriteLine($"  {e.Key}  {e.PayloadBytes?.ToString(CultureInfo.InvariantCulture) ?? "-"} B  {meta}  {e.Detail}");
+                    var layout = e.Layout is { } m ? $"{m.Format} {m.DType} {m.Shape}" : "-";
+                    Console.WriteLine($"  {e.Key}  {e.PayloadBytes?.ToString(CultureInfo.InvariantCulture) ?? "-"} B  {layout}  {Note(e)}");
                 }
             }
             if (groups.Count == 0)
@@ -90,19 +89,14 @@ internal static class KeysCommands
         command.SetAction(async (parse, ct) =>
         {
             await using var connector = await RemoteConnection.OpenAsync(parse.GetValue(url), parse.GetValue(config), ct);
-            if (connector is null)
+            if (RemoteConnection.Keyspace(connector) is not { } keyspace)
             {
                 return 2;
             }
-            if (connector is not RedisConnector redis)
-            {
-                await Console.Error.WriteLineAsync($"error: {connector.Description} does not support inspection.");
-                return 2;
-            }
-            var reports = new List<RedisEntryReport>();
+            var reports = new List<RemoteEntry>();
             foreach (var key in parse.GetValue(keys) ?? [])
             {
-                reports.Add(await redis.InspectAsync(key, ct));
+                reports.Add(await keyspace.InspectAsync(key, ct));
             }
             if (parse.GetValue(json))
             {
@@ -110,16 +104,17 @@ internal static class KeysCommands
                 {
                     key = r.Key,
                     valid = r.IsValid,
+                    state = r.State.ToString(),
                     problem = r.Problem,
                     payload_bytes = r.PayloadBytes,
                     metadata_bytes = r.MetadataBytes,
-                    length = r.Metadata?.Length,
-                    fmt = r.Metadata?.FormatCode,
-                    dtype_code = r.Metadata?.DTypeCode,
-                    shape = r.Metadata is { } m ? new[] { m.Shape.D0, m.Shape.D1, m.Shape.D2, m.Shape.D3 } : null,
-                    checksum = r.Metadata?.Checksum is { } c ? c.ToString("x16", CultureInfo.InvariantCulture) : null,
+                    length = r.Header?.Length,
+                    fmt = r.Header?.FormatCode,
+                    dtype_code = r.Header?.DTypeCode,
+                    shape = r.Header is { } h ? new[] { h.Shape.D0, h.Shape.D1, h.Shape.D2, h.Shape.D3 } : null,
+                    checksum = r.Checksum is { } c ? c.ToString("x16", CultureInfo.InvariantCulture) : null,
                     checksum_matches = r.ChecksumMatches,
-                    serves_as = r.ObjectMetadata?.ToString(),
+                    serves_as = r.Layout?.ToString(),
                 }), s_json));
             }
             else
@@ -129,12 +124,12 @@ internal static class KeysCommands
                     Console.WriteLine(r.Key);
                     Console.WriteLine($"  status:    {(r.IsValid ? "valid (a read serves it)" : "MISS: " + r.Problem)}");
                     Console.WriteLine($"  payload:   {(r.PayloadBytes is { } p ? p.ToString(CultureInfo.InvariantCulture) + " bytes" : "absent")}");
-                    Console.WriteLine($"  metadata:  {(r.MetadataBytes is { } mb ? mb.ToString(CultureInfo.InvariantCulture) + " bytes" : "absent")}{(r.Metadata is { } m ? " — " + m : "")}");
+                    Console.WriteLine($"  metadata:  {(r.MetadataBytes is { } mb ? mb.ToString(CultureInfo.InvariantCulture) + " bytes" : "absent")}{(r.Header is { } h ? " — " + DescribeHeader(h, r.Checksum) : "")}");
                     if (r.ChecksumMatches is { } ok)
                     {
                         Console.WriteLine($"  checksum:  {(ok ? "matches" : "MISMATCH")}");
                     }
-                    if (r.ObjectMetadata is { } om)
+                    if (r.Layout is { } om)
                     {
                         Console.WriteLine($"  serves as: {om}");
                     }
@@ -162,20 +157,20 @@ internal static class KeysCommands
                 return 2;
             }
             await using var connector = await RemoteConnection.OpenAsync(parse.GetValue(url), parse.GetValue(config), ct);
-            if (connector is null)
+            if (RemoteConnection.Keyspace(connector) is not { } keyspace)
             {
                 return 2;
             }
-            var targets = byModel is null ? given.ToList() : (await ListAsync(connector, byModel, ct)).Select(e => e.Key).ToList();
+            var targets = byModel is null ? given.ToList() : (await keyspace.ListAllAsync(byModel, ct)).Select(e => e.Key).ToList();
             var removed = 0;
             foreach (var key in targets)
             {
-                if (await RemoveAsync(connector, key, ct))
+                if (await keyspace.RemoveAsync(key, ct))
                 {
                     removed++;
                 }
             }
-            Console.WriteLine($"removed {removed} of {targets.Count} entries from {connector.Description}");
+            Console.WriteLine($"removed {removed} of {targets.Count} entries from {connector!.Description}");
             return 0;
         });
         return command;
@@ -190,22 +185,22 @@ internal static class KeysCommands
         command.SetAction(async (parse, ct) =>
         {
             await using var connector = await RemoteConnection.OpenAsync(parse.GetValue(url), parse.GetValue(config), ct);
-            if (connector is null)
+            if (RemoteConnection.Keyspace(connector) is not { } keyspace)
             {
                 return 2;
             }
-            var entries = await ListAsync(connector, null, ct);
-            var perModel = entries.GroupBy(e => ModelOf(e.Key)).OrderBy(g => g.Key, StringComparer.Ordinal)
-                .Select(g => new { model = g.Key, entries = g.Count(), bytes = g.Sum(e => e.PayloadBytes ?? 0), invalid = g.Count(e => e.Metadata is null) })
+            var stats = await RemoteKeyspaceStatistics.CollectAsync(keyspace, null, ct);
+            var perModel = stats.Models
+                .Select(m => new { model = m.ModelName, entries = m.Entries, bytes = m.PayloadBytes, invalid = m.Invalid })
                 .ToList();
             var total = new
             {
-                remote_url = connector.Description,
-                entries = entries.Count,
-                bytes = entries.Sum(e => e.PayloadBytes ?? 0),
-                invalid_or_half = entries.Count(e => e.Metadata is null),
-                with_checksum = entries.Count(e => e.Detail?.StartsWith("xxh3", StringComparison.Ordinal) == true),
-                original_layout = entries.Count(e => e.Detail?.StartsWith("no checksum", StringComparison.Ordinal) == true),
+                remote_url = connector!.Description,
+                entries = stats.Entries,
+                bytes = stats.PayloadBytes,
+                invalid_or_half = stats.Invalid,
+                with_checksum = stats.WithChecksum,
+                original_layout = stats.OriginalLayout,
                 models = perModel,
             };
             if (parse.GetValue(json))
@@ -223,40 +218,30 @@ internal static class KeysCommands
         return command;
     }
 
-    private static async Task<List<RemoteEntryInfo>> ListAsync(IRemoteConnector connector, string? model, CancellationToken ct)
+    private static string ModelOf(RemoteEntry e) => e.ModelName ?? RemoteKeyspaceStatistics.NotAnLMCacheKey;
+
+    /// <summary>The list's last column: the checksum, or why a read would miss.</summary>
+    private static string Note(RemoteEntry e) => e switch
     {
-        var source = connector is RedisConnector redis ? redis.ListAsync(model, ct) : connector.ListAsync(ct);
-        var result = new List<RemoteEntryInfo>();
-        await foreach (var entry in source)
-        {
-            if (model is null || ModelOf(entry.Key) == model)
-            {
-                result.Add(entry);
-            }
-        }
-        return result;
-    }
+        { IsValid: false } => e.Problem ?? e.State.ToString(),
+        { Checksum: { } c } => $"xxh3 {c:x16} (LMCache.NET)",
+        _ => "no checksum (original layout)",
+    };
 
-    private static async Task<bool> RemoveAsync(IRemoteConnector connector, string key, CancellationToken ct)
-    {
-        if (connector is RedisConnector redis)
-        {
-            return await redis.RemoveAsync(key, ct);
-        }
-        return CacheEngineKey.TryParse(key, out var parsed) && await connector.RemoveAsync(parsed, ct);
-    }
+    private static string DescribeHeader(RemoteEntryHeader header, ulong? checksum) =>
+        $"{header}, " + (checksum is { } c ? $"xxh3 {c:x16}" : "no checksum (original layout)");
 
-    private static string ModelOf(string key) => CacheEngineKey.TryParse(key, out var parsed) ? parsed.ModelName : "(not an LMCache key)";
-
-    private static object Describe(RemoteEntryInfo e) => new
+    private static object Describe(RemoteEntry e) => new
     {
         key = e.Key,
         layer = CacheEngineKey.TryParse(e.Key, out var parsed) ? parsed.LayerId : null,   // the original's layerwise keys
         payload_bytes = e.PayloadBytes,
-        format = e.Metadata?.Format.ToString(),
-        dtype = e.Metadata?.DType.ToString(),
-        shape = e.Metadata is { } m ? new[] { m.Shape.D0, m.Shape.D1, m.Shape.D2, m.Shape.D3 } : null,
-        detail = e.Detail,
+        state = e.State.ToString(),
+        format = e.Layout?.Format.ToString(),
+        dtype = e.Layout?.DType.ToString(),
+        shape = e.Layout is { } m ? new[] { m.Shape.D0, m.Shape.D1, m.Shape.D2, m.Shape.D3 } : null,
+        checksum = e.Checksum is { } c ? c.ToString("x16", CultureInfo.InvariantCulture) : null,
+        detail = Note(e),
     };
 
     internal static string FormatBytes(long bytes) => bytes switch

@@ -1,5 +1,4 @@
 using System.CommandLine;
-using LMCache.Connectors.Redis;
 using LMCache.Core.Configuration;
 using LMCache.Core.Diagnostics;
 using LMCache.Storage.Remote;
@@ -57,9 +56,9 @@ internal static class RemoteConnection
         timeout.CancelAfter(TimeSpan.FromSeconds(Math.Max(10, options.BlockingTimeoutSecs)));
         try
         {
-            if (connector is RedisConnector redis)
+            if (connector is IRemoteKeyspace keyspace)
             {
-                await redis.WaitUntilConnectedAsync(timeout.Token);
+                await keyspace.WaitUntilConnectedAsync(timeout.Token);
             }
             else if (!await connector.PingAsync(timeout.Token))
             {
@@ -74,5 +73,23 @@ internal static class RemoteConnection
             await connector.DisposeAsync();
             return null;
         }
+    }
+
+    /// <summary>
+    /// The keyspace tools of <paramref name="connector"/> (list, inspect, remove), or null — after printing why to
+    /// stderr — when there is no connector or its store cannot be listed.
+    /// </summary>
+    public static IRemoteKeyspace? Keyspace(IRemoteConnector? connector)
+    {
+        if (connector is null)
+        {
+            return null;
+        }
+        if (connector is IRemoteKeyspace keyspace)
+        {
+            return keyspace;
+        }
+        Console.Error.WriteLine($"error: {connector.Description} cannot list, inspect or remove entries (the keys tools need a Redis, Sentinel or Cluster store).");
+        return null;
     }
 }

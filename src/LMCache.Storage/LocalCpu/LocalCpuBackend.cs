@@ -21,7 +21,7 @@ namespace LMCache.Storage.LocalCpu;
 /// pinned entries and entries someone else still references, until the request fits or nothing more can go.</para>
 /// <para>With <c>local_cpu = false</c> the tier keeps nothing but still allocates (the original's behaviour).</para>
 /// </remarks>
-public sealed class LocalCpuBackend : IStorageBackend, IMemoryAllocator, IStorageEventSource
+public sealed class LocalCpuBackend : IListableBackend, IPinnableBackend, IMemoryAllocator, IStorageEventSource
 {
     /// <summary>The backend name used by <c>store_location</c>/<c>retrieve_locations</c>.</summary>
     public const string BackendName = "LocalCPUBackend";
@@ -145,7 +145,7 @@ public sealed class LocalCpuBackend : IStorageBackend, IMemoryAllocator, IStorag
         return ValueTask.FromResult(span.Length);
     }
 
-    /// <summary>True when the tier holds <paramref name="key"/>.</summary>
+    /// <inheritdoc />
     public bool Contains(CacheEngineKey key)
     {
         lock (_lock)
@@ -264,7 +264,7 @@ public sealed class LocalCpuBackend : IStorageBackend, IMemoryAllocator, IStorag
         }
     }
 
-    /// <summary>Whether <paramref name="key"/> is held and pinned.</summary>
+    /// <inheritdoc />
     public bool IsPinned(CacheEngineKey key)
     {
         lock (_lock)
@@ -273,7 +273,7 @@ public sealed class LocalCpuBackend : IStorageBackend, IMemoryAllocator, IStorag
         }
     }
 
-    /// <summary>A snapshot of the entries (key, bytes, pinned, metadata, last access), for inspection.</summary>
+    /// <inheritdoc />
     public IReadOnlyList<TierEntry> Snapshot()
     {
         var now = DateTimeOffset.UtcNow;

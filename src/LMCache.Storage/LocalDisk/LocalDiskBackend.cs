@@ -27,7 +27,7 @@ namespace LMCache.Storage.LocalDisk;
 /// valid files come back in modification-time order, leftovers of interrupted writes and invalid files are deleted.</item>
 /// </list>
 /// </remarks>
-public sealed class LocalDiskBackend : IStorageBackend, IStorageEventSource
+public sealed class LocalDiskBackend : IListableBackend, IPinnableBackend, IStorageEventSource
 {
     /// <summary>The backend name used by <c>store_location</c>/<c>retrieve_locations</c>.</summary>
     public const string BackendName = "LocalDiskBackend";
@@ -120,7 +120,8 @@ public sealed class LocalDiskBackend : IStorageBackend, IStorageEventSource
         }
     }
 
-    /// <summary>True when a complete file for <paramref name="key"/> is indexed.</summary>
+    /// <inheritdoc />
+    /// <remarks>True when a complete file for <paramref name="key"/> is indexed.</remarks>
     public bool Contains(CacheEngineKey key)
     {
         lock (_lock)
@@ -129,7 +130,8 @@ public sealed class LocalDiskBackend : IStorageBackend, IStorageEventSource
         }
     }
 
-    /// <summary>A snapshot of the entries (key, bytes on disk, pinned, metadata, last access), for inspection.</summary>
+    /// <inheritdoc />
+    /// <remarks>Bytes are the file's bytes on disk (header included).</remarks>
     public IReadOnlyList<TierEntry> Snapshot()
     {
         var now = DateTimeOffset.UtcNow;
@@ -277,6 +279,15 @@ public sealed class LocalDiskBackend : IStorageBackend, IStorageEventSource
                 return true;
             }
             return false;
+        }
+    }
+
+    /// <inheritdoc />
+    public bool IsPinned(CacheEngineKey key)
+    {
+        lock (_lock)
+        {
+            return _index.TryGetValue(key, out var entry) && entry.PinCount > 0;
         }
     }
 

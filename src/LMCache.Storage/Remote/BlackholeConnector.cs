@@ -1,4 +1,3 @@
-using System.Runtime.CompilerServices;
 using LMCache.Core.Keys;
 using LMCache.Core.Memory;
 
@@ -33,13 +32,6 @@ public sealed class BlackholeConnector : IRemoteConnector
 
     /// <inheritdoc />
     public ValueTask<bool> RemoveAsync(CacheEngineKey key, CancellationToken cancellationToken) => ValueTask.FromResult(false);
-
-    /// <inheritdoc />
-    public async IAsyncEnumerable<RemoteEntryInfo> ListAsync([EnumeratorCancellation] CancellationToken cancellationToken)
-    {
-        await Task.CompletedTask.ConfigureAwait(false);
-        yield break;
-    }
 
     /// <inheritdoc />
     public ValueTask DisposeAsync() => ValueTask.CompletedTask;

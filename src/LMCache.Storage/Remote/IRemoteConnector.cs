@@ -15,18 +15,10 @@ public enum RemoteCapabilities
     BatchedGet = 2,
     /// <summary><see cref="IRemoteConnector.PingAsync"/> is a real health probe.</summary>
     Ping = 4,
-    /// <summary><see cref="IRemoteConnector.ListAsync"/> enumerates stored keys.</summary>
-    List = 8,
+    // 8 was List: listing is the IRemoteKeyspace capability now (a connector implements that interface).
     /// <summary><see cref="IRemoteConnector.RemoveAsync"/> deletes entries.</summary>
     Remove = 16,
 }
-
-/// <summary>Describes one stored remote entry (for listing and inspection).</summary>
-/// <param name="Key">The key string as stored (without the <c>kv_bytes</c>/<c>metadata</c> suffix).</param>
-/// <param name="PayloadBytes">Payload size in bytes, when known.</param>
-/// <param name="Metadata">The decoded metadata, when present and valid.</param>
-/// <param name="Detail">Free-form notes (e.g. "metadata without payload", "no checksum (written by the original)").</param>
-public sealed record RemoteEntryInfo(string Key, long? PayloadBytes, MemoryObjectMetadata? Metadata, string? Detail);
 
 /// <summary>
 /// A remote store client (Redis, Sentinel, Cluster, <c>lm://</c>, ...). The <see cref="RemoteBackend"/> wraps it with
@@ -34,6 +26,10 @@ public sealed record RemoteEntryInfo(string Key, long? PayloadBytes, MemoryObjec
 /// miss there. A connector must never return wrong bytes: it validates lengths and metadata (and checksums where it
 /// stores them) and returns null for anything doubtful.
 /// </summary>
+/// <remarks>
+/// Optional capabilities are further interfaces a connector implements: <see cref="IRemoteKeyspace"/> (list, inspect and
+/// delete what the store holds, for the <c>lmcache keys</c> tools).
+/// </remarks>
 public interface IRemoteConnector : IAsyncDisposable
 {
     /// <summary>A description for logs, with any password redacted (e.g. <c>redis://user:***@host:6379</c>).</summary>
@@ -69,9 +65,6 @@ public interface IRemoteConnector : IAsyncDisposable
 
     /// <summary>Deletes an entry; true if something was removed.</summary>
     ValueTask<bool> RemoveAsync(CacheEngineKey key, CancellationToken cancellationToken);
-
-    /// <summary>Enumerates stored entries (SCAN-style; never blocks the server).</summary>
-    IAsyncEnumerable<RemoteEntryInfo> ListAsync(CancellationToken cancellationToken);
 }
 
 /// <summary>Creates connectors for the URL schemes it knows.</summary>

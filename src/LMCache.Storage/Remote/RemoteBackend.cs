@@ -261,12 +261,6 @@ public sealed class RemoteBackend : IStorageBackend
         }
     }
 
-    /// <summary>Remote entries cannot be pinned (as in the original); returns false.</summary>
-    public bool Pin(CacheEngineKey key) => false;
-
-    /// <summary>Remote entries cannot be pinned (as in the original); returns false.</summary>
-    public bool Unpin(CacheEngineKey key) => false;
-
     /// <summary>Clearing a shared remote store is not done from an engine; use <c>lmcache keys rm</c>. Returns 0.</summary>
     public ValueTask<int> ClearAsync(CancellationToken cancellationToken = default) => ValueTask.FromResult(0);
 
