@@ -1,3 +1,4 @@
+using System.Collections.Frozen;
 using System.Globalization;
 using System.Text;
 
@@ -201,12 +202,21 @@ public readonly record struct CacheEngineKey(
         TryParse(text, out var key, out var error) ? key : throw new FormatException($"Invalid cache key '{text}': {error}.");
 
     /// <summary>
-    /// The original's 2026 form, <c>model@world_size@worker_id@hash@dtype...</c>: the second field a number, the fourth
-    /// a hash and the fifth a dtype token, which is never hex text (and never a tag), so no older key looks like this.
+    /// The dtype tokens of the original's <c>TORCH_DTYPE_TO_STR_DTYPE</c> (mid-2025 and newest tables together). None is
+    /// hex text, so a key whose fifth field is one of them cannot be of an older form, where that field is the hash.
+    /// </summary>
+    private static readonly FrozenSet<string> s_originalDTypeTokens = FrozenSet.ToFrozenSet(
+    [
+        "half", "bfloat16", "float", "double", "fp8", "fp8_e4m3", "fp8_e5m2", "int8", "uint8", "int16", "int32", "int64",
+        "bool", "fp8_e4m3fn", "fp8_e4m3fnuz", "fp8_e5m2fnuz",
+    ], StringComparer.Ordinal);
+
+    /// <summary>
+    /// The original's 2026 form, <c>model@world_size@worker_id@hash@dtype...</c>: the fifth field one of the original's
+    /// dtype tokens (never hex, so never the hash of an older form), the second a number and the fourth a hash.
     /// </summary>
     private static bool IsNewestForm(string[] parts) =>
-        parts[4].Length > 0 && !IsHashText(parts[4]) && !parts[4].Contains('%', StringComparison.Ordinal)
-        && parts[1].Length > 0 && parts[1].All(char.IsAsciiDigit) && IsHashText(parts[3]);
+        s_originalDTypeTokens.Contains(parts[4]) && parts[1].Length > 0 && parts[1].All(char.IsAsciiDigit) && IsHashText(parts[3]);
 
     private static bool TryParseNewest(string[] parts, out CacheEngineKey key, out string? error)
     {
