@@ -28,6 +28,7 @@ public static class PythonScripts
             RedirectStandardError = true,
             RedirectStandardInput = true,
         };
+        KeepCheckoutClean(start);
         using var process = Process.Start(start)!;
         try
         {
@@ -53,6 +54,9 @@ public static class PythonScripts
             }
         }
     }
+
+    /// <summary>The scripts run from the checkout: no <c>__pycache__</c> folders left next to them.</summary>
+    internal static void KeepCheckoutClean(ProcessStartInfo start) => start.Environment["PYTHONDONTWRITEBYTECODE"] = "1";
 
     internal static string RequirePython() =>
         Python ?? throw new InvalidOperationException(MissingReason);
@@ -111,6 +115,7 @@ public sealed class OriginalServerStandIn : IAsyncDisposable
             RedirectStandardError = true,
             RedirectStandardInput = true,
         };
+        PythonScripts.KeepCheckoutClean(start);
         var process = Process.Start(start)!;
         var stderr = process.StandardError.ReadToEndAsync(CancellationToken.None);
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
