@@ -14,6 +14,12 @@ internal static partial class ConnectorLog
     [LoggerMessage(EventId = 4102, Level = LogLevel.Warning, Message = "{Server}: connection dropped during {Operation} ({Reason})")]
     public static partial void ConnectionDropped(ILogger logger, string server, string operation, string reason);
 
+    [LoggerMessage(EventId = 4103, Level = LogLevel.Warning, Message = "{Server}: the server refuses HEALTH ({Reason}) but answers EXIST; probing it with EXIST from now on")]
+    public static partial void HealthRefused(ILogger logger, string server, string reason);
+
+    [LoggerMessage(EventId = 4104, Level = LogLevel.Debug, Message = "{Server}: the server read the PUT of {Key} but did not keep it (no room)")]
+    public static partial void PutNotKept(ILogger logger, string server, string key);
+
     [LoggerMessage(EventId = 4110, Level = LogLevel.Warning, Message = "{Server}: entry {Key} is invalid ({Reason}); treated as a miss")]
     public static partial void InvalidEntry(ILogger logger, string server, string key, string reason);
 

@@ -26,9 +26,14 @@ namespace LMCache.Connectors.Lm;
 /// drained and the call is a miss. The payload is read straight into an object from the caller's allocator; when
 /// that allocator is full the payload is drained (keeping the stream in step) and the call is a miss.</item>
 /// <item>PUT has no reply in the protocol. By default (<see cref="LmConnectorOptions.ConfirmPuts"/>) each PUT is followed by
-/// a HEALTH on the same connection, whose answer means the server consumed the PUT: the entry is then visible on every
-/// connection, and a server that closed the connection over it is an error, not a silent loss. A server that read the
-/// PUT but dropped it (no room) is still only visible as a later miss.</item>
+/// an EXIST of the same key on the same connection, whose answer means the server consumed the PUT: the entry is then
+/// visible on every connection, a server that closed the connection over it is an error, not a silent loss, and a
+/// server that read the PUT but did not keep it (no room) says so. EXIST exists in every version of the protocol and
+/// carries the key the server has just accepted in the PUT, so every server that takes our PUTs answers it.</item>
+/// <item>HEALTH (<see cref="PingAsync"/>) carries the last key the server accepted from this connector (before any, the
+/// valid dummy <see cref="LmWire.KeylessRequestKey"/>): the original server parses the key of every request and closes
+/// the connection on one it cannot parse, an empty one included. A server that still refuses HEALTH while it answers
+/// an EXIST of the same key is healthy: the connector logs that once and probes with EXIST from then on.</item>
 /// </list>
 /// </remarks>
 public sealed class LmConnector : IRemoteConnector
@@ -44,6 +49,14 @@ public sealed class LmConnector : IRemoteConnector
     private long _nextConnectTimestamp;
     private TimeSpan _backoff;
     private int _disposed;
+
+    // The key HEALTH and EXIST probes carry: the last key the server answered a request for (so a server that parses
+    // every key accepts the probe as it accepted that key), or a valid dummy before the first. A plain reference write
+    // per call; any recent key will do.
+    private volatile string _probeKey = LmWire.KeylessRequestKey;
+
+    // Set once a server refused HEALTH (closed the connection or never answered) but answered EXIST of the same key.
+    private volatile bool _healthRefused;
 
     /// <summary>Creates a connector; nothing connects until the first call.</summary>
     /// <param name="options">Server address, pool size, timeouts, token and TLS.</param>
@@ -94,7 +107,7 @@ public sealed class LmConnector : IRemoteConnector
         {
             return 0;
         }
-        return await ExecuteAsync("exist", (strings, usable), static async (connection, state, token) =>
+        var prefix = await ExecuteAsync("exist", (strings, usable), static async (connection, state, token) =>
         {
             var (keys, count) = state;
             var found = 0;
@@ -133,6 +146,8 @@ public sealed class LmConnector : IRemoteConnector
             }
             return found;
         }, cancellationToken).ConfigureAwait(false);
+        _probeKey = strings[0];
+        return prefix;
     }
 
     /// <inheritdoc />
@@ -229,40 +244,94 @@ public sealed class LmConnector : IRemoteConnector
             ConnectorLog.KeyTooLong(_logger, Description, text);
             return;
         }
-        await ExecuteAsync("put", (text, payload, _options.ConfirmPuts), static async (connection, state, token) =>
+        var kept = await ExecuteAsync("put", (text, payload, _options.ConfirmPuts), static async (connection, state, token) =>
         {
             var (key, payload, confirm) = state;
             LmRequestHeader.Put(key, payload.Length, payload.Metadata).WriteTo(connection.RequestBuffer);
             await connection.Stream.WriteAsync(connection.RequestBuffer.AsMemory(0, LmRequestHeader.Size), token).ConfigureAwait(false);
             await connection.Stream.WriteAsync(payload.Memory, token).ConfigureAwait(false);
-            if (confirm)
+            if (!confirm)
             {
-                // PUT has no reply; a HEALTH right behind it is answered only after the server consumed the PUT, so the
-                // entry is visible to every connection when this returns, and a server that closed the connection over
-                // this PUT shows here as an error instead of a silent loss.
-                LmRequestHeader.Health().WriteTo(connection.RequestBuffer);
-                await connection.Stream.WriteAsync(connection.RequestBuffer.AsMemory(0, LmRequestHeader.Size), token).ConfigureAwait(false);
-                await connection.Stream.ReadExactlyAsync(connection.ReplyBuffer.AsMemory(0, LmReplyHeader.Size), token).ConfigureAwait(false);
-                var reply = LmReplyHeader.Read(connection.ReplyBuffer);
-                var error = reply.Validate(0) ?? (reply.IsSuccess ? null : $"code {(int)reply.Code}");
-                if (error is not null)
-                {
-                    throw new LmConnectionException($"unexpected HEALTH reply after PUT: {error}");
-                }
+                return (bool?)null;
             }
-            return true;
-        }, cancellationToken).ConfigureAwait(false);
-    }
-
-    /// <inheritdoc />
-    public ValueTask<bool> PingAsync(CancellationToken cancellationToken) =>
-        ExecuteAsync("health", 0, static async (connection, _, token) =>
-        {
-            LmRequestHeader.Health().WriteTo(connection.RequestBuffer);
+            // PUT has no reply; an EXIST of the same key right behind it is answered only after the server consumed the
+            // PUT, so the entry is visible to every connection when this returns, and a server that closed the
+            // connection over this PUT shows here as an error instead of a silent loss. The key is the one the server
+            // has just parsed in the PUT, so every server version that accepts our PUTs accepts this request.
+            LmRequestHeader.Exist(key).WriteTo(connection.RequestBuffer);
             await connection.Stream.WriteAsync(connection.RequestBuffer.AsMemory(0, LmRequestHeader.Size), token).ConfigureAwait(false);
             await connection.Stream.ReadExactlyAsync(connection.ReplyBuffer.AsMemory(0, LmReplyHeader.Size), token).ConfigureAwait(false);
             var reply = LmReplyHeader.Read(connection.ReplyBuffer);
-            return reply.Validate(0) is null && reply.IsSuccess;
+            if (reply.Validate(0) is { } error)
+            {
+                throw new LmConnectionException($"invalid EXIST reply after PUT: {error}");
+            }
+            return reply.IsSuccess;
+        }, cancellationToken).ConfigureAwait(false);
+        if (kept is null)
+        {
+            return;
+        }
+        _probeKey = text;
+        if (kept == false)
+        {
+            // The server read the PUT and dropped it (ours does when no room can be made): not a failure of the
+            // connection, so not one for the circuit breaker either; the chunk is simply not stored remotely.
+            ConnectorLog.PutNotKept(_logger, Description, text);
+        }
+    }
+
+    /// <summary>
+    /// True when the server answers: HEALTH carrying the last key it accepted from us; when HEALTH is refused (the
+    /// connection closed or no answer) but an EXIST of the same key is answered, the server is healthy and only
+    /// refuses HEALTH — some original versions parse or dispatch it differently — and later probes use EXIST.
+    /// </summary>
+    public async ValueTask<bool> PingAsync(CancellationToken cancellationToken)
+    {
+        var key = _probeKey;
+        if (_healthRefused)
+        {
+            return await ExistAnswersAsync(key, cancellationToken).ConfigureAwait(false);
+        }
+        try
+        {
+            return await ExecuteAsync("health", key, static async (connection, key, token) =>
+            {
+                LmRequestHeader.Health(key).WriteTo(connection.RequestBuffer);
+                await connection.Stream.WriteAsync(connection.RequestBuffer.AsMemory(0, LmRequestHeader.Size), token).ConfigureAwait(false);
+                await connection.Stream.ReadExactlyAsync(connection.ReplyBuffer.AsMemory(0, LmReplyHeader.Size), token).ConfigureAwait(false);
+                var reply = LmReplyHeader.Read(connection.ReplyBuffer);
+                return reply.Validate(0) is null && reply.IsSuccess;
+            }, cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is not ObjectDisposedException && !cancellationToken.IsCancellationRequested)
+        {
+            bool answered;
+            try
+            {
+                answered = await ExistAnswersAsync(key, cancellationToken).ConfigureAwait(false);
+            }
+            catch (Exception) when (!cancellationToken.IsCancellationRequested)
+            {
+                answered = false;
+            }
+            if (!answered)
+            {
+                throw;
+            }
+            _healthRefused = true;
+            ConnectorLog.HealthRefused(_logger, Description, ex.Message);
+            return true;
+        }
+    }
+
+    private ValueTask<bool> ExistAnswersAsync(string key, CancellationToken cancellationToken) =>
+        ExecuteAsync("exist", key, static async (connection, key, token) =>
+        {
+            LmRequestHeader.Exist(key).WriteTo(connection.RequestBuffer);
+            await connection.Stream.WriteAsync(connection.RequestBuffer.AsMemory(0, LmRequestHeader.Size), token).ConfigureAwait(false);
+            await connection.Stream.ReadExactlyAsync(connection.ReplyBuffer.AsMemory(0, LmReplyHeader.Size), token).ConfigureAwait(false);
+            return LmReplyHeader.Read(connection.ReplyBuffer).Validate(0) is null;
         }, cancellationToken);
 
     /// <summary>The protocol has no delete command; always false.</summary>
@@ -324,6 +393,7 @@ public sealed class LmConnector : IRemoteConnector
         {
             throw new LmConnectionException($"invalid GET reply for {key}: {error}");
         }
+        _probeKey = key;
         if (!reply.IsSuccess)
         {
             return null;

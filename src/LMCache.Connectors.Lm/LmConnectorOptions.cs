@@ -53,10 +53,11 @@ public sealed class LmConnectorOptions
     public string? TlsCaFile { get; init; }
 
     /// <summary>
-    /// Whether each PUT is followed by a HEALTH on the same connection and completes only when it is answered (one
-    /// extra round trip, tens of microseconds on a LAN, against milliseconds for a chunk). PUT has no reply in the
-    /// protocol: without this, a put completes when its bytes reach the socket, another connection may not see the
-    /// entry yet, and a rejected put goes unnoticed. Works with the original's server too (it answers HEALTH).
+    /// Whether each PUT is followed by an EXIST of the same key on the same connection and completes only when it is
+    /// answered (one extra round trip, tens of microseconds on a LAN, against milliseconds for a chunk). PUT has no
+    /// reply in the protocol: without this, a put completes when its bytes reach the socket, another connection may not
+    /// see the entry yet, and a rejected put goes unnoticed. Works with every version of the original's server (EXIST is
+    /// in every version, and it carries the key the server has just accepted in the PUT).
     /// URL <c>confirm_puts</c>. Defaults to true.
     /// </summary>
     public bool ConfirmPuts { get; init; } = true;

@@ -57,11 +57,17 @@ public readonly record struct LmRequestHeader(
     /// <summary>An EXIST of <paramref name="key"/>.</summary>
     public static LmRequestHeader Exist(string key) => Query(LmCommand.Exist, key);
 
-    /// <summary>A HEALTH probe (empty key).</summary>
-    public static LmRequestHeader Health() => Query(LmCommand.Health, string.Empty);
+    /// <summary>A HEALTH probe carrying <see cref="LmWire.KeylessRequestKey"/> (see there why never an empty key).</summary>
+    public static LmRequestHeader Health() => Query(LmCommand.Health, LmWire.KeylessRequestKey);
 
-    /// <summary>A LIST request (empty key).</summary>
-    public static LmRequestHeader List() => Query(LmCommand.List, string.Empty);
+    /// <summary>
+    /// A HEALTH probe carrying <paramref name="key"/>: a key the server already accepted from this client, so a server
+    /// of any key era (which parses the key of every request) accepts the probe as it accepted that key.
+    /// </summary>
+    public static LmRequestHeader Health(string key) => Query(LmCommand.Health, key);
+
+    /// <summary>A LIST request carrying <see cref="LmWire.KeylessRequestKey"/>.</summary>
+    public static LmRequestHeader List() => Query(LmCommand.List, LmWire.KeylessRequestKey);
 
     /// <summary>An AUTH request announcing <paramref name="tokenBytes"/> token bytes after the header.</summary>
     public static LmRequestHeader Auth(int tokenBytes) =>

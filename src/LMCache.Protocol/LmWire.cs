@@ -9,6 +9,20 @@ public static class LmWire
     /// <summary>The largest <c>fmt</c> value the protocol knows (7 = <c>KV_DSA_INDEX_FMT</c> in the newest original).</summary>
     public const int MaxFormatCode = 7;
 
+    /// <summary>
+    /// The key field of requests that name no chunk (HEALTH, LIST): a syntactically valid key of the original's
+    /// mid/late-2025 form, <c>fmt@model@world_size@worker_id@hash@dtype</c>, with hash 0.
+    /// </summary>
+    /// <remarks>
+    /// The original server parses the key of <em>every</em> request header with <c>CacheEngineKey.from_string</c>
+    /// before it looks at the command, and closes the connection when that raises — an empty (all-space) key field
+    /// included. This key parses there, so HEALTH is answered. No single key parses in every era (the 2026 form,
+    /// <c>model@world_size@worker_id@hash@dtype</c>, wants a dtype where this form has the hash), which is why the
+    /// connector prefers a key the server has already accepted from it and falls back to EXIST when HEALTH is refused.
+    /// Our server does not parse the key of HEALTH or LIST and answers them with any key, an empty one included.
+    /// </remarks>
+    public const string KeylessRequestKey = "vllm@lmcache-keyless@1@0@0@half";
+
     /// <summary>Longest AUTH token in bytes (our extension).</summary>
     public const int MaxTokenBytes = 4096;
 

@@ -48,6 +48,25 @@ internal sealed class LmEntryStore : IMemoryAllocator
         _allocator = new NativeSlabAllocator(capacityBytes);
     }
 
+    /// <summary>
+    /// The text entries are indexed by: the key with its hash in the canonical spelling
+    /// (<see cref="CacheEngineKey.ToCanonical"/>), so every spelling of one key (<c>...@0ab@half</c> and
+    /// <c>...@ab@half</c>, <c>-0</c> and <c>0</c>) names one entry — as in the original server, which indexes by the
+    /// parsed key with an integer hash. Returns <paramref name="text"/> itself when it is already canonical.
+    /// </summary>
+    /// <param name="text">The key text as received.</param>
+    /// <param name="key">The parsed key; replaced by its canonical form (what the spill stores under).</param>
+    public static string Identity(string text, ref CacheEngineKey key)
+    {
+        var canonical = key.ToCanonical();
+        if (ReferenceEquals(canonical.ChunkHash, key.ChunkHash))
+        {
+            return text;
+        }
+        key = canonical;
+        return canonical.ToString();
+    }
+
     /// <summary>The disk tier evicted entries go to; null when spilling is off. Set once, before serving.</summary>
     public LocalDiskBackend? Spill { get; set; }
 

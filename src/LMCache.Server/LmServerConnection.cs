@@ -102,17 +102,19 @@ internal sealed class LmServerConnection
                     failure = $"bad key in {header.Command} '{Truncate(header.Key)}': {error}";
                     return;
                 }
+                var identity = header.Command is LmCommand.Put or LmCommand.Get or LmCommand.Exist
+                    ? LmEntryStore.Identity(header.Key, ref key) : header.Key;
                 payloadTimeout.CancelAfter(Options.PayloadTimeout);
                 switch (header.Command)
                 {
                     case LmCommand.Put:
-                        await PutAsync(stream, header, key, payloadTimeout.Token).ConfigureAwait(false);
+                        await PutAsync(stream, header, identity, key, payloadTimeout.Token).ConfigureAwait(false);
                         break;
                     case LmCommand.Get:
-                        await GetAsync(stream, header.Key, key, payloadTimeout.Token).ConfigureAwait(false);
+                        await GetAsync(stream, identity, key, payloadTimeout.Token).ConfigureAwait(false);
                         break;
                     case LmCommand.Exist:
-                        await ReplyAsync(stream, _server.Store.Contains(header.Key) || _server.Store.Spill?.Contains(key) == true ? LmReplyHeader.Ok : LmReplyHeader.Fail, payloadTimeout.Token).ConfigureAwait(false);
+                        await ReplyAsync(stream, _server.Store.Contains(identity) || _server.Store.Spill?.Contains(key) == true ? LmReplyHeader.Ok : LmReplyHeader.Fail, payloadTimeout.Token).ConfigureAwait(false);
                         break;
                     case LmCommand.Health:
                         await ReplyAsync(stream, LmReplyHeader.Ok, payloadTimeout.Token).ConfigureAwait(false);
@@ -164,7 +166,7 @@ internal sealed class LmServerConnection
         }
     }
 
-    private async Task PutAsync(Stream stream, LmRequestHeader header, CacheEngineKey key, CancellationToken cancellationToken)
+    private async Task PutAsync(Stream stream, LmRequestHeader header, string identity, CacheEngineKey key, CancellationToken cancellationToken)
     {
         var length = header.Length;
         // Keep the real metadata when the header describes exactly the payload (what every LMCache client sends), so
@@ -198,7 +200,7 @@ internal sealed class LmServerConnection
         _server.CountReceived(length);
         // The original decodes code 1 and 2 as float16 and re-encodes 2; store what it would send back.
         var dtype = header.DTypeCode == 1 ? 2 : header.DTypeCode;
-        _server.Store.Commit(header.Key, new StoredEntry(key, block, length, header.Format, dtype, header.Shape, spillable));
+        _server.Store.Commit(identity, new StoredEntry(key, block, length, header.Format, dtype, header.Shape, spillable));
     }
 
     private async Task<MemoryObject?> AllocateAfterSpillAsync(MemoryObjectMetadata metadata, CancellationToken cancellationToken)

@@ -1,3 +1,4 @@
+using LMCache.Core.Keys;
 using LMCache.Testing;
 using LMCache.Testing.Redis;
 
@@ -35,5 +36,34 @@ public sealed class BenchRemoteCommandTests
 
         var keys = await RedisProcess.RunCliAsync(server.Port, null, ["DBSIZE"], ct);
         Assert.Equal("0", keys.Trim());
+    }
+
+    [Fact]
+    public async Task Bench_remote_writes_the_keys_the_original_server_parses()
+    {
+        if (PythonScripts.MissingReason is { } reason)
+        {
+            Assert.Skip(reason);
+        }
+        var ct = TestContext.Current.CancellationToken;
+        // A stand-in for the original's lmcache_server: it parses every request's key with the original's
+        // from_string (fmt@model@world_size@worker_id@hash@dtype) and closes the connection on one it cannot parse.
+        await using var standIn = await OriginalServerStandIn.StartAsync(cancellationToken: ct);
+
+        var result = await CliRunner.RunJsonAsync(
+            "bench", "remote", "--remote-url", standIn.Url, "--chunk-mib", "0.25", "--chunks", "4", "--rounds", "1", "--clients", "2", "--json");
+        Assert.Equal(4, result.GetProperty("verified_reads").GetInt32());
+
+        var stats = await standIn.StopAsync(ct);
+        Assert.Empty(stats.GetProperty("closed").EnumerateArray());
+        var keys = stats.GetProperty("keys").EnumerateArray().Select(k => k.GetString()!).ToList();
+        Assert.NotEmpty(keys);
+        Assert.All(keys, text =>
+        {
+            // The same 6-field form as demo and serve, with the hash spelled as the original spells it.
+            var key = CacheEngineKey.Parse(text);
+            Assert.Equal("bfloat16", key.DType);
+            Assert.Equal(CacheEngineKey.CanonicalHashText(key.ChunkHash), key.ChunkHash);
+        });
     }
 }

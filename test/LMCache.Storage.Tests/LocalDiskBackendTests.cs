@@ -85,6 +85,42 @@ public sealed class LocalDiskBackendTests : IDisposable
     }
 
     [Fact]
+    public async Task Files_written_under_the_old_64_digit_hash_spelling_are_found_by_todays_keys_after_a_restart()
+    {
+        // Keys used to carry the hash as 64 digits; now its leading zeros are dropped, as the original writes them.
+        var canonical = TestChunks.Key(3);
+        var padded = canonical with { ChunkHash = canonical.ChunkHash.PadLeft(64, '0') };
+        Assert.NotEqual(canonical.ChunkHash, padded.ChunkHash);
+        var other = TestChunks.Key(5);
+        var otherPadded = other with { ChunkHash = other.ChunkHash.PadLeft(64, '0') };
+        await using (var disk = Open())
+        {
+            Put(disk, padded, 3);
+            Put(disk, otherPadded, 50);   // an old copy of key 5 ...
+            await disk.FlushAsync();
+            File.SetLastWriteTimeUtc(PathOf(otherPadded), DateTime.UtcNow.AddMinutes(-5));
+            Put(disk, other, 5);          // ... and a newer one under today's spelling
+            await disk.FlushAsync();
+        }
+        await using (var reopened = Open())
+        {
+            Assert.Equal(2, reopened.Count);
+            Assert.Equal(2, await reopened.ContainsPrefixAsync(Keys(3, 5)));
+            await AssertReadsAsync(reopened, 3, 5);   // key 5 reads the newer copy
+            Assert.False(File.Exists(PathOf(otherPadded)));   // the older spelling's file was removed
+            Assert.Equal(2 * FileBytes, reopened.Statistics.UsedBytes);
+        }
+        Assert.Equal(0, _cpu.OutstandingObjects);
+
+        void Put(LocalDiskBackend disk, CacheEngineKey key, int seed)
+        {
+            var chunk = TestChunks.Create(_cpu, seed);
+            disk.SubmitPut(key, chunk);
+            chunk.Release();
+        }
+    }
+
+    [Fact]
     public async Task Recovery_removes_truncated_corrupt_misnamed_and_temporary_files()
     {
         await using (var disk = Open())

@@ -6,7 +6,9 @@ Written from the byte layouts of lmcache/v1/protocol.py (not from our C# code):
   reply    ServerMetaMessage  struct "iiiiiiiii":     code, length, fmt, dtype, shape0..3, location
 Commands PUT=1 (no reply), GET=2, EXIST=3, LIST=4, HEALTH=5; codes 200 = success, 400 = fail.
 
-Usage: python3 lm_client.py HOST PORT SCENARIO   (scenarios: basic, concurrent, malformed, readback, all)
+Usage: python3 lm_client.py HOST PORT SCENARIO
+  against our server: basic, concurrent, malformed, readback, spellings, newest, all
+  against original_server.py (a stand-in for the original's server): keyless
 Prints one line per check and exits non-zero on the first failure. The C# test suite runs it against a real server.
 """
 import hashlib
@@ -15,6 +17,8 @@ import socket
 import struct
 import sys
 import threading
+
+import original_keys
 
 PUT, GET, EXIST, LIST, HEALTH = 1, 2, 3, 4, 5
 SUCCESS, FAIL = 200, 400
@@ -72,8 +76,8 @@ class LmClient:
         self.sock.sendall(pack_request(EXIST, key))
         return self.reply()[0] == SUCCESS
 
-    def health(self):
-        self.sock.sendall(pack_request(HEALTH, ""))
+    def health(self, key=""):
+        self.sock.sendall(pack_request(HEALTH, key))
         return self.reply()[0] == SUCCESS
 
     def list(self):
@@ -239,6 +243,102 @@ def scenario_readback(host, port):
     print("OK readback %d" % count)
 
 
+# What LMCache.NET's HEALTH and LIST carry: a valid key of the mid/late-2025 form with hash 0 (LmWire.KeylessRequestKey,
+# also in make_golden.py), because the original server parses the key of every request.
+KEYLESS = "vllm@lmcache-keyless@1@0@0@half"
+
+
+def scenario_keyless(host, port):
+    """Against original_server.py: an empty-key HEALTH is refused as the original refuses it; a valid key is answered."""
+    c = LmClient(host, port)
+    c.sock.sendall(pack_request(HEALTH, ""))
+    expect_closed(c, "HEALTH with an empty key (the original parses every key and closes on this one)")
+    c = LmClient(host, port)
+    c.sock.sendall(pack_request(LIST, ""))
+    expect_closed(c, "LIST with an empty key")
+    c = LmClient(host, port)
+    check(c.health(KEYLESS), "HEALTH carrying %s is answered 200" % KEYLESS)
+    key = original_keys.key_2025("vllm", "py/model", 1, 0, 0x0abc, "bfloat16")
+    payload, shape = chunk(5)
+    c.put(key, payload, shape=shape)
+    check(c.exist(key), "EXIST of the key just PUT is 200 (the confirmation our connector sends)")
+    check(c.health(key), "HEALTH carrying a data key is answered 200")
+    c.close()
+    print("OK keyless")
+
+
+def spellings(value):
+    """Every way the original or we have written this hash value: format(int, 'x') and zero-padded forms."""
+    text = format(value, "x")
+    sign, digits = ("-", text[1:]) if text.startswith("-") else ("", text)
+    return [sign + digits, sign + "0" + digits, sign + digits.rjust(64, "0")]
+
+
+def spelled_key(hash_text, dtype, tags, layer):
+    """A mid/late-2025 key whose hash field is exactly hash_text."""
+    text = "vllm@py/spell@1@0@%s@%s" % (hash_text, dtype)
+    if layer is not None:
+        text += "@%d" % layer
+    if tags:
+        text += "@" + "@".join("%s%%%s" % (k, v) for k, v in tags)
+    return text
+
+
+def scenario_spellings(host, port):
+    """Against our server: every spelling of one hash names one entry, as in the original server."""
+    c = LmClient(host, port)
+    cases = [
+        (0x0abc, "bfloat16", (), None),
+        (0x0fedcba987654321, "half", (), None),
+        (-0x1a2b, "half", (), None),
+        (0, "float", (), None),
+        (0x7, "bfloat16", (("user", "alice"),), None),
+        (0x42, "bfloat16", (), 3),
+    ]
+    n = 0
+    for value, dtype, tags, layer in cases:
+        forms = [spelled_key(h, dtype, tags, layer) for h in spellings(value)]
+        check(forms[0] == original_keys.key_2025("vllm", "py/spell", 1, 0, value, dtype, tags, layer), "the first form is the original's")
+        if value == 0:
+            forms.append(spelled_key("-0", dtype, tags, layer))
+        for put_form in forms:
+            payload, shape = chunk(100 + n)
+            n += 1
+            c.put(put_form, payload, shape=shape)
+            for get_form in forms:
+                check(c.exist(get_form), "EXIST %s finds the PUT of %s" % (get_form, put_form))
+                got = c.get(get_form)
+                check(got is not None and got[0] == payload, "GET %s returns the bytes PUT as %s" % (get_form, put_form))
+    keys = [k for k in c.list() if k.startswith("vllm@py/spell@")]
+    check(len(keys) == len(cases), "one entry per hash value, not one per spelling: %s" % keys)
+    c.close()
+    print("OK spellings %d" % len(cases))
+
+
+def scenario_newest(host, port):
+    """Against our server: keys of the newest upstream (no fmt field) are served, with layers and tags."""
+    c = LmClient(host, port)
+    keys = [
+        original_keys.key_2026("Qwen/Qwen3-8B", 1, 0, 0x2783dafec1b4e9f0, "bfloat16"),
+        original_keys.key_2026("Qwen/Qwen3-8B", 2, 1, -0x1a2b, "half"),
+        original_keys.key_2026("Qwen/Qwen3-8B", 1, 0, 0x2783dafec1b4e9f0, "bfloat16", layer=5),
+        original_keys.key_2026("Qwen/Qwen3-8B", 1, 0, 0xabc, "bfloat16", tags=(("user", "alice"), ("lang", "en"))),
+    ]
+    for i, key in enumerate(keys):
+        original_keys.parse_2026(key)   # the newest original parses what we send
+        check(not c.exist(key), "EXIST of absent %s is 400" % key)
+        payload, shape = chunk(200 + i)
+        c.put(key, payload, shape=shape)
+        check(c.exist(key), "EXIST of %s after PUT is 200" % key)
+        got = c.get(key)
+        check(got is not None and got[0] == payload, "GET of %s returns the bytes" % key)
+    padded = keys[3].replace("@abc@", "@0abc@")
+    check(c.get(padded) is not None, "another spelling of a newest-format key finds it")
+    check(set(keys) <= set(c.list()), "LIST shows the newest-format keys as written")
+    c.close()
+    print("OK newest %d" % len(keys))
+
+
 def main():
     if len(sys.argv) != 4:
         print(__doc__, file=sys.stderr)
@@ -249,6 +349,9 @@ def main():
         "concurrent": scenario_concurrent,
         "malformed": scenario_malformed,
         "readback": scenario_readback,
+        "keyless": scenario_keyless,
+        "spellings": scenario_spellings,
+        "newest": scenario_newest,
     }
     names = ["basic", "concurrent", "malformed"] if scenario == "all" else [scenario]
     for name in names:

@@ -9,6 +9,9 @@ import struct
 
 KEY = "vllm@meta-llama/Llama-3.1-8B-Instruct@1@0@2783dafec1b4e9f0@bfloat16"
 KEY5 = "vllm@test/model@1@0@" + "ab" * 32
+# HEALTH and LIST name no chunk, but the original server parses every request's key (and closes the connection on an
+# empty one): they carry a valid key of the mid/late-2025 form with hash 0 (LmWire.KeylessRequestKey).
+KEYLESS = "vllm@lmcache-keyless@1@0@0@half"
 SHAPE = (2, 32, 256, 1024)
 
 
@@ -26,8 +29,8 @@ messages = [
     ("request put_llama", request(1, 33554432, 1, 3, 0, SHAPE, KEY)),
     ("request get_llama", request(2, 0, 1, 2, 0, (0, 0, 0, 0), KEY)),
     ("request exist_llama", request(3, 0, 1, 2, 0, (0, 0, 0, 0), KEY)),
-    ("request list", request(4, 0, 1, 2, 0, (0, 0, 0, 0), "")),
-    ("request health", request(5, 0, 1, 2, 0, (0, 0, 0, 0), "")),
+    ("request list", request(4, 0, 1, 2, 0, (0, 0, 0, 0), KEYLESS)),
+    ("request health", request(5, 0, 1, 2, 0, (0, 0, 0, 0), KEYLESS)),
     ("request put_small", request(1, 2048, 1, 3, 0, (2, 2, 4, 64), KEY5)),
     ("request get_small", request(2, 0, 1, 2, 0, (0, 0, 0, 0), KEY5)),
     ("reply hit_llama", reply(200, 33554432, 1, 3, SHAPE, 0)),

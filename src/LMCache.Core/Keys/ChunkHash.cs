@@ -41,6 +41,24 @@ public readonly struct ChunkHash : IEquatable<ChunkHash>
         Convert.TryToHexStringLower(bytes, chars, out _);
     });
 
+    /// <summary>
+    /// The hash as it appears in a cache key: the original's <c>f"{chunk_hash:x}"</c> of the hash read as one unsigned
+    /// big-endian integer — lower-case hex without leading zeros (<c>"0"</c> for an all-zero hash). The original's
+    /// mid/late-2025 keys carry the hash as a Python int rendered this way, so a key we write for a hash is the text the
+    /// original computes for the same hash value (about one hash in 16 starts with a zero nibble, which the fixed-width
+    /// <see cref="ToString"/> form would spell differently).
+    /// </summary>
+    public string ToKeyText()
+    {
+        var hex = ToString();
+        var start = 0;
+        while (start < hex.Length - 1 && hex[start] == '0')
+        {
+            start++;
+        }
+        return start == 0 ? hex : hex[start..];
+    }
+
     /// <summary>Parses exactly 64 hex digits.</summary>
     public static bool TryParse(ReadOnlySpan<char> hex, out ChunkHash hash)
     {

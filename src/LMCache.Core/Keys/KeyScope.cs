@@ -8,7 +8,11 @@ namespace LMCache.Core.Keys;
 /// <param name="ModelName">Model identifier (no <c>@</c>).</param>
 /// <param name="WorldSize">Parallel world size.</param>
 /// <param name="WorkerId">This worker's rank.</param>
-/// <param name="DType">Optional dtype token; null writes the 5-field key form.</param>
+/// <param name="DType">
+/// The KV dtype token (<c>bfloat16</c>, <c>half</c>, ...): the original's mid/late-2025 6-field key form, which every
+/// command of ours writes. Null writes the older 5-field form, which that original cannot parse (kept for tests and
+/// for reading old entries).
+/// </param>
 public sealed record KeyScope(string Format, string ModelName, int WorldSize = 1, int WorkerId = 0, string? DType = null)
 {
     /// <summary>Validates the fields (no <c>@</c>, positive world size, worker id in range).</summary>
@@ -28,6 +32,9 @@ public sealed record KeyScope(string Format, string ModelName, int WorldSize = 1
         }
     }
 
-    /// <summary>The key of the chunk whose hash is <paramref name="hash"/>.</summary>
-    public CacheEngineKey MakeKey(in ChunkHash hash) => new(Format, ModelName, WorldSize, WorkerId, hash.ToString(), DType);
+    /// <summary>
+    /// The key of the chunk whose hash is <paramref name="hash"/>, with the hash spelled as the original spells the same
+    /// value (<see cref="ChunkHash.ToKeyText"/>), so a Python engine computing the same hash writes the same key text.
+    /// </summary>
+    public CacheEngineKey MakeKey(in ChunkHash hash) => new(Format, ModelName, WorldSize, WorkerId, hash.ToKeyText(), DType);
 }

@@ -400,6 +400,12 @@ public sealed class LocalDiskBackend : IListableBackend, IPinnableBackend, IStor
         return chunk;
     }
 
+    // The file's key is the requested key, or another spelling of its hash (a file written before keys dropped the
+    // hash's leading zeros, indexed under the canonical key at start).
+    private static bool SameKey(string storedKey, CacheEngineKey key) =>
+        storedKey == key.ToString()
+        || (CacheEngineKey.TryParse(storedKey, out var stored) && stored.ToCanonical() == key.ToCanonical());
+
     private static string? ReadInto(DiskEntry entry, CacheEngineKey key, MemoryObject chunk)
     {
         using var handle = File.OpenHandle(entry.Path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
@@ -415,7 +421,7 @@ public sealed class LocalDiskBackend : IListableBackend, IPinnableBackend, IStor
             {
                 return reason;
             }
-            if (metadata != entry.Metadata || length != chunk.Length || storedKey != key.ToString())
+            if (metadata != entry.Metadata || length != chunk.Length || !SameKey(storedKey, key))
             {
                 return "header does not match the index";
             }
@@ -594,12 +600,21 @@ public sealed class LocalDiskBackend : IListableBackend, IPinnableBackend, IStor
                 removed += TryDelete(path) ? 1 : 0;
                 continue;
             }
-            recovered.Add((key, new DiskEntry(path, metadata, fileBytes), File.GetLastWriteTimeUtc(path)));
+            // Indexed under the canonical spelling of its hash: files written before keys carried the original's
+            // spelling (64 digits, leading zeros kept) are found by the keys written now, which drop the zeros.
+            recovered.Add((key.ToCanonical(), new DiskEntry(path, metadata, fileBytes), File.GetLastWriteTimeUtc(path)));
         }
         long bytes = 0;
         var kept = new List<(CacheEngineKey Key, DiskEntry Entry)>(recovered.Count);
+        var seen = new HashSet<CacheEngineKey>();
         foreach (var (key, entry, _) in recovered.OrderByDescending(r => r.Written))
         {
+            if (!seen.Add(key))
+            {
+                // Two spellings of one key on disk (written before and after the spelling changed): keep the newer.
+                removed += TryDelete(entry.Path) ? 1 : 0;
+                continue;
+            }
             if (_reservedBytes + entry.FileBytes > CapacityBytes)
             {
                 // The capacity shrank since the last run: keep the most recent entries that fit.

@@ -150,15 +150,103 @@ public sealed class CacheEngineKeyTests
     }
 
     [Fact]
-    public void Key_scope_makes_keys_with_the_64_digit_hash_and_optional_dtype()
+    public void Key_scope_makes_keys_with_the_hash_spelled_as_the_original_and_optional_dtype()
     {
-        var hash = new ChunkHash(Enumerable.Range(0, 32).Select(i => (byte)(i * 9)).ToArray());
+        var hash = new ChunkHash(Enumerable.Range(0, 32).Select(i => (byte)(i * 9)).ToArray());   // starts 00 09 12 ...
         var plain = new KeyScope("vllm", "org/model", 4, 2).MakeKey(hash);
-        Assert.Equal("vllm@org/model@4@2@" + hash, plain.ToString());
-        Assert.Equal(64, plain.ChunkHash.Length);
+        Assert.Equal("vllm@org/model@4@2@" + hash.ToString().TrimStart('0'), plain.ToString());
+        Assert.Equal(61, plain.ChunkHash.Length);   // "0009…": three leading zeros dropped, as format(int, 'x') does
         var typed = new KeyScope("vllm", "org/model", 4, 2, "bfloat16").MakeKey(hash);
-        Assert.Equal("vllm@org/model@4@2@" + hash + "@bfloat16", typed.ToString());
+        Assert.Equal("vllm@org/model@4@2@" + hash.ToKeyText() + "@bfloat16", typed.ToString());
         Assert.Equal(typed, CacheEngineKey.Parse(typed.ToString()));
+    }
+
+    [Theory]
+    // Expected values are Python's format(int.from_bytes(bytes.fromhex(h), "big"), "x").
+    [InlineData("2783dafec1b4e9f00a1b2c3d4e5f60718293a4b5c6d7e8f90123456789abcdef", "2783dafec1b4e9f00a1b2c3d4e5f60718293a4b5c6d7e8f90123456789abcdef")]
+    [InlineData("02783dafec1b4e9f0a1b2c3d4e5f60718293a4b5c6d7e8f90123456789abcdef", "2783dafec1b4e9f0a1b2c3d4e5f60718293a4b5c6d7e8f90123456789abcdef")]
+    [InlineData("0000000000000000000000000000000000000000000000000000000000000abc", "abc")]
+    [InlineData("0000000000000000000000000000000000000000000000000000000000000000", "0")]
+    [InlineData("f000000000000000000000000000000000000000000000000000000000000000", "f000000000000000000000000000000000000000000000000000000000000000")]
+    public void Chunk_hash_key_text_is_the_originals_format_x(string hex, string expected)
+    {
+        Assert.True(ChunkHash.TryParse(hex, out var hash));
+        Assert.Equal(hex, hash.ToString());
+        Assert.Equal(expected, hash.ToKeyText());
+    }
+
+    [Theory]
+    [InlineData("abc", "abc")]
+    [InlineData("0abc", "abc")]
+    [InlineData("0000abc", "abc")]
+    [InlineData("0", "0")]
+    [InlineData("000", "0")]
+    [InlineData("-0", "0")]
+    [InlineData("-000", "0")]
+    [InlineData("-1a2b", "-1a2b")]
+    [InlineData("-001a2b", "-1a2b")]
+    [InlineData("10", "10")]
+    public void Canonical_hash_text_is_pythons_format_of_int_base_16(string text, string expected)
+    {
+        Assert.Equal(expected, CacheEngineKey.CanonicalHashText(text));
+        if (text == expected)
+        {
+            Assert.Same(text, CacheEngineKey.CanonicalHashText(text));   // no copy when already canonical
+        }
+    }
+
+    [Theory]
+    [InlineData("vllm@m@1@0@00ab@half", "vllm@m@1@0@ab@half")]
+    [InlineData("vllm@m@1@0@" + "000000000000000000000000000000000000000000000000000000000000abcd", "vllm@m@1@0@abcd")]
+    [InlineData("vllm@m@2@1@-0001a2b@half@t%1", "vllm@m@2@1@-1a2b@half@t%1")]
+    [InlineData("vllm@m@1@0@-0@float", "vllm@m@1@0@0@float")]
+    [InlineData("vllm@m@1@0@0042@bfloat16@3@u%x", "vllm@m@1@0@42@bfloat16@3@u%x")]
+    [InlineData("Qwen/Qwen3-8B@1@0@0abc@bfloat16", "Qwen/Qwen3-8B@1@0@abc@bfloat16")]
+    public void Every_spelling_of_a_hash_has_one_canonical_key(string spelled, string canonical)
+    {
+        var key = CacheEngineKey.Parse(spelled);
+        Assert.Equal(spelled, key.ToString());   // the text as written survives parsing
+        Assert.NotEqual(CacheEngineKey.Parse(canonical), key);
+        Assert.Equal(CacheEngineKey.Parse(canonical), key.ToCanonical());
+        Assert.Equal(canonical, key.ToCanonical().ToString());
+        Assert.Equal(CacheEngineKey.Parse(canonical), CacheEngineKey.Parse(canonical).ToCanonical());
+    }
+
+    [Theory]
+    [InlineData("Qwen/Qwen3-8B@1@0@2783dafec1b4e9f0@bfloat16", "Qwen/Qwen3-8B", 1, 0, "2783dafec1b4e9f0", "bfloat16", null, null)]
+    [InlineData("m@2@1@-1a2b@half", "m", 2, 1, "-1a2b", "half", null, null)]
+    [InlineData("m@1@0@abc@fp8_e4m3fn@5", "m", 1, 0, "abc", "fp8_e4m3fn", 5, null)]
+    [InlineData("m@1@0@abc@bfloat16@user%alice@lang%en", "m", 1, 0, "abc", "bfloat16", null, "user%alice@lang%en")]
+    [InlineData("m@1@0@abc@bfloat16@31@user%alice", "m", 1, 0, "abc", "bfloat16", 31, "user%alice")]
+    [InlineData("org/m@8@7@0@int8", "org/m", 8, 7, "0", "int8", null, null)]
+    public void The_newest_upstream_form_without_fmt_parses_and_round_trips(
+        string text, string model, int worldSize, int workerId, string hash, string dtype, int? layer, string? tags)
+    {
+        Assert.True(CacheEngineKey.TryParse(text, out var key, out var error), error);
+        Assert.Equal(string.Empty, key.Format);
+        Assert.Equal(model, key.ModelName);
+        Assert.Equal(worldSize, key.WorldSize);
+        Assert.Equal(workerId, key.WorkerId);
+        Assert.Equal(hash, key.ChunkHash);
+        Assert.Equal(dtype, key.DType);
+        Assert.Equal(layer, key.LayerId);
+        Assert.Equal(tags, key.Tags);
+        Assert.Equal(text, key.ToString());
+        // The same fields with a format are the mid/late-2025 key, a different identity (as in the original).
+        Assert.NotEqual(key, CacheEngineKey.Parse("vllm@" + text));
+    }
+
+    [Theory]
+    [InlineData("m@0@0@ab@half", "world_size '0'")]
+    [InlineData("m@1@x@ab@half", "worker_id 'x'")]
+    [InlineData("@1@0@ab@half", "model name must not be empty")]
+    [InlineData("m@1@0@ab@half@notatag", "'notatag' is not a name%value tag")]
+    [InlineData("m@1@0@ab@half@99999999999", "layer id '99999999999'")]
+    [InlineData("vllm@1@1@0@AB", "chunk hash 'AB'")]   // not a dtype token: an older key with a bad hash
+    public void Malformed_keys_of_the_newest_form_are_rejected_with_the_problem(string text, string expected)
+    {
+        Assert.False(CacheEngineKey.TryParse(text, out _, out var error));
+        Assert.Contains(expected, error, StringComparison.Ordinal);
     }
 
     [Fact]

@@ -166,7 +166,7 @@ internal static class RemoteBench
         var metadata = new MemoryObjectMetadata(KvShape.Kv2Ltd(32, s.ChunkBytes / BytesPerToken, 1024), KvDType.BFloat16, MemoryFormat.KV2LTD);
         var tiny = new MemoryObjectMetadata(KvShape.Kv2Ltd(1, 1, 64), KvDType.BFloat16, MemoryFormat.KV2LTD);
         using var allocator = new NativeSlabAllocator((long)s.ChunkBytes * (s.Chunks + s.Clients * s.Batch + 2) + (16L << 20));
-        var scope = new KeyScope("vllm", "lmcache-bench");
+        var scope = new KeyScope("vllm", "lmcache-bench", DType: metadata.DType.ToKeyToken());   // the 6-field form every command writes
         var run = Guid.NewGuid().ToByteArray();
         var keys = Enumerable.Range(0, s.Chunks).Select(i => scope.MakeKey(Hash(run, i))).ToArray();
         var lookupKeys = Enumerable.Range(0, LookupChunks).Select(i => scope.MakeKey(Hash(run, 1_000_000 + i))).ToArray();

@@ -75,7 +75,7 @@ internal static class StorageBench
         }
         var destination = GC.AllocateUninitializedArray<byte>(chunkBytes, pinned: true);
         var keys = new CacheEngineKey[settings.Chunks];
-        var scope = new KeyScope("vllm", "bench/model");
+        var scope = new KeyScope("vllm", "bench/model", DType: settings.Chunk.DType.ToKeyToken());   // the 6-field form every command writes
         for (var i = 0; i < keys.Length; i++)
         {
             keys[i] = scope.MakeKey(new ChunkHash(SHA256.HashData(BitConverter.GetBytes(i))));
