@@ -30,6 +30,9 @@ namespace LMCache.Server;
 public sealed class LmServer : IAsyncDisposable
 {
     private readonly ConcurrentDictionary<long, Task> _connections = new();
+    private readonly Lock _admission = new();
+    private readonly Dictionary<long, LmServerConnection> _open = [];        // connections holding a slot, under _admission
+    private readonly Dictionary<IPAddress, int> _perClient = [];             // slots per client address, under _admission
     private readonly CancellationTokenSource _shutdown = new();
     private readonly Meter _meter;
     private Socket? _listener;
@@ -259,11 +262,10 @@ public sealed class LmServer : IAsyncDisposable
                 await Task.Delay(100, CancellationToken.None).ConfigureAwait(false);
                 continue;
             }
-            var active = Interlocked.Increment(ref _activeConnections);
-            if (active > Options.MaxConnections)
+            var id = Interlocked.Increment(ref _nextConnectionId);
+            var connection = new LmServerConnection(this, socket, id);
+            if (!TryAdmit(connection))
             {
-                Interlocked.Decrement(ref _activeConnections);
-                ServerLog.ConnectionLimit(Logger, socket.RemoteEndPoint, (int)active - 1, Options.MaxConnections);
                 socket.Dispose();
                 continue;
             }
@@ -274,8 +276,6 @@ public sealed class LmServer : IAsyncDisposable
                 socket.SendBufferSize = Options.SocketBufferBytes;
                 socket.ReceiveBufferSize = Options.SocketBufferBytes;
             }
-            var id = Interlocked.Increment(ref _nextConnectionId);
-            var connection = new LmServerConnection(this, socket, id);
             _connections[id] = RunConnectionAsync(connection, id, token);
         }
     }
@@ -289,9 +289,95 @@ public sealed class LmServer : IAsyncDisposable
         }
         finally
         {
-            Interlocked.Decrement(ref _activeConnections);
+            ReleaseSlot(connection);
             _connections.TryRemove(id, out _);
         }
+    }
+
+    /// <summary>
+    /// Gives <paramref name="connection"/> a slot, within <see cref="LmServerOptions.MaxConnections"/> and
+    /// <see cref="LmServerOptions.MaxConnectionsPerClient"/>. At a limit the oldest connection that has not completed a
+    /// request yet (of the same client address when the per-client limit is the one reached) is closed to make room,
+    /// so idle sockets cannot lock working clients out; when there is none the newcomer is refused.
+    /// </summary>
+    private bool TryAdmit(LmServerConnection connection)
+    {
+        LmServerConnection? victim = null;
+        lock (_admission)
+        {
+            var address = connection.ClientAddress;
+            _perClient.TryGetValue(address, out var fromClient);
+            var active = _open.Count;
+            if (fromClient >= Options.MaxConnectionsPerClient)
+            {
+                victim = OldestPending(address);
+                if (victim is null)
+                {
+                    ServerLog.ClientConnectionLimit(Logger, connection.Remote, fromClient, Options.MaxConnectionsPerClient);
+                    return false;
+                }
+            }
+            else if (active >= Options.MaxConnections)
+            {
+                victim = OldestPending(null);
+                if (victim is null)
+                {
+                    ServerLog.ConnectionLimit(Logger, connection.Remote, active, Options.MaxConnections);
+                    return false;
+                }
+            }
+            if (victim is not null)
+            {
+                ReleaseSlotLocked(victim);
+            }
+            _open[connection.Id] = connection;
+            _perClient[address] = _perClient.GetValueOrDefault(address) + 1;
+            Interlocked.Increment(ref _activeConnections);
+        }
+        // Outside the lock: closing a socket can take a moment and the victim's own task does the rest.
+        victim?.Shed();
+        return true;
+    }
+
+    private LmServerConnection? OldestPending(IPAddress? address)
+    {
+        // Linear in open connections, and only run at a limit: cheaper than keeping an ordered index on every accept.
+        LmServerConnection? oldest = null;
+        foreach (var candidate in _open.Values)
+        {
+            if (candidate.IsAwaitingFirstRequest && (address is null || candidate.ClientAddress.Equals(address))
+                && (oldest is null || candidate.Id < oldest.Id))
+            {
+                oldest = candidate;
+            }
+        }
+        return oldest;
+    }
+
+    private void ReleaseSlot(LmServerConnection connection)
+    {
+        lock (_admission)
+        {
+            ReleaseSlotLocked(connection);
+        }
+    }
+
+    private void ReleaseSlotLocked(LmServerConnection connection)
+    {
+        if (!_open.Remove(connection.Id))
+        {
+            return;   // already released (shed to make room, then ended)
+        }
+        var left = _perClient[connection.ClientAddress] - 1;
+        if (left == 0)
+        {
+            _perClient.Remove(connection.ClientAddress);
+        }
+        else
+        {
+            _perClient[connection.ClientAddress] = left;
+        }
+        Interlocked.Decrement(ref _activeConnections);
     }
 
     private async Task StartMetricsAsync(IPAddress address, int port, CancellationToken cancellationToken)

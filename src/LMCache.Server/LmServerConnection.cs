@@ -30,6 +30,9 @@ internal sealed class LmServerConnection
     private readonly EndPoint? _remote;
     private readonly byte[] _header = new byte[LmRequestHeader.Size];
     private readonly byte[] _reply = new byte[LmReplyHeader.Size];
+    private volatile bool _awaitingFirstRequest = true;
+    private volatile string? _shedReason;
+    private string _waitingFor = "the TLS handshake";
 
     public LmServerConnection(LmServer server, Socket socket, long id)
     {
@@ -37,6 +40,26 @@ internal sealed class LmServerConnection
         _socket = socket;
         _id = id;
         _remote = socket.RemoteEndPoint;
+        var address = (_remote as IPEndPoint)?.Address ?? IPAddress.None;
+        ClientAddress = address.IsIPv4MappedToIPv6 ? address.MapToIPv4() : address;
+    }
+
+    /// <summary>Accept order: a smaller id connected earlier.</summary>
+    public long Id => _id;
+
+    public EndPoint? Remote => _remote;
+
+    /// <summary>The client's address, the unit of per-client fairness (IPv4-mapped IPv6 addresses as IPv4).</summary>
+    public IPAddress ClientAddress { get; }
+
+    /// <summary>True until the first complete request header arrived: such a connection may be shed to make room.</summary>
+    public bool IsAwaitingFirstRequest => _awaitingFirstRequest;
+
+    /// <summary>Closes this connection (from the accept loop) to give its slot to a newcomer.</summary>
+    public void Shed()
+    {
+        _shedReason = "closed to make room for a new connection: no complete request yet while the server or its client was at the connection limit";
+        _socket.Dispose();   // the pending read ends with an exception and RunAsync logs the reason above
     }
 
     private LmServerOptions Options => _server.Options;
@@ -64,12 +87,7 @@ internal sealed class LmServerConnection
             var authenticated = Options.AuthToken is null;
             while (true)
             {
-                if (!authenticated)
-                {
-                    payloadTimeout.CancelAfter(Options.HandshakeTimeout);
-                }
-                var read = await stream.ReadAtLeastAsync(_header, LmRequestHeader.Size, throwOnEndOfStream: false,
-                    authenticated ? shutdown : payloadTimeout.Token).ConfigureAwait(false);
+                var read = await ReadHeaderAsync(stream, authenticated, payloadTimeout, shutdown).ConfigureAwait(false);
                 if (read == 0)
                 {
                     ServerLog.ConnectionClosed(Logger, _id, _remote);
@@ -80,6 +98,7 @@ internal sealed class LmServerConnection
                     failure = $"disconnected in the middle of a request header ({read} of {LmRequestHeader.Size} bytes)";
                     return;
                 }
+                _awaitingFirstRequest = false;
                 if (!LmRequestHeader.TryRead(_header, out var header, out var error))
                 {
                     failure = $"malformed request header: {error}";
@@ -103,6 +122,7 @@ internal sealed class LmServerConnection
                     return;
                 }
                 payloadTimeout.CancelAfter(Options.PayloadTimeout);
+                _waitingFor = $"the {header.Command} payload";
                 switch (header.Command)
                 {
                     case LmCommand.Put:
@@ -136,9 +156,13 @@ internal sealed class LmServerConnection
         {
             // Server stopping.
         }
+        catch (Exception) when (_shedReason is not null)
+        {
+            failure = _shedReason;
+        }
         catch (OperationCanceledException)
         {
-            failure = "timed out waiting for the client (payload or handshake)";
+            failure = $"timed out waiting for {_waitingFor}";
         }
         catch (EndOfStreamException)
         {
@@ -146,7 +170,7 @@ internal sealed class LmServerConnection
         }
         catch (Exception ex) when (ex is IOException or SocketException or AuthenticationException or ObjectDisposedException)
         {
-            failure = ex is IOException { InnerException: SocketException inner } ? inner.Message : ex.Message;
+            failure = _shedReason ?? (ex is IOException { InnerException: SocketException inner } ? inner.Message : ex.Message);
         }
         catch (Exception ex)
         {
@@ -162,6 +186,40 @@ internal sealed class LmServerConnection
             }
             await stream.DisposeAsync().ConfigureAwait(false);
         }
+    }
+
+    /// <summary>
+    /// Reads one request header; 0 when the client closed cleanly before it. Limits: before AUTH, the handshake
+    /// timeout; the first request, <see cref="LmServerOptions.IdleTimeout"/> from now; a later one may be awaited
+    /// forever (an engine's pooled connection idles between requests) but, once its first byte arrived, must be
+    /// complete within <see cref="LmServerOptions.IdleTimeout"/>.
+    /// </summary>
+    private async ValueTask<int> ReadHeaderAsync(Stream stream, bool authenticated, CancellationTokenSource timeout, CancellationToken shutdown)
+    {
+        if (!authenticated)
+        {
+            _waitingFor = "AUTH";
+            timeout.CancelAfter(Options.HandshakeTimeout);
+            return await stream.ReadAtLeastAsync(_header, LmRequestHeader.Size, throwOnEndOfStream: false, timeout.Token).ConfigureAwait(false);
+        }
+        var read = 0;
+        if (!_awaitingFirstRequest)
+        {
+            _waitingFor = "the next request";
+            read = await stream.ReadAtLeastAsync(_header.AsMemory(0, 1), 1, throwOnEndOfStream: false, shutdown).ConfigureAwait(false);
+            if (read == 0)
+            {
+                return 0;
+            }
+            _waitingFor = "the rest of a request header";
+        }
+        else
+        {
+            _waitingFor = "the first request (idle connection)";
+        }
+        timeout.CancelAfter(Options.IdleTimeout);
+        read += await stream.ReadAtLeastAsync(_header.AsMemory(read), LmRequestHeader.Size - read, throwOnEndOfStream: false, timeout.Token).ConfigureAwait(false);
+        return read;
     }
 
     private async Task PutAsync(Stream stream, LmRequestHeader header, CacheEngineKey key, CancellationToken cancellationToken)

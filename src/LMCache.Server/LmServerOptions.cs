@@ -40,8 +40,29 @@ public sealed class LmServerOptions
     /// <summary>Size limit of the spill folder in bytes (<c>--disk-size</c>, GiB on the command line). Defaults to 0 (required with <see cref="SpillFolder"/>).</summary>
     public long SpillCapacityBytes { get; set; }
 
-    /// <summary>Connections served at once; further ones are closed on accept and logged. Defaults to 1024.</summary>
+    /// <summary>
+    /// Connections served at once (<c>--max-connections</c>). At the limit a new connection takes the slot of the
+    /// oldest connection that has not completed a request yet (an idle socket cannot keep a working client out); when
+    /// every open connection has completed a request the new one is closed on accept and logged. Defaults to 1024.
+    /// </summary>
     public int MaxConnections { get; set; } = 1024;
+
+    /// <summary>
+    /// Connections one client address may hold at once (<c>--max-connections-per-client</c>), so that one host cannot
+    /// take every slot. At the limit a new connection from that address takes the slot of its own oldest connection
+    /// that has not completed a request yet, or is closed on accept. Values above <see cref="MaxConnections"/> mean
+    /// no per-client limit. Defaults to 256 (an engine opens 4 by default; 64 engines on one host fit).
+    /// </summary>
+    public int MaxConnectionsPerClient { get; set; } = 256;
+
+    /// <summary>
+    /// Longest time a connection may take to send a complete request header: its first one counted from the
+    /// connection's opening (after the TLS handshake), and any later one from its first byte (<c>--idle-timeout</c>,
+    /// seconds on the command line). A connection that has completed a request may then stay idle between requests
+    /// for as long as it likes (engines keep pooled connections open). <see cref="Timeout.InfiniteTimeSpan"/> turns
+    /// the limit off. Defaults to 10 s (the original has no limit: idle sockets hold their thread forever).
+    /// </summary>
+    public TimeSpan IdleTimeout { get; set; } = TimeSpan.FromSeconds(10);
 
     /// <summary>
     /// Longest time one payload may take to arrive (PUT) or leave (GET, LIST) once its header was read. A client
@@ -98,6 +119,14 @@ public sealed class LmServerOptions
         if (MaxConnections < 1)
         {
             problems.Add($"max connections {MaxConnections} must be at least 1");
+        }
+        if (MaxConnectionsPerClient < 1)
+        {
+            problems.Add($"max connections per client {MaxConnectionsPerClient} must be at least 1");
+        }
+        if (IdleTimeout <= TimeSpan.Zero && IdleTimeout != Timeout.InfiniteTimeSpan)
+        {
+            problems.Add($"idle timeout {IdleTimeout} must be positive (or infinite to turn it off)");
         }
         if (PayloadTimeout <= TimeSpan.Zero || HandshakeTimeout <= TimeSpan.Zero)
         {
