@@ -43,7 +43,7 @@ public sealed class MemoryBoundTests : IClassFixture<ServerFixture>
         var end = await SettledWorkingSetAsync();
         var grownMb = (end - start) / 1e6;
         var report = $"working set: start {start / 1e6:0} MB, peak after a request {peak / 1e6:0} MB, end {end / 1e6:0} MB (+{grownMb:0} MB)";
-        TestContext.Current.SendDiagnosticMessage(report);
+        TestContext.Current.TestOutputHelper?.WriteLine(report);
         Assert.True(grownMb < 300, $"the working set grew by {grownMb:0} MB over 20 rejected 10 MiB prompts; {report}");
     }
 
@@ -55,7 +55,7 @@ public sealed class MemoryBoundTests : IClassFixture<ServerFixture>
         var text = await response.Content.ReadAsStringAsync(Ct);
         Assert.True(response.StatusCode == HttpStatusCode.BadRequest, $"{path}: expected 400, got {(int)response.StatusCode}: {text}");
         using var error = JsonDocument.Parse(text);
-        Assert.Equal("context_length_exceeded", error.RootElement.GetProperty("error").GetProperty("code").GetString());
+        Assert.Contains("maximum context length", error.RootElement.GetProperty("error").GetProperty("message").GetString(), StringComparison.Ordinal);
     }
 
     /// <summary>Writes a request whose prompt is <paramref name="promptBytes"/> of random ASCII words (a new text per seed) into <paramref name="body"/>.</summary>
