@@ -339,19 +339,30 @@ public sealed class LmServer : IAsyncDisposable
         return true;
     }
 
+    /// <summary>
+    /// The connection to shed: one without a complete request yet, of <paramref name="address"/> when given, else of
+    /// the client holding the most slots (the flooder pays, not a client that happens to be connecting); the oldest
+    /// among those. Null when every candidate has completed a request.
+    /// </summary>
     private LmServerConnection? OldestPending(IPAddress? address)
     {
         // Linear in open connections, and only run at a limit: cheaper than keeping an ordered index on every accept.
-        LmServerConnection? oldest = null;
+        LmServerConnection? chosen = null;
+        var chosenWeight = -1;
         foreach (var candidate in _open.Values)
         {
-            if (candidate.IsAwaitingFirstRequest && (address is null || candidate.ClientAddress.Equals(address))
-                && (oldest is null || candidate.Id < oldest.Id))
+            if (!candidate.IsAwaitingFirstRequest || (address is not null && !candidate.ClientAddress.Equals(address)))
             {
-                oldest = candidate;
+                continue;
+            }
+            var weight = address is null ? _perClient[candidate.ClientAddress] : 0;
+            if (weight > chosenWeight || (weight == chosenWeight && candidate.Id < chosen!.Id))
+            {
+                chosen = candidate;
+                chosenWeight = weight;
             }
         }
-        return oldest;
+        return chosen;
     }
 
     private void ReleaseSlot(LmServerConnection connection)

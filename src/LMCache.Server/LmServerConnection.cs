@@ -205,11 +205,12 @@ internal sealed class LmServerConnection
         var read = 0;
         if (!_awaitingFirstRequest)
         {
+            // Whatever has arrived, up to one header (usually all of it: one read, as before the idle timeout).
             _waitingFor = "the next request";
-            read = await stream.ReadAtLeastAsync(_header.AsMemory(0, 1), 1, throwOnEndOfStream: false, shutdown).ConfigureAwait(false);
-            if (read == 0)
+            read = await stream.ReadAsync(_header, shutdown).ConfigureAwait(false);
+            if (read is 0 or LmRequestHeader.Size)
             {
-                return 0;
+                return read;
             }
             _waitingFor = "the rest of a request header";
         }
