@@ -84,7 +84,9 @@ public sealed class OpenAiServerOptions
 /// The OpenAI-compatible HTTP server: <c>POST /v1/chat/completions</c>, <c>POST /v1/completions</c> (streaming
 /// SSE or not, logprobs, stop, seed, temperature, top_p, max_tokens, vLLM's <c>cache_salt</c> and
 /// <c>ignore_eos</c>), <c>GET /v1/models</c>, <c>GET /health</c>, <c>GET /metrics</c> (Prometheus). Client errors are
-/// answered 400 with OpenAI's error object; requests queue on the engine.
+/// answered with OpenAI's error object — 400 (malformed or wrongly typed fields, prompts over the context), 404
+/// (another model), 408 (a body arriving too slowly), 413 (a body over the limit) — never 500; requests queue on the
+/// engine. Memory per request is bounded by its body (see <see cref="OpenAiServerOptions.MaxPromptBytes"/>).
 /// </summary>
 public sealed partial class OpenAiServer : IAsyncDisposable
 {
