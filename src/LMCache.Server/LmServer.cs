@@ -37,6 +37,7 @@ public sealed class LmServer : IAsyncDisposable
     private readonly Meter _meter;
     private Socket? _listener;
     private Task? _acceptLoop;
+    private Task? _idleSweep;
     private WebApplication? _metricsApp;
     private long _nextConnectionId;
     private long _activeConnections;
@@ -125,6 +126,10 @@ public sealed class LmServer : IAsyncDisposable
         }
         ServerLog.Listening(Logger, Endpoint, Store.Capacity, MaxPayloadBytes, Options.TlsCertificate is not null, AuthTokenBytes is not null);
         _acceptLoop = Task.Run(AcceptLoopAsync, CancellationToken.None);
+        if (Options.IdleTimeout != Timeout.InfiniteTimeSpan)
+        {
+            _idleSweep = Task.Run(IdleSweepAsync, CancellationToken.None);
+        }
         return Endpoint;
     }
 
@@ -192,6 +197,10 @@ public sealed class LmServer : IAsyncDisposable
         if (_acceptLoop is not null)
         {
             await _acceptLoop.ConfigureAwait(false);
+        }
+        if (_idleSweep is not null)
+        {
+            await _idleSweep.ConfigureAwait(false);
         }
         await Task.WhenAll(_connections.Values).WaitAsync(cancellationToken).ConfigureAwait(false);
         if (_metricsApp is not null)
@@ -296,9 +305,10 @@ public sealed class LmServer : IAsyncDisposable
 
     /// <summary>
     /// Gives <paramref name="connection"/> a slot, within <see cref="LmServerOptions.MaxConnections"/> and
-    /// <see cref="LmServerOptions.MaxConnectionsPerClient"/>. At a limit the oldest connection that has not completed a
-    /// request yet (of the same client address when the per-client limit is the one reached) is closed to make room,
-    /// so idle sockets cannot lock working clients out; when there is none the newcomer is refused.
+    /// <see cref="LmServerOptions.MaxConnectionsPerClient"/>. At a limit a connection that has not completed a request
+    /// yet is closed to make room (of the same client address when the per-client limit is the one reached, else of
+    /// the client holding the most slots), so idle sockets cannot lock working clients out; when there is none the
+    /// newcomer is refused.
     /// </summary>
     private bool TryAdmit(LmServerConnection connection)
     {
@@ -335,8 +345,55 @@ public sealed class LmServer : IAsyncDisposable
             Interlocked.Increment(ref _activeConnections);
         }
         // Outside the lock: closing a socket can take a moment and the victim's own task does the rest.
-        victim?.Shed();
+        victim?.Shed("closed to make room for a new connection: no complete request yet while the server or its client was at the connection limit");
         return true;
+    }
+
+    /// <summary>
+    /// Closes connections that have not completed a request within <see cref="LmServerOptions.IdleTimeout"/> of
+    /// opening, while the server is busy: at least half of <see cref="LmServerOptions.MaxConnections"/> open, or, for
+    /// one client address, at least half of <see cref="LmServerOptions.MaxConnectionsPerClient"/>. Below that an idle
+    /// connection is left alone, because the original's engines connect at start-up, may send their first request
+    /// hours later, and never reconnect; at a limit a newcomer takes an idle connection's slot at once anyway.
+    /// </summary>
+    private async Task IdleSweepAsync()
+    {
+        var token = _shutdown.Token;
+        var idleMs = (long)Options.IdleTimeout.TotalMilliseconds;
+        using var timer = new PeriodicTimer(TimeSpan.FromMilliseconds(Math.Clamp(idleMs / 4, 50, 5000)));
+        List<LmServerConnection> idle = [];
+        try
+        {
+            while (await timer.WaitForNextTickAsync(token).ConfigureAwait(false))
+            {
+                var now = Environment.TickCount64;
+                lock (_admission)
+                {
+                    var busy = _open.Count * 2 >= Options.MaxConnections;
+                    foreach (var connection in _open.Values)
+                    {
+                        if (connection.IsAwaitingFirstRequest && now - connection.OpenedAtMs >= idleMs
+                            && (busy || _perClient[connection.ClientAddress] * 2 >= Options.MaxConnectionsPerClient))
+                        {
+                            idle.Add(connection);
+                        }
+                    }
+                    foreach (var connection in idle)
+                    {
+                        ReleaseSlotLocked(connection);
+                    }
+                }
+                foreach (var connection in idle)
+                {
+                    connection.Shed($"timed out waiting for the first request: none complete within the idle timeout ({idleMs} ms) while the server is busy");
+                }
+                idle.Clear();
+            }
+        }
+        catch (OperationCanceledException) when (token.IsCancellationRequested)
+        {
+            // Server stopping.
+        }
     }
 
     /// <summary>

@@ -55,11 +55,14 @@ internal sealed class LmServerConnection
     /// <summary>True until the first complete request header arrived: such a connection may be shed to make room.</summary>
     public bool IsAwaitingFirstRequest => _awaitingFirstRequest;
 
-    /// <summary>Closes this connection (from the accept loop) to give its slot to a newcomer.</summary>
-    public void Shed()
+    /// <summary>When the connection was accepted (<see cref="Environment.TickCount64"/>, ms).</summary>
+    public long OpenedAtMs { get; } = Environment.TickCount64;
+
+    /// <summary>Closes this connection from outside (the accept loop or the idle sweep); <paramref name="reason"/> is logged.</summary>
+    public void Shed(string reason)
     {
-        _shedReason = "closed to make room for a new connection: no complete request yet while the server or its client was at the connection limit";
-        _socket.Dispose();   // the pending read ends with an exception and RunAsync logs the reason above
+        _shedReason = reason;
+        _socket.Dispose();   // the pending read ends with an exception and RunAsync logs the reason
     }
 
     private LmServerOptions Options => _server.Options;
@@ -189,10 +192,11 @@ internal sealed class LmServerConnection
     }
 
     /// <summary>
-    /// Reads one request header; 0 when the client closed cleanly before it. Limits: before AUTH, the handshake
-    /// timeout; the first request, <see cref="LmServerOptions.IdleTimeout"/> from now; a later one may be awaited
-    /// forever (an engine's pooled connection idles between requests) but, once its first byte arrived, must be
-    /// complete within <see cref="LmServerOptions.IdleTimeout"/>.
+    /// Reads one request header; 0 when the client closed cleanly before it. Before AUTH the whole header must come
+    /// within the handshake timeout. Otherwise the wait for its first bytes is unbounded (the original's engines
+    /// connect at start-up and may stay silent for hours before their first request, and never reconnect; an idle
+    /// connection is closed only when the server needs its slot or is busy, see <see cref="LmServer"/>), but once
+    /// bytes arrived the rest of the header must come within <see cref="LmServerOptions.IdleTimeout"/>.
     /// </summary>
     private async ValueTask<int> ReadHeaderAsync(Stream stream, bool authenticated, CancellationTokenSource timeout, CancellationToken shutdown)
     {
@@ -202,22 +206,14 @@ internal sealed class LmServerConnection
             timeout.CancelAfter(Options.HandshakeTimeout);
             return await stream.ReadAtLeastAsync(_header, LmRequestHeader.Size, throwOnEndOfStream: false, timeout.Token).ConfigureAwait(false);
         }
-        var read = 0;
-        if (!_awaitingFirstRequest)
+        // Whatever has arrived, up to one header (usually all of it: one read per request).
+        _waitingFor = _awaitingFirstRequest ? "the first request" : "the next request";
+        var read = await stream.ReadAsync(_header, shutdown).ConfigureAwait(false);
+        if (read is 0 or LmRequestHeader.Size)
         {
-            // Whatever has arrived, up to one header (usually all of it: one read, as before the idle timeout).
-            _waitingFor = "the next request";
-            read = await stream.ReadAsync(_header, shutdown).ConfigureAwait(false);
-            if (read is 0 or LmRequestHeader.Size)
-            {
-                return read;
-            }
-            _waitingFor = "the rest of a request header";
+            return read;
         }
-        else
-        {
-            _waitingFor = "the first request (idle connection)";
-        }
+        _waitingFor = "the rest of a request header";
         timeout.CancelAfter(Options.IdleTimeout);
         read += await stream.ReadAtLeastAsync(_header.AsMemory(read), LmRequestHeader.Size - read, throwOnEndOfStream: false, timeout.Token).ConfigureAwait(false);
         return read;

@@ -41,8 +41,9 @@ public sealed class LmServerOptions
     public long SpillCapacityBytes { get; set; }
 
     /// <summary>
-    /// Connections served at once (<c>--max-connections</c>). At the limit a new connection takes the slot of the
-    /// oldest connection that has not completed a request yet (an idle socket cannot keep a working client out); when
+    /// Connections served at once (<c>--max-connections</c>). At the limit a new connection takes the slot of a
+    /// connection that has not completed a request yet (of the client holding the most slots, oldest first: idle sockets
+    /// cannot keep a working client out); when
     /// every open connection has completed a request the new one is closed on accept and logged. Defaults to 1024.
     /// </summary>
     public int MaxConnections { get; set; } = 1024;
@@ -56,11 +57,14 @@ public sealed class LmServerOptions
     public int MaxConnectionsPerClient { get; set; } = 256;
 
     /// <summary>
-    /// Longest time a connection may take to send a complete request header: its first one counted from the
-    /// connection's opening (after the TLS handshake), and any later one from its first byte (<c>--idle-timeout</c>,
-    /// seconds on the command line). A connection that has completed a request may then stay idle between requests
-    /// for as long as it likes (engines keep pooled connections open). <see cref="Timeout.InfiniteTimeSpan"/> turns
-    /// the limit off. Defaults to 10 s (the original has no limit: idle sockets hold their thread forever).
+    /// Idle limit (<c>--idle-timeout</c>, seconds on the command line): a request header whose first bytes arrived must
+    /// be complete within it (a client trickling a header is closed), and a connection that has not completed a
+    /// request within it of opening is closed while the server is busy (at least half of <see cref="MaxConnections"/>
+    /// open, or half of <see cref="MaxConnectionsPerClient"/> from its address). A quiet server leaves such
+    /// connections alone: the original's engines connect at start-up, may send their first request hours later and
+    /// never reconnect. A connection that has completed a request may idle between requests as long as it likes.
+    /// <see cref="Timeout.InfiniteTimeSpan"/> turns the limit off. Defaults to 10 s (the original has no limit: idle
+    /// sockets hold their thread forever).
     /// </summary>
     public TimeSpan IdleTimeout { get; set; } = TimeSpan.FromSeconds(10);
 

@@ -86,6 +86,25 @@ public sealed class HostileClientTests
     }
 
     [Fact]
+    public async Task AQuietServerKeepsAConnectionThatIsSilentPastTheIdleTimeoutAsTheOriginalsEnginesNeed()
+    {
+        // The original's client connects when the engine starts, may send its first request much later, and never
+        // reconnects: a server far from its limits must not close it.
+        var idleTimeout = TimeSpan.FromMilliseconds(500);
+        await using var harness = await ServerHarness.StartAsync(o => o.IdleTimeout = idleTimeout);
+        using var client = new TcpClient();
+        await client.ConnectAsync(harness.Endpoint, Ct);
+        await Task.Delay(idleTimeout * 4, Ct);
+        var header = new byte[LmRequestHeader.Size];
+        LmRequestHeader.Health().WriteTo(header);
+        await client.GetStream().WriteAsync(header, Ct);
+        var reply = new byte[LmReplyHeader.Size];
+        await client.GetStream().ReadExactlyAsync(reply, Ct);
+        Assert.Equal(LmReplyCode.Success, LmReplyHeader.Read(reply).Code);
+        Assert.Equal(0, harness.Server.GetStatistics().ConnectionErrors);
+    }
+
+    [Fact]
     public async Task AHalfSentHeaderIsClosedAfterTheIdleTimeoutEvenAfterEarlierRequests()
     {
         var idleTimeout = TimeSpan.FromSeconds(1);

@@ -44,7 +44,7 @@ internal static class ServerCommand
         };
         var idleTimeout = new Option<double>("--idle-timeout")
         {
-            Description = "Seconds a connection may take to send a complete request header (its first one from connecting); 0 turns it off. Default 10.",
+            Description = "Seconds a started request header may take to complete, and a connection without a complete request may stay open while the server is busy; 0 turns it off. Default 10.",
             DefaultValueFactory = _ => 10.0,
         };
         var diskPath = new Option<string?>("--disk-path") { Description = "Spill evicted entries to this folder (atomic checksummed files, kept across restarts). Needs --disk-size. Off by default." };
