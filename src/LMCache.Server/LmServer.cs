@@ -30,12 +30,16 @@ namespace LMCache.Server;
 public sealed class LmServer : IAsyncDisposable
 {
     private readonly ConcurrentDictionary<long, Task> _connections = new();
+    private readonly Lock _admission = new();
+    private readonly Dictionary<long, LmServerConnection> _open = [];        // connections holding a slot, under _admission
+    private readonly Dictionary<IPAddress, int> _perClient = [];             // slots per client address, under _admission
     private readonly CancellationTokenSource _shutdown = new();
     private readonly Meter _meter;
     private readonly LMCacheMeterFactory? _ownedMeterFactory;
     private readonly PrometheusExporter _exporter;
     private Socket? _listener;
     private Task? _acceptLoop;
+    private Task? _idleSweep;
     private WebApplication? _metricsApp;
     private long _nextConnectionId;
     private long _activeConnections;
@@ -128,6 +132,10 @@ public sealed class LmServer : IAsyncDisposable
         }
         ServerLog.Listening(Logger, Endpoint, Store.Capacity, MaxPayloadBytes, Options.TlsCertificate is not null, AuthTokenBytes is not null);
         _acceptLoop = Task.Run(AcceptLoopAsync, CancellationToken.None);
+        if (Options.IdleTimeout != Timeout.InfiniteTimeSpan)
+        {
+            _idleSweep = Task.Run(IdleSweepAsync, CancellationToken.None);
+        }
         return Endpoint;
     }
 
@@ -167,6 +175,10 @@ public sealed class LmServer : IAsyncDisposable
         if (_acceptLoop is not null)
         {
             await _acceptLoop.ConfigureAwait(false);
+        }
+        if (_idleSweep is not null)
+        {
+            await _idleSweep.ConfigureAwait(false);
         }
         await Task.WhenAll(_connections.Values).WaitAsync(cancellationToken).ConfigureAwait(false);
         if (_metricsApp is not null)
@@ -239,11 +251,10 @@ public sealed class LmServer : IAsyncDisposable
                 await Task.Delay(100, CancellationToken.None).ConfigureAwait(false);
                 continue;
             }
-            var active = Interlocked.Increment(ref _activeConnections);
-            if (active > Options.MaxConnections)
+            var id = Interlocked.Increment(ref _nextConnectionId);
+            var connection = new LmServerConnection(this, socket, id);
+            if (!TryAdmit(connection))
             {
-                Interlocked.Decrement(ref _activeConnections);
-                ServerLog.ConnectionLimit(Logger, socket.RemoteEndPoint, (int)active - 1, Options.MaxConnections);
                 socket.Dispose();
                 continue;
             }
@@ -254,8 +265,6 @@ public sealed class LmServer : IAsyncDisposable
                 socket.SendBufferSize = Options.SocketBufferBytes;
                 socket.ReceiveBufferSize = Options.SocketBufferBytes;
             }
-            var id = Interlocked.Increment(ref _nextConnectionId);
-            var connection = new LmServerConnection(this, socket, id);
             _connections[id] = RunConnectionAsync(connection, id, token);
         }
     }
@@ -269,9 +278,154 @@ public sealed class LmServer : IAsyncDisposable
         }
         finally
         {
-            Interlocked.Decrement(ref _activeConnections);
+            ReleaseSlot(connection);
             _connections.TryRemove(id, out _);
         }
+    }
+
+    /// <summary>
+    /// Gives <paramref name="connection"/> a slot, within <see cref="LmServerOptions.MaxConnections"/> and
+    /// <see cref="LmServerOptions.MaxConnectionsPerClient"/>. At a limit a connection that has not completed a request
+    /// yet is closed to make room (of the same client address when the per-client limit is the one reached, else of
+    /// the client holding the most slots), so idle sockets cannot lock working clients out; when there is none the
+    /// newcomer is refused.
+    /// </summary>
+    private bool TryAdmit(LmServerConnection connection)
+    {
+        LmServerConnection? victim = null;
+        lock (_admission)
+        {
+            var address = connection.ClientAddress;
+            _perClient.TryGetValue(address, out var fromClient);
+            var active = _open.Count;
+            if (fromClient >= Options.MaxConnectionsPerClient)
+            {
+                victim = OldestPending(address);
+                if (victim is null)
+                {
+                    ServerLog.ClientConnectionLimit(Logger, connection.Remote, fromClient, Options.MaxConnectionsPerClient);
+                    return false;
+                }
+            }
+            else if (active >= Options.MaxConnections)
+            {
+                victim = OldestPending(null);
+                if (victim is null)
+                {
+                    ServerLog.ConnectionLimit(Logger, connection.Remote, active, Options.MaxConnections);
+                    return false;
+                }
+            }
+            if (victim is not null)
+            {
+                ReleaseSlotLocked(victim);
+            }
+            _open[connection.Id] = connection;
+            _perClient[address] = _perClient.GetValueOrDefault(address) + 1;
+            Interlocked.Increment(ref _activeConnections);
+        }
+        // Outside the lock: closing a socket can take a moment and the victim's own task does the rest.
+        victim?.Shed("closed to make room for a new connection: no complete request yet while the server or its client was at the connection limit");
+        return true;
+    }
+
+    /// <summary>
+    /// Closes connections that have not completed a request within <see cref="LmServerOptions.IdleTimeout"/> of
+    /// opening, while the server is busy: at least half of <see cref="LmServerOptions.MaxConnections"/> open, or, for
+    /// one client address, at least half of <see cref="LmServerOptions.MaxConnectionsPerClient"/>. Below that an idle
+    /// connection is left alone, because the original's engines connect at start-up, may send their first request
+    /// hours later, and never reconnect; at a limit a newcomer takes an idle connection's slot at once anyway.
+    /// </summary>
+    private async Task IdleSweepAsync()
+    {
+        var token = _shutdown.Token;
+        var idleMs = (long)Options.IdleTimeout.TotalMilliseconds;
+        using var timer = new PeriodicTimer(TimeSpan.FromMilliseconds(Math.Clamp(idleMs / 4, 50, 5000)));
+        List<LmServerConnection> idle = [];
+        try
+        {
+            while (await timer.WaitForNextTickAsync(token).ConfigureAwait(false))
+            {
+                var now = Environment.TickCount64;
+                lock (_admission)
+                {
+                    var busy = _open.Count * 2 >= Options.MaxConnections;
+                    foreach (var connection in _open.Values)
+                    {
+                        if (connection.IsAwaitingFirstRequest && now - connection.OpenedAtMs >= idleMs
+                            && (busy || _perClient[connection.ClientAddress] * 2 >= Options.MaxConnectionsPerClient))
+                        {
+                            idle.Add(connection);
+                        }
+                    }
+                    foreach (var connection in idle)
+                    {
+                        ReleaseSlotLocked(connection);
+                    }
+                }
+                foreach (var connection in idle)
+                {
+                    connection.Shed($"timed out waiting for the first request: none complete within the idle timeout ({idleMs} ms) while the server is busy");
+                }
+                idle.Clear();
+            }
+        }
+        catch (OperationCanceledException) when (token.IsCancellationRequested)
+        {
+            // Server stopping.
+        }
+    }
+
+    /// <summary>
+    /// The connection to shed: one without a complete request yet, of <paramref name="address"/> when given, else of
+    /// the client holding the most slots (the flooder pays, not a client that happens to be connecting); the oldest
+    /// among those. Null when every candidate has completed a request.
+    /// </summary>
+    private LmServerConnection? OldestPending(IPAddress? address)
+    {
+        // Linear in open connections, and only run at a limit: cheaper than keeping an ordered index on every accept.
+        LmServerConnection? chosen = null;
+        var chosenWeight = -1;
+        foreach (var candidate in _open.Values)
+        {
+            if (!candidate.IsAwaitingFirstRequest || (address is not null && !candidate.ClientAddress.Equals(address)))
+            {
+                continue;
+            }
+            var weight = address is null ? _perClient[candidate.ClientAddress] : 0;
+            if (weight > chosenWeight || (weight == chosenWeight && candidate.Id < chosen!.Id))
+            {
+                chosen = candidate;
+                chosenWeight = weight;
+            }
+        }
+        return chosen;
+    }
+
+    private void ReleaseSlot(LmServerConnection connection)
+    {
+        lock (_admission)
+        {
+            ReleaseSlotLocked(connection);
+        }
+    }
+
+    private void ReleaseSlotLocked(LmServerConnection connection)
+    {
+        if (!_open.Remove(connection.Id))
+        {
+            return;   // already released (shed to make room, then ended)
+        }
+        var left = _perClient[connection.ClientAddress] - 1;
+        if (left == 0)
+        {
+            _perClient.Remove(connection.ClientAddress);
+        }
+        else
+        {
+            _perClient[connection.ClientAddress] = left;
+        }
+        Interlocked.Decrement(ref _activeConnections);
     }
 
     private async Task StartMetricsAsync(IPAddress address, int port, CancellationToken cancellationToken)

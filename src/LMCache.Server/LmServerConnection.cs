@@ -30,6 +30,9 @@ internal sealed class LmServerConnection
     private readonly EndPoint? _remote;
     private readonly byte[] _header = new byte[LmRequestHeader.Size];
     private readonly byte[] _reply = new byte[LmReplyHeader.Size];
+    private volatile bool _awaitingFirstRequest = true;
+    private volatile string? _shedReason;
+    private string _waitingFor = "the TLS handshake";
 
     public LmServerConnection(LmServer server, Socket socket, long id)
     {
@@ -37,6 +40,29 @@ internal sealed class LmServerConnection
         _socket = socket;
         _id = id;
         _remote = socket.RemoteEndPoint;
+        var address = (_remote as IPEndPoint)?.Address ?? IPAddress.None;
+        ClientAddress = address.IsIPv4MappedToIPv6 ? address.MapToIPv4() : address;
+    }
+
+    /// <summary>Accept order: a smaller id connected earlier.</summary>
+    public long Id => _id;
+
+    public EndPoint? Remote => _remote;
+
+    /// <summary>The client's address, the unit of per-client fairness (IPv4-mapped IPv6 addresses as IPv4).</summary>
+    public IPAddress ClientAddress { get; }
+
+    /// <summary>True until the first complete request header arrived: such a connection may be shed to make room.</summary>
+    public bool IsAwaitingFirstRequest => _awaitingFirstRequest;
+
+    /// <summary>When the connection was accepted (<see cref="Environment.TickCount64"/>, ms).</summary>
+    public long OpenedAtMs { get; } = Environment.TickCount64;
+
+    /// <summary>Closes this connection from outside (the accept loop or the idle sweep); <paramref name="reason"/> is logged.</summary>
+    public void Shed(string reason)
+    {
+        _shedReason = reason;
+        _socket.Dispose();   // the pending read ends with an exception and RunAsync logs the reason
     }
 
     private LmServerOptions Options => _server.Options;
@@ -64,12 +90,7 @@ internal sealed class LmServerConnection
             var authenticated = Options.AuthToken is null;
             while (true)
             {
-                if (!authenticated)
-                {
-                    payloadTimeout.CancelAfter(Options.HandshakeTimeout);
-                }
-                var read = await stream.ReadAtLeastAsync(_header, LmRequestHeader.Size, throwOnEndOfStream: false,
-                    authenticated ? shutdown : payloadTimeout.Token).ConfigureAwait(false);
+                var read = await ReadHeaderAsync(stream, authenticated, payloadTimeout, shutdown).ConfigureAwait(false);
                 if (read == 0)
                 {
                     ServerLog.ConnectionClosed(Logger, _id, _remote);
@@ -80,6 +101,7 @@ internal sealed class LmServerConnection
                     failure = $"disconnected in the middle of a request header ({read} of {LmRequestHeader.Size} bytes)";
                     return;
                 }
+                _awaitingFirstRequest = false;
                 if (!LmRequestHeader.TryRead(_header, out var header, out var error))
                 {
                     failure = $"malformed request header: {error}";
@@ -105,6 +127,7 @@ internal sealed class LmServerConnection
                 var identity = header.Command is LmCommand.Put or LmCommand.Get or LmCommand.Exist
                     ? LmEntryStore.Identity(header.Key, ref key) : header.Key;
                 payloadTimeout.CancelAfter(Options.PayloadTimeout);
+                _waitingFor = $"the {header.Command} payload";
                 switch (header.Command)
                 {
                     case LmCommand.Put:
@@ -138,9 +161,13 @@ internal sealed class LmServerConnection
         {
             // Server stopping.
         }
+        catch (Exception) when (_shedReason is not null)
+        {
+            failure = _shedReason;
+        }
         catch (OperationCanceledException)
         {
-            failure = "timed out waiting for the client (payload or handshake)";
+            failure = $"timed out waiting for {_waitingFor}";
         }
         catch (EndOfStreamException)
         {
@@ -148,7 +175,7 @@ internal sealed class LmServerConnection
         }
         catch (Exception ex) when (ex is IOException or SocketException or AuthenticationException or ObjectDisposedException)
         {
-            failure = ex is IOException { InnerException: SocketException inner } ? inner.Message : ex.Message;
+            failure = _shedReason ?? (ex is IOException { InnerException: SocketException inner } ? inner.Message : ex.Message);
         }
         catch (Exception ex)
         {
@@ -164,6 +191,34 @@ internal sealed class LmServerConnection
             }
             await stream.DisposeAsync().ConfigureAwait(false);
         }
+    }
+
+    /// <summary>
+    /// Reads one request header; 0 when the client closed cleanly before it. Before AUTH the whole header must come
+    /// within the handshake timeout. Otherwise the wait for its first bytes is unbounded (the original's engines
+    /// connect at start-up and may stay silent for hours before their first request, and never reconnect; an idle
+    /// connection is closed only when the server needs its slot or is busy, see <see cref="LmServer"/>), but once
+    /// bytes arrived the rest of the header must come within <see cref="LmServerOptions.IdleTimeout"/>.
+    /// </summary>
+    private async ValueTask<int> ReadHeaderAsync(Stream stream, bool authenticated, CancellationTokenSource timeout, CancellationToken shutdown)
+    {
+        if (!authenticated)
+        {
+            _waitingFor = "AUTH";
+            timeout.CancelAfter(Options.HandshakeTimeout);
+            return await stream.ReadAtLeastAsync(_header, LmRequestHeader.Size, throwOnEndOfStream: false, timeout.Token).ConfigureAwait(false);
+        }
+        // Whatever has arrived, up to one header (usually all of it: one read per request).
+        _waitingFor = _awaitingFirstRequest ? "the first request" : "the next request";
+        var read = await stream.ReadAsync(_header, shutdown).ConfigureAwait(false);
+        if (read is 0 or LmRequestHeader.Size)
+        {
+            return read;
+        }
+        _waitingFor = "the rest of a request header";
+        timeout.CancelAfter(Options.IdleTimeout);
+        read += await stream.ReadAtLeastAsync(_header.AsMemory(read), LmRequestHeader.Size - read, throwOnEndOfStream: false, timeout.Token).ConfigureAwait(false);
+        return read;
     }
 
     private async Task PutAsync(Stream stream, LmRequestHeader header, string identity, CacheEngineKey key, CancellationToken cancellationToken)

@@ -40,8 +40,33 @@ public sealed class LmServerOptions
     /// <summary>Size limit of the spill folder in bytes (<c>--disk-size</c>, GiB on the command line). Defaults to 0 (required with <see cref="SpillFolder"/>).</summary>
     public long SpillCapacityBytes { get; set; }
 
-    /// <summary>Connections served at once; further ones are closed on accept and logged. Defaults to 1024.</summary>
+    /// <summary>
+    /// Connections served at once (<c>--max-connections</c>). At the limit a new connection takes the slot of a
+    /// connection that has not completed a request yet (of the client holding the most slots, oldest first: idle sockets
+    /// cannot keep a working client out); when
+    /// every open connection has completed a request the new one is closed on accept and logged. Defaults to 1024.
+    /// </summary>
     public int MaxConnections { get; set; } = 1024;
+
+    /// <summary>
+    /// Connections one client address may hold at once (<c>--max-connections-per-client</c>), so that one host cannot
+    /// take every slot. At the limit a new connection from that address takes the slot of its own oldest connection
+    /// that has not completed a request yet, or is closed on accept. Values above <see cref="MaxConnections"/> mean
+    /// no per-client limit. Defaults to 256 (an engine opens 4 by default; 64 engines on one host fit).
+    /// </summary>
+    public int MaxConnectionsPerClient { get; set; } = 256;
+
+    /// <summary>
+    /// Idle limit (<c>--idle-timeout</c>, seconds on the command line): a request header whose first bytes arrived must
+    /// be complete within it (a client trickling a header is closed), and a connection that has not completed a
+    /// request within it of opening is closed while the server is busy (at least half of <see cref="MaxConnections"/>
+    /// open, or half of <see cref="MaxConnectionsPerClient"/> from its address). A quiet server leaves such
+    /// connections alone: the original's engines connect at start-up, may send their first request hours later and
+    /// never reconnect. A connection that has completed a request may idle between requests as long as it likes.
+    /// <see cref="Timeout.InfiniteTimeSpan"/> turns the limit off. Defaults to 10 s (the original has no limit: idle
+    /// sockets hold their thread forever).
+    /// </summary>
+    public TimeSpan IdleTimeout { get; set; } = TimeSpan.FromSeconds(10);
 
     /// <summary>
     /// Longest time one payload may take to arrive (PUT) or leave (GET, LIST) once its header was read. A client
@@ -98,6 +123,14 @@ public sealed class LmServerOptions
         if (MaxConnections < 1)
         {
             problems.Add($"max connections {MaxConnections} must be at least 1");
+        }
+        if (MaxConnectionsPerClient < 1)
+        {
+            problems.Add($"max connections per client {MaxConnectionsPerClient} must be at least 1");
+        }
+        if (IdleTimeout <= TimeSpan.Zero && IdleTimeout != Timeout.InfiniteTimeSpan)
+        {
+            problems.Add($"idle timeout {IdleTimeout} must be positive (or infinite to turn it off)");
         }
         if (PayloadTimeout <= TimeSpan.Zero || HandshakeTimeout <= TimeSpan.Zero)
         {

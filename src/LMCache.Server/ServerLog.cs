@@ -1,4 +1,5 @@
 using System.Net;
+using LMCache.Core.Diagnostics;
 using Microsoft.Extensions.Logging;
 
 namespace LMCache.Server;
@@ -22,13 +23,16 @@ internal static partial class ServerLog
     public static partial void ConnectionClosed(ILogger logger, long connectionId, EndPoint? remote);
 
     [LoggerMessage(EventId = 4012, Level = LogLevel.Warning, Message = "Connection {ConnectionId} from {Remote} closed: {Reason}")]
-    public static partial void ConnectionError(ILogger logger, long connectionId, EndPoint? remote, string reason);
+    public static partial void ConnectionError(ILogger logger, long connectionId, EndPoint? remote, LogText reason);
 
-    [LoggerMessage(EventId = 4013, Level = LogLevel.Warning, Message = "Connection from {Remote} refused: {Active} connections already open (max {Max})")]
+    [LoggerMessage(EventId = 4013, Level = LogLevel.Warning, Message = "Connection from {Remote} refused: {Active} connections already open, each past its first request (max {Max})")]
     public static partial void ConnectionLimit(ILogger logger, EndPoint? remote, int active, int max);
 
+    [LoggerMessage(EventId = 4014, Level = LogLevel.Warning, Message = "Connection from {Remote} refused: that client already holds {Active} connections, each past its first request (max {Max} per client)")]
+    public static partial void ClientConnectionLimit(ILogger logger, EndPoint? remote, int active, int max);
+
     [LoggerMessage(EventId = 4020, Level = LogLevel.Warning, Message = "Connection {ConnectionId}: PUT of {Key} ({Bytes} bytes) dropped: no room even after eviction (payload drained)")]
-    public static partial void PutRejected(ILogger logger, long connectionId, string key, int bytes);
+    public static partial void PutRejected(ILogger logger, long connectionId, LogText key, int bytes);
 
     [LoggerMessage(EventId = 4030, Level = LogLevel.Error, Message = "Accept loop failed")]
     public static partial void AcceptFailed(ILogger logger, Exception exception);

@@ -11,6 +11,7 @@ using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 
@@ -25,7 +26,10 @@ public sealed class OpenAiServerOptions
     /// <summary>TCP port; 0 picks a free one (tests). Defaults to 8000, vLLM's default.</summary>
     public int Port { get; init; } = 8000;
 
-    /// <summary>Largest request body in bytes. Defaults to 32 MiB.</summary>
+    /// <summary>
+    /// Largest request body in bytes; a larger one is answered 413 (a declared <c>Content-Length</c> before anything
+    /// is read, a chunked body as soon as it passes the limit). At most 1 GiB. Defaults to 32 MiB.
+    /// </summary>
     public long MaxRequestBodyBytes { get; init; } = 32L << 20;
 
     /// <summary>
@@ -33,13 +37,63 @@ public sealed class OpenAiServerOptions
     /// shows the meters of this factory and of the cache engine's (<see cref="LMCacheEngine.MeterFactory"/>).
     /// </summary>
     public IMeterFactory? MeterFactory { get; init; }
+
+    /// <summary>
+    /// Largest prompt text in UTF-8 bytes (the completion's <c>prompt</c> string, or the chat messages' text in all);
+    /// a larger one is answered 400 before the chat template or the tokenizer sees it. Text too long to fit the
+    /// model's context whatever its tokens (more bytes than the context times the longest token's bytes) is refused
+    /// the same way, whatever this limit. Below both, tokenizing stops as soon as the prompt passes the context, so a
+    /// request's memory is bounded by its body, not by what tokenizing it would produce. Must not exceed
+    /// <see cref="MaxRequestBodyBytes"/>. Defaults to 16 MiB (far beyond any context: 128k tokens are about 0.5 MB of text).
+    /// </summary>
+    public long MaxPromptBytes { get; init; } = 16L << 20;
+
+    /// <summary>
+    /// Slowest accepted request body, in bytes per second, averaged after <see cref="RequestBodyGracePeriod"/>; a
+    /// slower body (a client trickling bytes to hold a connection) is answered 408 and the connection closed. 0
+    /// turns the check off. Defaults to 240 bytes/s (Kestrel's default).
+    /// </summary>
+    public double MinRequestBodyBytesPerSecond { get; init; } = 240;
+
+    /// <summary>Time a body may take before <see cref="MinRequestBodyBytesPerSecond"/> applies. Defaults to 5 s (Kestrel's default).</summary>
+    public TimeSpan RequestBodyGracePeriod { get; init; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>Longest time the request line and headers may take to arrive; slower clients get 408. Defaults to 30 s (Kestrel's default).</summary>
+    public TimeSpan RequestHeadersTimeout { get; init; } = TimeSpan.FromSeconds(30);
+
+    internal void Validate()
+    {
+        List<string> problems = [];
+        if (MaxRequestBodyBytes is < 1024 or > 1L << 30)
+        {
+            problems.Add($"MaxRequestBodyBytes {MaxRequestBodyBytes} is outside 1 KiB..1 GiB");
+        }
+        if (MaxPromptBytes < 1 || MaxPromptBytes > MaxRequestBodyBytes)
+        {
+            problems.Add($"MaxPromptBytes {MaxPromptBytes} must be positive and at most MaxRequestBodyBytes ({MaxRequestBodyBytes})");
+        }
+        if (MinRequestBodyBytesPerSecond < 0 || !double.IsFinite(MinRequestBodyBytesPerSecond))
+        {
+            problems.Add($"MinRequestBodyBytesPerSecond {MinRequestBodyBytesPerSecond} must be a finite number >= 0");
+        }
+        if (RequestBodyGracePeriod <= TimeSpan.Zero || RequestHeadersTimeout <= TimeSpan.Zero)
+        {
+            problems.Add("RequestBodyGracePeriod and RequestHeadersTimeout must be positive");
+        }
+        if (problems.Count > 0)
+        {
+            throw new Core.Diagnostics.LMCacheConfigurationException(problems);
+        }
+    }
 }
 
 /// <summary>
 /// The OpenAI-compatible HTTP server: <c>POST /v1/chat/completions</c>, <c>POST /v1/completions</c> (streaming
 /// SSE or not, logprobs, stop, seed, temperature, top_p, max_tokens, vLLM's <c>cache_salt</c> and
 /// <c>ignore_eos</c>), <c>GET /v1/models</c>, <c>GET /health</c>, <c>GET /metrics</c> (Prometheus). Client errors are
-/// answered 400 with OpenAI's error object; requests queue on the engine.
+/// answered with OpenAI's error object — 400 (malformed or wrongly typed fields, prompts over the context), 404
+/// (another model), 408 (a body arriving too slowly), 413 (a body over the limit) — never 500; requests queue on the
+/// engine. Memory per request is bounded by its body (see <see cref="OpenAiServerOptions.MaxPromptBytes"/>).
 /// </summary>
 public sealed partial class OpenAiServer : IAsyncDisposable
 {
@@ -50,9 +104,12 @@ public sealed partial class OpenAiServer : IAsyncDisposable
     private readonly ILogger _logger;
     private readonly long _created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
 
-    private OpenAiServer(WebApplication app, InferenceEngine engine, IMeterFactory meterFactory, ILogger logger)
+    private readonly OpenAiServerOptions _options;
+
+    private OpenAiServer(WebApplication app, InferenceEngine engine, OpenAiServerOptions options, IMeterFactory meterFactory, ILogger logger)
     {
         _app = app;
+        _options = options;
         _engine = engine;
         _metrics = new ServingMetrics(meterFactory, () => engine.QueueDepth);
         IMeterFactory[] scopes = engine.Cache is { } cache ? [meterFactory, cache.MeterFactory] : [meterFactory];
@@ -71,18 +128,23 @@ public sealed partial class OpenAiServer : IAsyncDisposable
     {
         ArgumentNullException.ThrowIfNull(engine);
         ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
         var builder = WebApplication.CreateSlimBuilder();
         builder.Logging.ClearProviders();
         builder.Services.AddSingleton(loggerFactory);
         builder.WebHost.ConfigureKestrel(k =>
         {
             k.Limits.MaxRequestBodySize = options.MaxRequestBodyBytes;
+            k.Limits.MinRequestBodyDataRate = options.MinRequestBodyBytesPerSecond > 0
+                ? new MinDataRate(options.MinRequestBodyBytesPerSecond, options.RequestBodyGracePeriod)
+                : null;
+            k.Limits.RequestHeadersTimeout = options.RequestHeadersTimeout;
             k.AddServerHeader = false;
         });
         builder.WebHost.UseUrls($"http://{(options.Host.Contains(':', StringComparison.Ordinal) ? $"[{options.Host}]" : options.Host)}:{options.Port}");
         var app = builder.Build();
         var meterFactory = options.MeterFactory ?? app.Services.GetRequiredService<IMeterFactory>();
-        var server = new OpenAiServer(app, engine, meterFactory, loggerFactory.CreateLogger<OpenAiServer>());
+        var server = new OpenAiServer(app, engine, options, meterFactory, loggerFactory.CreateLogger<OpenAiServer>());
         server.Map(app);
         await app.StartAsync(cancellationToken).ConfigureAwait(false);
         var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
@@ -132,17 +194,21 @@ public sealed partial class OpenAiServer : IAsyncDisposable
     {
         var arrived = Stopwatch.GetTimestamp();
         var status = 200;
+        RequestBody? body = null;
         try
         {
-            using var body = new MemoryStream();
-            await context.Request.Body.CopyToAsync(body, context.RequestAborted).ConfigureAwait(false);
-            using var doc = OpenAiRequests.ParseBody(body.GetBuffer().AsSpan(0, (int)body.Length));
-            var root = doc.RootElement;
+            body = await RequestBody.ReadAsync(context.Request, _options.MaxRequestBodyBytes, context.RequestAborted).ConfigureAwait(false);
+            var root = body.Document.RootElement;
             var common = OpenAiRequests.ParseCommon(root, chat);
             if (common.Model is not null && common.Model != _engine.Model.Name)
             {
                 throw new OpenAiRequestException($"The model '{common.Model}' does not exist; this server serves '{_engine.Model.Name}'.", "model", 404, "NotFoundError", "model_not_found");
             }
+            var contextLength = _engine.Model.ContextLength;
+            // At least one token must be left to generate: a prompt may hold ContextLength - 1 tokens at most.
+            var maxPromptTokens = contextLength - 1;
+            var param = chat ? "messages" : "prompt";
+            var limits = new PromptLimits(contextLength, maxPromptTokens, _options.MaxPromptBytes, _engine.Model.Tokenizer.MaxTextBytes(maxPromptTokens));
             int[] promptIds;
             var logProbs = false;
             var topLogProbs = 0;
@@ -150,18 +216,8 @@ public sealed partial class OpenAiServer : IAsyncDisposable
             {
                 var template = _engine.Model.ChatTemplate
                     ?? throw new OpenAiRequestException("This model has no chat template; use /v1/completions.", "messages");
-                var messages = OpenAiRequests.ParseMessages(root);
+                var messages = OpenAiRequests.ParseMessages(root, limits);
                 var addGenerationPrompt = OpenAiRequests.OptionalBool(root, "add_generation_prompt") ?? true;
-                string rendered;
-                try
-                {
-                    rendered = template.Render(messages, addGenerationPrompt, root.TryGetProperty("tools", out var tools) ? tools : null);
-                }
-                catch (JinjaException ex)
-                {
-                    throw new OpenAiRequestException($"The chat template could not be applied: {ex.Message}", "messages");
-                }
-                promptIds = _engine.Model.Tokenizer.Encode(rendered, addSpecialTokens: false);
                 logProbs = OpenAiRequests.OptionalBool(root, "logprobs") ?? false;
                 topLogProbs = OpenAiRequests.OptionalInt(root, "top_logprobs") ?? 0;
                 if (topLogProbs is < 0 or > 20)
@@ -172,11 +228,22 @@ public sealed partial class OpenAiServer : IAsyncDisposable
                 {
                     throw new OpenAiRequestException("top_logprobs requires logprobs = true.", "top_logprobs");
                 }
+                string rendered;
+                try
+                {
+                    rendered = template.Render(messages, addGenerationPrompt, root.TryGetProperty("tools", out var tools) ? tools : null);
+                }
+                catch (JinjaException ex)
+                {
+                    throw new OpenAiRequestException($"The chat template could not be applied: {ex.Message}", "messages");
+                }
+                if (!_engine.Model.Tokenizer.TryEncode(rendered, addSpecialTokens: false, maxPromptTokens, out promptIds))
+                {
+                    throw OpenAiRequests.ContextExceeded(contextLength, maxPromptTokens + 1, common.MaxTokens, param, atLeast: true);
+                }
             }
             else
             {
-                var (text, ids) = OpenAiRequests.ParsePrompt(root);
-                promptIds = ids ?? _engine.Model.Tokenizer.Encode(text!, addSpecialTokens: true);
                 var lp = OpenAiRequests.OptionalInt(root, "logprobs");
                 if (lp is < 0 or > 20)
                 {
@@ -184,16 +251,20 @@ public sealed partial class OpenAiServer : IAsyncDisposable
                 }
                 logProbs = lp is not null;
                 topLogProbs = lp ?? 0;
+                var (text, ids) = OpenAiRequests.ParsePrompt(root, limits);
+                if (ids is null && !_engine.Model.Tokenizer.TryEncode(text!, addSpecialTokens: true, maxPromptTokens, out ids))
+                {
+                    throw OpenAiRequests.ContextExceeded(contextLength, maxPromptTokens + 1, common.MaxTokens, param, atLeast: true);
+                }
+                promptIds = ids;
             }
 
-            var room = _engine.Model.ContextLength - promptIds.Length;
-            var maxTokens = common.MaxTokens ?? (chat ? room : 16);
-            if (promptIds.Length >= _engine.Model.ContextLength || (common.MaxTokens is not null && promptIds.Length + maxTokens > _engine.Model.ContextLength))
+            // Checked in long: max_tokens is the client's number (up to int.MaxValue) and must not wrap the sum.
+            if ((long)promptIds.Length + (common.MaxTokens ?? 1) > contextLength)
             {
-                throw new OpenAiRequestException(
-                    $"This model's maximum context length is {_engine.Model.ContextLength} tokens. However, you requested {promptIds.Length + maxTokens} tokens ({promptIds.Length} in the messages, {maxTokens} in the completion). Please reduce the length of the messages or completion.",
-                    chat ? "messages" : "prompt");
+                throw OpenAiRequests.ContextExceeded(contextLength, promptIds.Length, common.MaxTokens, param);
             }
+            var maxTokens = common.MaxTokens ?? (chat ? contextLength - promptIds.Length : 16);
             var request = new GenerationRequest
             {
                 PromptTokens = promptIds,
@@ -213,6 +284,9 @@ public sealed partial class OpenAiServer : IAsyncDisposable
             {
                 throw new OpenAiRequestException(ex.Message, chat ? "messages" : "prompt");
             }
+            // Everything needed is copied out: free the body (and its document) before the long part, generation.
+            body.Dispose();
+            body = null;
             var id = (chat ? "chatcmpl-" : "cmpl-") + Guid.NewGuid().ToString("N");
             if (common.Stream)
             {
@@ -228,6 +302,7 @@ public sealed partial class OpenAiServer : IAsyncDisposable
         catch (OpenAiRequestException ex)
         {
             status = ex.Status;
+            LogRequestRejected(_logger, endpoint, ex.Status, ex.Message);
             if (!context.Response.HasStarted)
             {
                 await WriteJsonAsync(context, ex.Status, OpenAiRequestException.Body(ex.Message, ex.Type, ex.Param, ex.Code)).ConfigureAwait(false);
@@ -248,6 +323,7 @@ public sealed partial class OpenAiServer : IAsyncDisposable
         }
         finally
         {
+            body?.Dispose();
             _metrics.RecordRequest(endpoint, status);
         }
     }
@@ -447,4 +523,8 @@ public sealed partial class OpenAiServer : IAsyncDisposable
 
     [LoggerMessage(EventId = 5101, Level = LogLevel.Error, Message = "Request to {Endpoint} failed")]
     private static partial void LogRequestFailed(ILogger logger, string endpoint, Exception exception);
+
+    // The reason may quote the client (a model name, a template error): LogText escapes its control characters.
+    [LoggerMessage(EventId = 5102, Level = LogLevel.Debug, Message = "Request to {Endpoint} answered {Status}: {Reason}")]
+    private static partial void LogRequestRejected(ILogger logger, string endpoint, int status, LogText reason);
 }

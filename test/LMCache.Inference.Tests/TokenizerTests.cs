@@ -53,4 +53,58 @@ public sealed class TokenizerTests
         var added = tokenizer.Encode("hello");
         Assert.Equal([0, .. plain, 4], added);
     }
+
+    [Fact]
+    public void TryEncodeGivesEncodesIdsWithinTheLimitAndRefusesOneTokenBeyond()
+    {
+        var tokenizer = Load();
+        foreach (var prompt in TinyLlama.Reference.Prompts)
+        {
+            var count = prompt.InputIds.Length;
+            Assert.True(tokenizer.TryEncode(prompt.Text, addSpecialTokens: true, count, out var ids));
+            Assert.Equal(prompt.InputIds, ids);
+            Assert.False(tokenizer.TryEncode(prompt.Text, addSpecialTokens: true, count - 1, out var none));
+            Assert.Empty(none);
+        }
+        var chat = TinyLlama.Reference.Chat;
+        Assert.True(tokenizer.TryEncode(chat.Rendered, addSpecialTokens: false, chat.InputIds.Length, out var chatIds));
+        Assert.Equal(chat.InputIds, chatIds);
+        Assert.False(tokenizer.TryEncode(chat.Rendered, addSpecialTokens: false, chat.InputIds.Length - 1, out _));
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void TryEncodeOfTenMiBStopsAtTheLimitWithBoundedAllocation(bool oneWord)
+    {
+        // One 10 MiB word is a single pre-token (refused from its length alone); 10 MiB of words stops after the limit.
+        var tokenizer = Load();
+        var random = new Random(7);
+        var text = oneWord
+            ? new string('a', 10 << 20)
+            : string.Create(10 << 20, random, (span, r) =>
+            {
+                for (var i = 0; i < span.Length; i++)
+                {
+                    span[i] = r.Next(6) == 0 ? ' ' : (char)('a' + r.Next(26));
+                }
+            });
+        _ = tokenizer.TryEncode("warm up the code paths", addSpecialTokens: true, 100, out _);
+        var before = GC.GetAllocatedBytesForCurrentThread();
+        Assert.False(tokenizer.TryEncode(text, addSpecialTokens: true, 8191, out _));
+        var allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+        // Encode would split all of it (over a million pieces, hundreds of MB); TryEncode touches ~8k tokens' worth.
+        Assert.True(allocated < 16L << 20, $"TryEncode allocated {allocated / 1e6:0.0} MB for a 10 MiB text");
+    }
+
+    [Fact]
+    public void MaxTextBytesIsTheContextTimesTheLongestTokenWithoutANormalizer()
+    {
+        var tokenizer = Load();
+        Assert.True(tokenizer.MaxTokenBytes > 1);
+        Assert.Equal(8191L * tokenizer.MaxTokenBytes, tokenizer.MaxTextBytes(8191));
+        // No text of more bytes can encode to that few tokens: a text of exactly the longest token, repeated, is at the bound.
+        var longest = Enumerable.Range(0, tokenizer.VocabularySize).Max(id => tokenizer.TokenBytesOf(id).Length);
+        Assert.Equal(longest, tokenizer.MaxTokenBytes);
+    }
 }

@@ -37,6 +37,16 @@ internal static class ServerCommand
             Description = "Connections served at once. Default 1024.",
             DefaultValueFactory = _ => 1024,
         };
+        var maxConnectionsPerClient = new Option<int>("--max-connections-per-client")
+        {
+            Description = "Connections one client address may hold at once. Default 256.",
+            DefaultValueFactory = _ => 256,
+        };
+        var idleTimeout = new Option<double>("--idle-timeout")
+        {
+            Description = "Seconds a started request header may take to complete, and a connection without a complete request may stay open while the server is busy; 0 turns it off. Default 10.",
+            DefaultValueFactory = _ => 10.0,
+        };
         var diskPath = new Option<string?>("--disk-path") { Description = "Spill evicted entries to this folder (atomic checksummed files, kept across restarts). Needs --disk-size. Off by default." };
         var diskSize = new Option<double>("--disk-size") { Description = "Size limit of --disk-path in GiB." };
         var metricsPort = new Option<int?>("--metrics-port") { Description = "Serve Prometheus text on http://HOST:PORT/metrics. Off by default." };
@@ -49,7 +59,7 @@ internal static class ServerCommand
 
         var command = new Command("server", "Run the lm:// cache server (drop-in for the original's lmcache_server).")
         {
-            host, port, device, maxSize, maxPayload, maxConnections, diskPath, diskSize, metricsPort, token, tlsCert, tlsKey,
+            host, port, device, maxSize, maxPayload, maxConnections, maxConnectionsPerClient, idleTimeout, diskPath, diskSize, metricsPort, token, tlsCert, tlsKey,
         };
         command.SetAction(async (parse, cancellationToken) =>
         {
@@ -74,6 +84,8 @@ internal static class ServerCommand
                 CapacityBytes = (long)(parse.GetValue(maxSize) * LmServerOptions.GiB),
                 MaxPayloadBytes = (long)(parse.GetValue(maxPayload) * LmServerOptions.GiB),
                 MaxConnections = parse.GetValue(maxConnections),
+                MaxConnectionsPerClient = parse.GetValue(maxConnectionsPerClient),
+                IdleTimeout = parse.GetValue(idleTimeout) == 0 ? Timeout.InfiniteTimeSpan : TimeSpan.FromSeconds(parse.GetValue(idleTimeout)),
                 SpillFolder = parse.GetValue(diskPath),
                 SpillCapacityBytes = (long)(parse.GetValue(diskSize) * LmServerOptions.GiB),
                 MetricsPort = parse.GetValue(metricsPort),

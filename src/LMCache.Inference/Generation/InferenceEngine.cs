@@ -267,8 +267,9 @@ public sealed partial class InferenceEngine : IAsyncDisposable
         var sampler = new Sampler(request.Sampling);
         var stop = new StopMatcher(request.Stop);
         var utf8 = new UTF8Encoding(false, false).GetDecoder();
-        var generated = new List<int>(request.MaxTokens);
+        // max_tokens is the client's number (up to int.MaxValue): size by what the context can still hold.
         var maxTokens = Math.Min(request.MaxTokens, _model.ContextLength - n);
+        var generated = new List<int>(Math.Max(maxTokens, 0));
         var finishReason = "length";
         double ttft = 0;
         var promptStored = false;

@@ -30,11 +30,14 @@ public sealed partial class HfTokenizer
     private readonly byte[][] _idToBytes;
     private readonly bool[] _isSpecial;
     private readonly Dictionary<int, string> _idToToken;
+    private readonly int _maxTokenBytes;
+    private readonly int _normalizationSteps;
 
     private HfTokenizer(
         BpeTokenizer bpe, Dictionary<string, int> vocab, bool ignoreMerges, AddedToken[] addedTokens,
-        Func<string, string>? normalizer, IPreTokenizerStep[] preTokenizers, bool byteLevel, PostProcessor postProcessor)
+        Func<string, string>? normalizer, int normalizationSteps, IPreTokenizerStep[] preTokenizers, bool byteLevel, PostProcessor postProcessor)
     {
+        _normalizationSteps = normalizationSteps;
         _bpe = bpe;
         _vocab = vocab;
         _ignoreMerges = ignoreMerges;
@@ -69,6 +72,7 @@ public sealed partial class HfTokenizer
         for (var i = 0; i < size; i++)
         {
             _idToBytes[i] ??= [];
+            _maxTokenBytes = Math.Max(_maxTokenBytes, _idToBytes[i].Length);
         }
     }
 
@@ -133,6 +137,7 @@ public sealed partial class HfTokenizer
         }
 
         var normalizer = root.TryGetProperty("normalizer", out var n) ? BuildNormalizer(n) : null;
+        var normalizationSteps = normalizer is null ? 0 : CountNormalizers(n);
         var byteLevel = false;
         var steps = new List<IPreTokenizerStep>();
         if (root.TryGetProperty("pre_tokenizer", out var pre))
@@ -151,31 +156,94 @@ public sealed partial class HfTokenizer
 
         var options = new BpeOptions(vocab) { Merges = merges, ByteLevel = true };
         var bpe = BpeTokenizer.Create(options);
-        return new HfTokenizer(bpe, vocab, ignoreMerges, [.. added], normalizer, [.. steps], byteLevel, post);
+        return new HfTokenizer(bpe, vocab, ignoreMerges, [.. added], normalizer, normalizationSteps, [.. steps], byteLevel, post);
     }
 
     /// <summary>
     /// Encodes <paramref name="text"/>. With <paramref name="addSpecialTokens"/> the post-processor adds its tokens
     /// (e.g. a BOS); chat-template output is encoded without them, as <c>apply_chat_template</c> does.
     /// </summary>
-    public int[] Encode(string text, bool addSpecialTokens = true)
+    public int[] Encode(string text, bool addSpecialTokens = true) => EncodeCore(text, addSpecialTokens, int.MaxValue)!;
+
+    /// <summary>
+    /// Encodes <paramref name="text"/> unless it makes more than <paramref name="maxTokens"/> tokens (special tokens
+    /// included). Work and memory are bounded by <paramref name="maxTokens"/>, not by the length of the text: the text
+    /// is split and encoded piece by piece and encoding stops as soon as the limit is passed, and a single piece too
+    /// long to fit (every token covers at most the longest token's bytes) is refused without being encoded.
+    /// </summary>
+    /// <returns>False, with <paramref name="ids"/> empty, when the text has more than <paramref name="maxTokens"/> tokens.</returns>
+    public bool TryEncode(string text, bool addSpecialTokens, int maxTokens, out int[] ids)
     {
-        var ids = new List<int>(text.Length / 3 + 4);
+        ArgumentOutOfRangeException.ThrowIfNegative(maxTokens);
+        var encoded = EncodeCore(text, addSpecialTokens, maxTokens);
+        ids = encoded ?? [];
+        return encoded is not null;
+    }
+
+    private int[]? EncodeCore(string text, bool addSpecialTokens, int maxTokens)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        var ids = new List<int>((int)Math.Min(text.Length / 3 + 4, Math.Min(maxTokens + 1L, 1 << 16)));
         foreach (var (segment, addedToken) in SplitOnAddedTokens(text))
         {
             if (addedToken is not null)
             {
                 ids.Add(addedToken.Id);
-                continue;
             }
-            var normalized = _normalizer is null ? segment : _normalizer(segment);
-            foreach (var piece in PreTokenize(normalized))
+            else
             {
-                EncodeWord(piece, ids);
+                var normalized = _normalizer is null ? segment : _normalizer(segment);
+                foreach (var piece in PreTokenize(normalized))
+                {
+                    // A lower bound of the piece's tokens, without encoding it: bytes over the longest token's bytes.
+                    if (maxTokens != int.MaxValue && ids.Count + MinimumTokens(piece) > maxTokens)
+                    {
+                        return null;
+                    }
+                    EncodeWord(piece, ids);
+                    if (ids.Count > maxTokens)
+                    {
+                        return null;
+                    }
+                }
+            }
+            if (ids.Count > maxTokens)
+            {
+                return null;
             }
         }
-        return addSpecialTokens ? _postProcessor.Apply(ids) : [.. ids];
+        var result = addSpecialTokens ? _postProcessor.Apply(ids) : [.. ids];
+        return result.Length > maxTokens ? null : result;
     }
+
+    /// <summary>Bytes of the longest token (vocabulary or added): no token stands for more UTF-8 bytes of text.</summary>
+    public int MaxTokenBytes => _maxTokenBytes;
+
+    /// <summary>
+    /// The most UTF-8 bytes a text may have and still encode to at most <paramref name="tokens"/> tokens: every token
+    /// stands for at most <see cref="MaxTokenBytes"/> bytes of normalized text, and each normalization step (NFC, NFKC,
+    /// NFKD, Lowercase, ...) shrinks a text at most 4-fold (the worst known: a Hangul syllable from three jamo or the
+    /// Kelvin sign lowercased, 3-fold). A longer text cannot fit, and can be refused without reading it. Unbounded
+    /// (<see cref="long.MaxValue"/>) when an added token strips the whitespace around it (one token may then stand for
+    /// any amount of whitespace).
+    /// </summary>
+    public long MaxTextBytes(int tokens)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(tokens);
+        if (_addedTokens.Any(t => t.LStrip || t.RStrip))
+        {
+            return long.MaxValue;
+        }
+        var bytes = (long)tokens * _maxTokenBytes;
+        for (var i = 0; i < _normalizationSteps && bytes < long.MaxValue / 4; i++)
+        {
+            bytes *= 4;
+        }
+        return bytes;
+    }
+
+    private long MinimumTokens(string piece) =>
+        _maxTokenBytes == 0 ? 0 : ((long)Encoding.UTF8.GetByteCount(piece) + _maxTokenBytes - 1) / _maxTokenBytes;
 
     /// <summary>The id of a vocabulary or added token spelled exactly <paramref name="token"/>, or null.</summary>
     public int? TokenToId(string token) =>
@@ -238,21 +306,21 @@ public sealed partial class HfTokenizer
 
     private IEnumerable<string> PreTokenize(string text)
     {
+        // Lazy all the way down: pieces are produced as they are encoded, so stopping early (TryEncode) stops the work.
         IEnumerable<string> pieces = [text];
         foreach (var step in _preTokenizers)
         {
-            pieces = pieces.SelectMany(step.Split).ToList();
+            pieces = pieces.SelectMany(step.Split);
         }
         return pieces;
     }
 
-    private List<(string Segment, AddedToken? Token)> SplitOnAddedTokens(string text)
+    private IEnumerable<(string Segment, AddedToken? Token)> SplitOnAddedTokens(string text)
     {
-        var result = new List<(string, AddedToken?)>();
         if (_addedTokenRegex is null)
         {
-            result.Add((text, null));
-            return result;
+            yield return (text, null);
+            yield break;
         }
         var position = 0;
         var match = _addedTokenRegex.Match(text);
@@ -282,17 +350,16 @@ public sealed partial class HfTokenizer
             }
             if (start > position)
             {
-                result.Add((text[position..start], null));
+                yield return (text[position..start], null);
             }
-            result.Add((match.Value, token));
+            yield return (match.Value, token);
             position = end;
             match = end < text.Length ? _addedTokenRegex.Match(text, end) : Match.Empty;
         }
         if (position < text.Length)
         {
-            result.Add((text[position..], null));
+            yield return (text[position..], null);
         }
-        return result;
     }
 
     private static bool IsWordBoundary(string text, int start, int end) =>
@@ -315,6 +382,11 @@ public sealed partial class HfTokenizer
         }
         return false;
     }
+
+    private static int CountNormalizers(JsonElement n) =>
+        n.ValueKind != JsonValueKind.Object ? 0
+        : n.GetProperty("type").GetString() == "Sequence" ? n.GetProperty("normalizers").EnumerateArray().Sum(CountNormalizers)
+        : 1;
 
     private static Func<string, string>? BuildNormalizer(JsonElement n)
     {
@@ -417,60 +489,51 @@ public sealed partial class HfTokenizer
 
     private sealed class SplitStep(Regex regex, SplitBehavior behavior, bool invert) : IPreTokenizerStep
     {
+        // Lazy (one piece at a time) so that a bounded encode of a huge text does only bounded work.
         public IEnumerable<string> Split(string text)
         {
-            // Pieces as (text, isMatch) in order, covering the whole input.
-            var pieces = new List<(string Text, bool IsMatch)>();
-            var position = 0;
-            foreach (Match m in regex.Matches(text))
-            {
-                if (m.Length == 0)
-                {
-                    continue;
-                }
-                if (m.Index > position)
-                {
-                    pieces.Add((text[position..m.Index], false));
-                }
-                pieces.Add((m.Value, true));
-                position = m.Index + m.Length;
-            }
-            if (position < text.Length)
-            {
-                pieces.Add((text[position..], false));
-            }
-            if (invert)
-            {
-                for (var i = 0; i < pieces.Count; i++)
-                {
-                    pieces[i] = (pieces[i].Text, !pieces[i].IsMatch);
-                }
-            }
-            var result = new List<string>(pieces.Count);
+            string? pending = null;
             switch (behavior)
             {
                 case SplitBehavior.Isolated:
-                    result.AddRange(pieces.Select(p => p.Text));
+                    foreach (var (piece, _) in Pieces(text))
+                    {
+                        yield return piece;
+                    }
                     break;
                 case SplitBehavior.Removed:
-                    result.AddRange(pieces.Where(p => !p.IsMatch).Select(p => p.Text));
-                    break;
-                case SplitBehavior.MergedWithPrevious:
-                    foreach (var (piece, isMatch) in pieces)
+                    foreach (var (piece, isMatch) in Pieces(text))
                     {
-                        if (isMatch && result.Count > 0)
+                        if (!isMatch)
                         {
-                            result[^1] += piece;
-                        }
-                        else
-                        {
-                            result.Add(piece);
+                            yield return piece;
                         }
                     }
                     break;
+                case SplitBehavior.MergedWithPrevious:
+                    foreach (var (piece, isMatch) in Pieces(text))
+                    {
+                        if (isMatch && pending is not null)
+                        {
+                            pending += piece;
+                        }
+                        else
+                        {
+                            if (pending is not null)
+                            {
+                                yield return pending;
+                            }
+                            pending = piece;
+                        }
+                    }
+                    if (pending is not null)
+                    {
+                        yield return pending;
+                    }
+                    break;
                 case SplitBehavior.MergedWithNext:
-                    var pending = "";
-                    foreach (var (piece, isMatch) in pieces)
+                    pending = "";
+                    foreach (var (piece, isMatch) in Pieces(text))
                     {
                         if (isMatch)
                         {
@@ -478,30 +541,60 @@ public sealed partial class HfTokenizer
                         }
                         else
                         {
-                            result.Add(pending + piece);
+                            yield return pending + piece;
                             pending = "";
                         }
                     }
                     if (pending.Length > 0)
                     {
-                        result.Add(pending);
+                        yield return pending;
                     }
                     break;
                 case SplitBehavior.Contiguous:
-                    foreach (var (piece, isMatch) in pieces)
+                    foreach (var (piece, isMatch) in Pieces(text))
                     {
-                        if (isMatch && result.Count > 0 && regex.IsMatch(result[^1]) && regex.Match(result[^1]).Length == result[^1].Length)
+                        if (isMatch && pending is not null && regex.Match(pending) is { Success: true } whole && whole.Length == pending.Length)
                         {
-                            result[^1] += piece;
+                            pending += piece;
                         }
                         else
                         {
-                            result.Add(piece);
+                            if (pending is not null)
+                            {
+                                yield return pending;
+                            }
+                            pending = piece;
                         }
+                    }
+                    if (pending is not null)
+                    {
+                        yield return pending;
                     }
                     break;
             }
-            return result;
+        }
+
+        /// <summary>The input cut into (text, isMatch) pieces, in order, covering all of it (isMatch flipped with invert).</summary>
+        private IEnumerable<(string Text, bool IsMatch)> Pieces(string text)
+        {
+            var position = 0;
+            for (var m = regex.Match(text); m.Success; m = m.NextMatch())
+            {
+                if (m.Length == 0)
+                {
+                    continue;
+                }
+                if (m.Index > position)
+                {
+                    yield return (text[position..m.Index], invert);
+                }
+                yield return (m.Value, !invert);
+                position = m.Index + m.Length;
+            }
+            if (position < text.Length)
+            {
+                yield return (text[position..], invert);
+            }
         }
     }
 }
