@@ -42,16 +42,16 @@ public sealed partial class LMCacheHost : IAsyncDisposable
     private LMCacheHost(ILogger logger) => _logger = logger;
 
     /// <summary>The model (owned by the host unless it was given in <see cref="LMCacheHostOptions.Model"/>).</summary>
-    public LanguageModel Model => _model ?? throw NotBuilt();
+    public LanguageModel Model => Built(_model);
 
     /// <summary>The cache engine.</summary>
-    public LMCacheEngine Cache => _cache ?? throw NotBuilt();
+    public LMCacheEngine Cache => Built(_cache);
 
-    /// <summary>The controller worker; null unless the configuration says <c>enable_controller: true</c>.</summary>
+    /// <summary>The controller worker; null unless the configuration says <c>enable_controller: true</c>. Like every component, not to be used after <see cref="DisposeAsync"/>.</summary>
     public ControllerWorker? ControllerWorker => _controllerWorker;
 
     /// <summary>The inference engine.</summary>
-    public InferenceEngine Inference => _inference ?? throw NotBuilt();
+    public InferenceEngine Inference => Built(_inference);
 
     /// <summary>The HTTP server; null when <see cref="LMCacheHostOptions.Server"/> was null.</summary>
     public OpenAiServer? Server => _server;
@@ -182,5 +182,9 @@ public sealed partial class LMCacheHost : IAsyncDisposable
         }
     }
 
-    private static InvalidOperationException NotBuilt() => new("The LMCache host has not built this component (it failed to start or was disposed).");
+    private T Built<T>(T? component) where T : class
+    {
+        ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
+        return component ?? throw new InvalidOperationException("The LMCache host has not built this component.");
+    }
 }
