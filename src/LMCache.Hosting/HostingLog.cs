@@ -15,7 +15,8 @@ internal static partial class HostingLog
     [LoggerMessage(EventId = 8002, Level = LogLevel.Information, Message = "Generating the demo model (first run only): {Step}")]
     public static partial void DemoModelProgress(ILogger logger, string step);
 
-    [LoggerMessage(EventId = 8003, Level = LogLevel.Error, Message = "The LMCache host failed to start; disposing what was built")]
+    // Debug: the exception is rethrown to the caller, which reports it (the CLI prints one line).
+    [LoggerMessage(EventId = 8003, Level = LogLevel.Debug, Message = "The LMCache host failed to start; disposing what was built")]
     public static partial void StartFailed(ILogger logger, Exception exception);
 
     [LoggerMessage(EventId = 8004, Level = LogLevel.Debug, Message = "Disposed the {Component}")]
