@@ -24,4 +24,7 @@ internal static partial class HostingLog
 
     [LoggerMessage(EventId = 8005, Level = LogLevel.Error, Message = "Disposing the {Component} failed")]
     public static partial void DisposeFailed(ILogger logger, string component, Exception exception);
+
+    [LoggerMessage(EventId = 8006, Level = LogLevel.Debug, Message = "Disposing after a failed start failed too; the start's exception is rethrown")]
+    public static partial void DisposeAfterFailedStartFailed(ILogger logger, Exception exception);
 }

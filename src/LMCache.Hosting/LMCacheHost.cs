@@ -104,7 +104,15 @@ public sealed partial class LMCacheHost : IAsyncDisposable
         catch (Exception ex)
         {
             HostingLog.StartFailed(host._logger, ex);
-            await host.DisposeAsync().ConfigureAwait(false);
+            try
+            {
+                await host.DisposeAsync().ConfigureAwait(false);
+            }
+            catch (Exception disposeError)
+            {
+                // Already logged per component by DisposeAsync; the caller needs the reason the start failed.
+                HostingLog.DisposeAfterFailedStartFailed(host._logger, disposeError);
+            }
             throw;
         }
     }
@@ -112,7 +120,8 @@ public sealed partial class LMCacheHost : IAsyncDisposable
     /// <summary>
     /// Stops the HTTP server, waits for the inference engine's requests, stops the controller worker (it deregisters),
     /// flushes and closes the cache engine's tiers and, when the host loaded it, releases the model. Every component
-    /// is disposed even when an earlier one fails; the first failure is rethrown at the end.
+    /// is disposed even when an earlier one fails; then a single failure is rethrown, several as an
+    /// <see cref="AggregateException"/>.
     /// </summary>
     public async ValueTask DisposeAsync()
     {
