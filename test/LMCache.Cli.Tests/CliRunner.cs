@@ -7,7 +7,10 @@ using LMCache.Cli.Commands;
 
 namespace LMCache.Cli.Tests;
 
-/// <summary>Runs the lmcache command tree in-process, as Program.cs does, capturing what it prints.</summary>
+/// <summary>
+/// Runs the lmcache command tree in-process, as Program.cs does, capturing what it prints; <c>bench …</c> runs the
+/// benchmark executable's commands (bench/LMCache.Bench), as the <c>./lmcache</c> wrapper does.
+/// </summary>
 internal static class CliRunner
 {
     public static Task<(int ExitCode, string Output, string Error)> RunAsync(params string[] args) =>
@@ -30,6 +33,7 @@ internal static class CliRunner
         {
             root.Subcommands.Add(command);
         }
+        root.Subcommands.Add(Bench.BenchCommands.Create());
         var originalOut = Console.Out;
         var originalError = Console.Error;
         using var output = new StringWriter();

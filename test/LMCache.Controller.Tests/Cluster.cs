@@ -1,14 +1,13 @@
 using System.Net.Http.Json;
 using System.Text.Json;
 using System.Text.Json.Nodes;
-using LMCache.Connectors.Redis;
 using LMCache.Controller.Worker;
 using LMCache.Core.Configuration;
 using LMCache.Core.Keys;
 using LMCache.Core.Memory;
 using LMCache.Engine;
 using LMCache.Engine.Adapters;
-using LMCache.Storage.Remote;
+using LMCache.Hosting;
 using NetMQ;
 
 [assembly: AssemblyFixture(typeof(LMCache.Controller.Tests.NetMqCleanup))]
@@ -54,8 +53,7 @@ public sealed class Instance : IAsyncDisposable
             RemoteUrl = remoteUrl,
             StoreLocation = storeLocation,
         };
-        var services = new LMCacheEngineServices { Connectors = new RemoteConnectorRegistry().Add(new RedisConnectorFactory()) };
-        var engine = LMCacheEngine.Create(options, new KeyScope("vllm", "tiny/test-model", DType: Layout.DType.ToKeyToken()), Layout, services);
+        var engine = new LMCacheEngineBuilder(options, new KeyScope("vllm", "tiny/test-model", DType: Layout.DType.ToKeyToken()), Layout).Build();
         var worker = ControllerWorker.Start(engine, new ControllerWorkerOptions
         {
             InstanceId = id,

@@ -3,6 +3,7 @@ using LMCache.Core.Diagnostics;
 using LMCache.Core.Keys;
 using LMCache.Core.Memory;
 using LMCache.Engine.Adapters;
+using LMCache.Hosting;
 using LMCache.Storage;
 using LMCache.Storage.LocalCpu;
 using LMCache.Storage.LocalDisk;
@@ -36,7 +37,7 @@ public sealed class LMCacheEngineTests : IDisposable
     };
 
     private LMCacheEngine CreateEngine(LMCacheEngineOptions options, KvLayout? layout = null) =>
-        LMCacheEngine.Create(options, s_scope, layout ?? s_layout, new LMCacheEngineServices(Connectors: new RemoteConnectorRegistry().Add(new FaultFactory(_connector))));
+        new LMCacheEngineBuilder(options, s_scope, layout ?? s_layout).AddRemoteConnector(new FaultFactory(_connector)).Build();
 
     private static int[] Prompt(int length, int seed = 1) => [.. Enumerable.Range(0, length).Select(i => (i * 7919 + seed * 104729) % 150000)];
 
@@ -576,9 +577,9 @@ public sealed class LMCacheEngineTests : IDisposable
     public void Impossible_configurations_fail_at_creation()
     {
         var unknownSerde = Options();
-        unknownSerde.RemoteSerde = "cachegen";   // valid name, not registered in this process
+        unknownSerde.RemoteSerde = "zstd";   // registered nowhere (the builder registers naive, kivi and cachegen)
         var error = Assert.Throws<LMCacheConfigurationException>(() => CreateEngine(unknownSerde));
-        Assert.Contains("cachegen", error.Message, StringComparison.Ordinal);
+        Assert.Contains("zstd", error.Message, StringComparison.Ordinal);
 
         var tinyPool = Options(cpuChunks: 0.25);
         Assert.Contains("max_local_cpu_size", Assert.Throws<LMCacheConfigurationException>(() => CreateEngine(tinyPool)).Message, StringComparison.Ordinal);

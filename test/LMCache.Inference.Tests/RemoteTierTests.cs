@@ -1,5 +1,6 @@
 using LMCache.Core.Configuration;
 using LMCache.Engine;
+using LMCache.Hosting;
 using LMCache.Inference.Generation;
 using LMCache.Storage.Remote;
 using LMCache.Testing;
@@ -9,8 +10,8 @@ namespace LMCache.Inference.Tests;
 /// <summary>
 /// The remote tier on the inference path: chunks come back from a remote into a fresh engine, and a remote that
 /// fails or hangs is a miss — the request is recomputed and its output is still the reference.
-/// (The remote store is the shared in-memory fault-injecting connector; real Redis/lm:// connectors plug into the
-/// same registry.)
+/// (The remote store is the shared in-memory fault-injecting connector, added to the engine builder beside the built-in
+/// Redis and lm:// connectors.)
 /// </summary>
 [IntegrationTest]
 public sealed class RemoteTierTests : IClassFixture<TinyLlamaModel>
@@ -33,10 +34,11 @@ public sealed class RemoteTierTests : IClassFixture<TinyLlamaModel>
 
     /// <summary>A cache engine with a fresh CPU tier (no disk) over the remote at <paramref name="remoteUrl"/>.</summary>
     internal static LMCacheEngine CreateCache(TinyLlamaModel fixture, string remoteUrl, IRemoteConnectorFactory factory, int blockingTimeoutSecs) =>
-        LMCacheEngine.Create(
+        new LMCacheEngineBuilder(
             new LMCacheEngineOptions { ChunkSize = 256, MaxLocalCpuSizeGib = 0.25, RemoteUrl = remoteUrl, BlockingTimeoutSecs = blockingTimeoutSecs },
-            InferenceEngine.CreateKeyScope(fixture.Model), fixture.Model.Decoder.Layout,
-            new LMCacheEngineServices(new RemoteConnectorRegistry().Add(factory)));
+            InferenceEngine.CreateKeyScope(fixture.Model), fixture.Model.Decoder.Layout)
+            .AddRemoteConnector(factory)
+            .Build();
 
     /// <summary>One greedy 16-token request through a fresh inference engine; waits until its stores were handed to the cache.</summary>
     internal static async Task<(GenerationResult Result, float[] Logits)> RunAsync(TinyLlamaModel fixture, LMCacheEngine cache, int[] ids)

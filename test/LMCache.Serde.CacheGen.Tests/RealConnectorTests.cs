@@ -1,7 +1,6 @@
-using LMCache.Connectors.Lm;
-using LMCache.Connectors.Redis;
 using LMCache.Core.Configuration;
 using LMCache.Core.Memory;
+using LMCache.Hosting;
 using LMCache.Server;
 using LMCache.Storage.LocalCpu;
 using LMCache.Storage.Remote;
@@ -32,7 +31,7 @@ public sealed class RealConnectorTests
         var url = redis is not null ? $"redis://127.0.0.1:{redis.Port}" : $"lm://127.0.0.1:{(await lm!.StartAsync(ct)).Port}";
         var options = new LMCacheEngineOptions { RemoteUrl = url, RemoteSerde = CacheGenSerde.SerdeName };
         var context = new RemoteConnectorContext(options, NullLoggerFactory.Instance);
-        var registry = new RemoteConnectorRegistry().Add(new RedisConnectorFactory()).Add(new LmConnectorFactory());
+        var registry = LMCacheBuiltIns.CreateConnectorRegistry();
         var serde = CacheGenSerde.Create(options);
         var keys = Enumerable.Range(0, 3).Select(i => TestChunks.Key(i, "cachegen/" + store)).ToArray();
 

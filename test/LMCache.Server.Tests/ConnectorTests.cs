@@ -7,6 +7,7 @@ using LMCache.Core.Configuration;
 using LMCache.Core.Keys;
 using LMCache.Core.Memory;
 using LMCache.Core.Serde;
+using LMCache.Hosting;
 using LMCache.Protocol;
 using LMCache.Storage.LocalCpu;
 using LMCache.Storage.Remote;
@@ -27,7 +28,7 @@ public sealed class ConnectorTests
     {
         // The seed: `lmcache server localhost 65432` and engines with remote_url lm://localhost:65432.
         await using var harness = await ServerHarness.StartAsync();
-        var registry = new RemoteConnectorRegistry().Add(new LmConnectorFactory());
+        var registry = LMCacheBuiltIns.CreateConnectorRegistry();
         var engineOptions = new LMCacheEngineOptions { RemoteUrl = harness.Url };
         var context = new RemoteConnectorContext(engineOptions, NullLoggerFactory.Instance);
         var keys = Enumerable.Range(0, 8).Select(i => TestChunks.Key(i)).ToArray();

@@ -1,12 +1,10 @@
-using LMCache.Connectors.Lm;
 using LMCache.Core.Configuration;
 using LMCache.Core.Keys;
 using LMCache.Core.Memory;
 using LMCache.Engine;
 using LMCache.Engine.Adapters;
-using LMCache.Storage.Remote;
+using LMCache.Hosting;
 using LMCache.Testing;
-using Microsoft.Extensions.Logging.Abstractions;
 
 namespace LMCache.Server.Tests;
 
@@ -29,12 +27,11 @@ public sealed class EngineTests
         };
         var layout = new KvLayout(NumLayers: 2, NumKvHeads: 2, HeadDim: 32, DType: KvDType.BFloat16);
         var scope = new KeyScope("vllm", "test/engine-model");
-        var services = new LMCacheEngineServices(new RemoteConnectorRegistry().Add(new LmConnectorFactory()), LoggerFactory: NullLoggerFactory.Instance);
         var tokens = Enumerable.Range(0, 64).Select(i => (i * 7919) % 32000).ToArray();
         var prefill = new HostKvCache(layout, tokens.Length);
         prefill.FillDeterministic(0, tokens.Length, seed: 11);
 
-        await using (var writer = LMCacheEngine.Create(options, scope, layout, services))
+        await using (var writer = new LMCacheEngineBuilder(options, scope, layout).Build())
         {
             var stored = writer.Store(tokens, prefill);
             Assert.Equal(4, stored.StoredChunks);
@@ -43,7 +40,7 @@ public sealed class EngineTests
         Assert.Equal(4, harness.Server.GetStatistics().Keys);
 
         // A different engine (its own, empty CPU tier) finds every chunk on the server.
-        await using var reader = LMCacheEngine.Create(options, scope, layout, services);
+        await using var reader = new LMCacheEngineBuilder(options, scope, layout).Build();
         Assert.Equal(64, await reader.LookupAsync(tokens, cancellationToken: ct));
         var target = new HostKvCache(layout, tokens.Length);
         var result = await reader.RetrieveAsync(tokens, target, cancellationToken: ct);

@@ -4,8 +4,8 @@ namespace LMCache.Cli.Commands;
 
 /// <summary>
 /// Every top-level command. To add one, write a static class with a <c>Create()</c> returning a
-/// <see cref="Command"/> in this folder and list it here (one line), or add a subcommand to an existing group
-/// (<c>BenchCommands</c> for benchmarks).
+/// <see cref="Command"/> in this folder and list it here (one line). A command parses its options and calls a
+/// library; the benchmarks are not here (bench/LMCache.Bench, which <c>./lmcache bench</c> runs).
 /// </summary>
 internal static class CommandCatalog
 {
@@ -15,7 +15,6 @@ internal static class CommandCatalog
         yield return ConfigCommands.Create();
         yield return KeysCommands.Create();
         yield return ServerCommand.Create();
-        yield return BenchCommands.Create();
         yield return ServeCommand.Create();
         yield return ControllerCommand.Create();
     }

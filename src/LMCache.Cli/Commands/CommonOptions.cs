@@ -1,5 +1,6 @@
 using System.CommandLine;
 using LMCache.Core.Configuration;
+using LMCache.Hosting;
 using Microsoft.Extensions.Logging;
 
 namespace LMCache.Cli.Commands;
@@ -31,24 +32,5 @@ internal static class CommonOptions
     }
 
     /// <summary>A console logger factory at the level named by LMCACHE_LOG_LEVEL (default INFO), to stderr.</summary>
-    public static ILoggerFactory CreateLoggerFactory(LogLevel? minimum = null)
-    {
-        var level = minimum ?? (Environment.GetEnvironmentVariable("LMCACHE_LOG_LEVEL")?.Trim().ToUpperInvariant() switch
-        {
-            "DEBUG" => LogLevel.Debug,
-            "WARNING" => LogLevel.Warning,
-            "ERROR" => LogLevel.Error,
-            "CRITICAL" => LogLevel.Critical,
-            _ => LogLevel.Information,
-        });
-        return LoggerFactory.Create(builder => builder
-            .SetMinimumLevel(level)
-            .AddFilter("Microsoft", LogLevel.Warning)
-            .AddSimpleConsole(o =>
-            {
-                o.SingleLine = true;
-                o.TimestampFormat = "HH:mm:ss.fff ";
-            })
-            .AddConsole(o => o.LogToStandardErrorThreshold = LogLevel.Trace));
-    }
+    public static ILoggerFactory CreateLoggerFactory(LogLevel? minimum = null) => ConsoleLogging.CreateLoggerFactory(minimum);
 }

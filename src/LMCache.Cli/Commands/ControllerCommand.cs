@@ -1,19 +1,15 @@
 using System.CommandLine;
 using System.Text.Json;
 using LMCache.Controller;
-using LMCache.Controller.Worker;
-using LMCache.Core.Configuration;
-using LMCache.Core.Keys;
-using LMCache.Core.Memory;
-using LMCache.Engine;
-using LMCache.Engine.Adapters;
+using LMCache.Hosting;
 using Microsoft.Extensions.Logging;
 
 namespace LMCache.Cli.Commands;
 
 /// <summary>
 /// <c>lmcache controller</c>: the LMCache controller process (the original's <c>lmcache_controller</c>): HTTP API and
-/// dashboard on <c>--host</c>:<c>--port</c>, worker sockets on <c>--monitor-ports</c>.
+/// dashboard on <c>--host</c>:<c>--port</c>, worker sockets on <c>--monitor-ports</c>; <c>--demo-instances N</c> adds
+/// <see cref="ControllerDemoInstances"/>.
 /// </summary>
 internal static class ControllerCommand
 {
@@ -51,27 +47,8 @@ internal static class ControllerCommand
             await using var controller = new LMCacheController(options, loggerFactory);
             var address = await controller.StartAsync(cancellationToken);
             Console.WriteLine($"LMCache controller: dashboard and API on {address} (pull port {controller.PullPort}, reply port {controller.ReplyPort}). Ctrl+C stops.");
-            var demos = new List<(LMCacheEngine Engine, ControllerWorker Worker)>();
-            try
-            {
-                for (var i = 0; i < parse.GetValue(demoInstances); i++)
-                {
-                    demos.Add(StartDemoInstance($"demo-instance-{i + 1}", controller.PullPort, loggerFactory));
-                }
-                using var stopTraffic = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-                var traffic = demos.Count > 0 ? RunDemoTrafficAsync(demos, stopTraffic.Token) : Task.CompletedTask;
-                await controller.WaitForShutdownAsync(cancellationToken);
-                await stopTraffic.CancelAsync();
-                await traffic;
-            }
-            finally
-            {
-                foreach (var (engine, worker) in demos)
-                {
-                    await worker.DisposeAsync();
-                    await engine.DisposeAsync();
-                }
-            }
+            await using var demos = await ControllerDemoInstances.StartAsync(parse.GetValue(demoInstances), controller.PullPort, loggerFactory);
+            await controller.WaitForShutdownAsync(cancellationToken);
             return 0;
         });
         return command;
@@ -96,78 +73,6 @@ internal static class ControllerCommand
         {
             error = ex.Message;
             return false;
-        }
-    }
-
-    private static (LMCacheEngine, ControllerWorker) StartDemoInstance(string id, int pullPort, ILoggerFactory loggerFactory)
-    {
-        var layout = new KvLayout(NumLayers: 4, NumKvHeads: 4, HeadDim: 64, DType: KvDType.BFloat16);   // 4 KiB a token, 1 MiB a chunk
-        var options = new LMCacheEngineOptions { MaxLocalCpuSizeGib = 0.0625 };                         // 64 chunks
-        var engine = LMCacheEngine.Create(options, new KeyScope("vllm", "demo/tiny", DType: layout.DType.ToKeyToken()), layout);
-        var worker = ControllerWorker.Start(engine, new ControllerWorkerOptions
-        {
-            InstanceId = id,
-            PullUrl = $"127.0.0.1:{pullPort}",
-            BindHost = "127.0.0.1",
-            HeartbeatDelay = TimeSpan.Zero,
-            HeartbeatInterval = TimeSpan.FromSeconds(5),
-        }, loggerFactory);
-        return (engine, worker);
-    }
-
-    /// <summary>
-    /// Fills tokens <c>[start, start+count)</c> with finite bf16 values that vary smoothly along each channel, like a
-    /// model's KV (random bits would be mostly NaN, which cachegen stores uncompressed), so <c>/compress</c> shows real ratios.
-    /// </summary>
-    private static void FillSmooth(HostKvCache kv, int start, int count, int seed)
-    {
-        var layout = kv.Layout;
-        for (var layer = 0; layer < layout.NumLayers; layer++)
-        {
-            for (var k = 0; k < 2; k++)
-            {
-                var plane = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, ushort>(kv.Plane(layer, k));
-                for (var head = 0; head < layout.NumKvHeads; head++)
-                {
-                    for (var token = start; token < start + count; token++)
-                    {
-                        var row = plane.Slice(((head * kv.CapacityTokens) + token) * layout.HeadDim, layout.HeadDim);
-                        for (var d = 0; d < row.Length; d++)
-                        {
-                            var value = (float)(Math.Sin((token * 0.05) + (d * 0.7) + seed + layer + k) * (1 + ((d + head) % 5)));
-                            row[d] = (ushort)(BitConverter.SingleToUInt32Bits(value) >> 16);
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// <summary>Every second each demo instance serves a prompt: a new one, or a repeat of an earlier one (a hit).</summary>
-    private static async Task RunDemoTrafficAsync(List<(LMCacheEngine Engine, ControllerWorker Worker)> demos, CancellationToken cancellationToken)
-    {
-        var random = new Random(7);
-        var prompts = new List<int[]>();
-        try
-        {
-            while (!cancellationToken.IsCancellationRequested)
-            {
-                foreach (var (engine, _) in demos)
-                {
-                    var tokens = prompts.Count > 0 && random.NextDouble() < 0.5
-                        ? prompts[random.Next(prompts.Count)]
-                        : [.. Enumerable.Range(random.Next(1_000_000), 256 * random.Next(1, 5))];
-                    prompts.Add(tokens);
-                    var kv = new HostKvCache(engine.Layout, tokens.Length);
-                    var hit = await engine.RetrieveAsync(tokens, kv, cancellationToken: cancellationToken);
-                    FillSmooth(kv, hit.LoadedTokens, tokens.Length - hit.LoadedTokens, seed: tokens[0]);
-                    engine.Store(tokens, kv, skipLeadingTokens: hit.LoadedTokens);
-                }
-                await Task.Delay(1000, cancellationToken);
-            }
-        }
-        catch (OperationCanceledException)
-        {
         }
     }
 }

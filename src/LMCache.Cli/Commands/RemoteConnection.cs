@@ -1,6 +1,7 @@
 using System.CommandLine;
 using LMCache.Core.Configuration;
 using LMCache.Core.Diagnostics;
+using LMCache.Hosting;
 using LMCache.Storage.Remote;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
@@ -42,35 +43,14 @@ internal static class RemoteConnection
             await Console.Error.WriteLineAsync("error: no remote store: pass --remote-url URL or set remote_url in the configuration (LMCACHE_REMOTE_URL).");
             return null;
         }
-        IRemoteConnector connector;
+        var timeout = TimeSpan.FromSeconds(Math.Max(10, options.BlockingTimeoutSecs));
         try
         {
-            connector = Hosting.CreateConnectorRegistry().Create(url, new RemoteConnectorContext(options, loggerFactory ?? NullLoggerFactory.Instance));
+            return await RemoteStoreConnection.OpenAsync(url, options, loggerFactory ?? NullLoggerFactory.Instance, timeout, cancellationToken);
         }
-        catch (LMCacheConfigurationException ex)
+        catch (LMCacheException ex)
         {
             await Console.Error.WriteLineAsync($"error: {ex.Message}");
-            return null;
-        }
-        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        timeout.CancelAfter(TimeSpan.FromSeconds(Math.Max(10, options.BlockingTimeoutSecs)));
-        try
-        {
-            if (connector is IRemoteKeyspace keyspace)
-            {
-                await keyspace.WaitUntilConnectedAsync(timeout.Token);
-            }
-            else if (!await connector.PingAsync(timeout.Token))
-            {
-                throw new InvalidOperationException("the store did not answer a ping");
-            }
-            return connector;
-        }
-        catch (Exception ex) when (ex is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
-        {
-            var reason = ex is OperationCanceledException ? $"no answer within {Math.Max(10, options.BlockingTimeoutSecs)} s" : ex.Message;
-            await Console.Error.WriteLineAsync($"error: cannot reach {connector.Description}: {reason}");
-            await connector.DisposeAsync();
             return null;
         }
     }

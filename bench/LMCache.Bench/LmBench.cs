@@ -10,7 +10,7 @@ using LMCache.Core.Keys;
 using LMCache.Core.Memory;
 using LMCache.Server;
 
-namespace LMCache.Cli.Commands.Bench;
+namespace LMCache.Bench;
 
 /// <summary>
 /// <c>lmcache bench lm</c>: PUT and GET throughput of 32 MiB chunks through our connector against our server on
@@ -24,7 +24,7 @@ internal static class LmBench
 
     public static Command Create()
     {
-        var json = CommonOptions.Json();
+        var json = BenchOptions.Json();
         var chunkMib = new Option<int>("--chunk-mib") { Description = "Chunk size in MiB (32 = one Llama-3.1-8B bf16 chunk of 256 tokens).", DefaultValueFactory = _ => 32 };
         var clients = new Option<int>("--clients") { Description = "Concurrent clients of the multi-client run.", DefaultValueFactory = _ => 16 };
         var rounds = new Option<int>("--rounds") { Description = "Chunks moved per measured pass with one client (the multi-client run moves the same total).", DefaultValueFactory = _ => 32 };

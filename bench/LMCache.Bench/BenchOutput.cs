@@ -2,7 +2,7 @@ using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 
-namespace LMCache.Cli.Commands.Bench;
+namespace LMCache.Bench;
 
 /// <summary>Collects a benchmark's results and prints them as one JSON object (<c>--json</c>) or as aligned text.</summary>
 internal sealed class BenchOutput

@@ -2,13 +2,13 @@ using System.CommandLine;
 using System.Diagnostics;
 using LMCache.Core.Configuration;
 using LMCache.Core.Diagnostics;
-using LMCache.Engine;
+using LMCache.Hosting;
 using LMCache.Inference.Demo;
 using LMCache.Inference.Generation;
 using LMCache.Inference.Models;
 using Microsoft.Extensions.Logging;
 
-namespace LMCache.Cli.Commands.Bench;
+namespace LMCache.Bench;
 
 /// <summary>
 /// <c>lmcache bench ttft</c>: time to first token of one long prompt, cold (no cache) beside warm from the CPU tier,
@@ -20,7 +20,7 @@ internal static class TtftBench
 {
     public static Command Create()
     {
-        var json = CommonOptions.Json();
+        var json = BenchOptions.Json();
         var model = new Option<DirectoryInfo?>("--model") { Description = "Model folder (default: the built-in demo model)." };
         var promptTokens = new Option<int>("--prompt-tokens") { Description = "Prompt length in tokens.", DefaultValueFactory = _ => 4000 };
         var remoteUrl = new Option<string?>("--remote-url") { Description = "Also measure warm TTFT from this remote (e.g. redis://127.0.0.1:6379)." };
@@ -60,20 +60,26 @@ internal static class TtftBench
         }
         var layout = model.Decoder.Layout;
         var prompt = MakePrompt(model, promptTokens, seed: 11);
-        using var loggerFactory = CommonOptions.CreateLoggerFactory(LogLevel.Warning);
-        var services = Hosting.CreateServices(loggerFactory);
+        using var loggerFactory = ConsoleLogging.CreateLoggerFactory(LogLevel.Warning);
         var scratch = Path.Combine(Path.GetTempPath(), $"lmcache-bench-ttft-{Environment.ProcessId}");
         output.Add("model", model.Name);
         output.Add("prompt_tokens", promptTokens);
         output.Add("threads", threads == 0 ? Environment.ProcessorCount : threads);
 
-        LMCacheEngineOptions Options(bool disk, string? remote) => new()
+        // The composition root that `lmcache serve` ships, without its HTTP server: the same model, cache engine
+        // (built-in connectors and serdes) and inference engine.
+        LMCacheHostOptions Options(bool disk, string? remote) => new()
         {
-            ChunkSize = 256,
-            MaxLocalCpuSizeGib = 2,
-            LocalDisk = disk ? scratch : null,
-            MaxLocalDiskSizeGib = disk ? 4 : 0,
-            RemoteUrl = remote,
+            Model = model,
+            Server = null,
+            Cache = new LMCacheEngineOptions
+            {
+                ChunkSize = 256,
+                MaxLocalCpuSizeGib = 2,
+                LocalDisk = disk ? scratch : null,
+                MaxLocalDiskSizeGib = disk ? 4 : 0,
+                RemoteUrl = remote,
+            },
         };
 
         async Task<GenerationStats> TtftAsync(InferenceEngine engine, int[] tokens, bool bypass = false) =>
@@ -96,9 +102,9 @@ internal static class TtftBench
 
                 // CPU: one request stores the prompt's chunks, the next ones load them.
                 GenerationStats? warmCpu = null;
-                await using (var cache = LMCacheEngine.Create(Options(disk: false, null), InferenceEngine.CreateKeyScope(model), layout, services))
+                await using (var host = await LMCacheHost.StartAsync(Options(disk: false, null), loggerFactory, cancellationToken))
                 {
-                    await using var engine = new InferenceEngine(model, cache);
+                    var engine = host.Inference;
                     await TtftAsync(engine, prompt);
                     for (var i = 0; i < repeat; i++)
                     {
@@ -120,11 +126,11 @@ internal static class TtftBench
                 output.Add("kv_copy_s", copy, "s");
 
                 // Disk: store through one engine, then measure fresh engines whose CPU tier starts empty.
-                var warmDisk = await MeasureFreshAsync(model, Options(disk: true, null), services, prompt, repeat, "disk", TtftAsync, cancellationToken);
+                var warmDisk = await MeasureFreshAsync(Options(disk: true, null), loggerFactory, prompt, repeat, "disk", TtftAsync, cancellationToken);
                 output.Add("ttft_warm_disk_s", warmDisk, "s");
                 if (remoteUrl is not null)
                 {
-                    var warmRemote = await MeasureFreshAsync(model, Options(disk: false, remoteUrl), services, prompt, repeat, "remote", TtftAsync, cancellationToken);
+                    var warmRemote = await MeasureFreshAsync(Options(disk: false, remoteUrl), loggerFactory, prompt, repeat, "remote", TtftAsync, cancellationToken);
                     output.Add("ttft_warm_remote_s", warmRemote, "s");
                     output.Add("speedup_remote", cold / warmRemote, "x");
                 }
@@ -145,25 +151,22 @@ internal static class TtftBench
         }
     }
 
-    private static async Task<double> MeasureFreshAsync(LanguageModel model, LMCacheEngineOptions options, LMCacheEngineServices services, int[] prompt, int repeat, string tier,
+    private static async Task<double> MeasureFreshAsync(LMCacheHostOptions options, ILoggerFactory loggerFactory, int[] prompt, int repeat, string tier,
         Func<InferenceEngine, int[], bool, Task<GenerationStats>> ttft, CancellationToken cancellationToken)
     {
-        var scope = InferenceEngine.CreateKeyScope(model);
-        await using (var cache = LMCacheEngine.Create(options, scope, model.Decoder.Layout, services))
+        await using (var host = await LMCacheHost.StartAsync(options, loggerFactory, cancellationToken))
         {
-            await using var engine = new InferenceEngine(model, cache);
             BenchOutput.Progress($"storing the prompt for the {tier} tier");
-            await ttft(engine, prompt, false);
-            await engine.WhenIdleAsync(cancellationToken);
-            await cache.FlushAsync(cancellationToken);
+            await ttft(host.Inference, prompt, false);
+            await host.Inference.WhenIdleAsync(cancellationToken);
+            await host.Cache.FlushAsync(cancellationToken);
         }
         var best = double.MaxValue;
         for (var i = 0; i < repeat; i++)
         {
             BenchOutput.Progress($"warm from {tier} {i + 1}/{repeat} (fresh engine, empty CPU tier)");
-            await using var cache = LMCacheEngine.Create(options, scope, model.Decoder.Layout, services);
-            await using var engine = new InferenceEngine(model, cache);
-            var stats = await ttft(engine, prompt, false);
+            await using var host = await LMCacheHost.StartAsync(options, loggerFactory, cancellationToken);
+            var stats = await ttft(host.Inference, prompt, false);
             if (stats.CachedTokens == 0)
             {
                 BenchOutput.Progress($"warning: nothing was loaded from the {tier} tier");

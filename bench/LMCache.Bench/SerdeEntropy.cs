@@ -2,7 +2,7 @@ using System.Text.Json.Nodes;
 using LMCache.Core.Memory;
 using LMCache.Serde.CacheGen;
 
-namespace LMCache.Cli.Commands.Bench;
+namespace LMCache.Bench;
 
 /// <summary>
 /// <c>lmcache bench serde --entropy</c>: how many bits per value the cachegen symbols of real KV need under richer

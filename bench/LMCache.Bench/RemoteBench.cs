@@ -7,7 +7,7 @@ using LMCache.Core.Keys;
 using LMCache.Core.Memory;
 using LMCache.Storage.Remote;
 
-namespace LMCache.Cli.Commands.Bench;
+namespace LMCache.Bench;
 
 /// <summary>
 /// <c>lmcache bench remote</c>: store, retrieve and lookup throughput of the remote connector against a live server,
@@ -20,15 +20,15 @@ internal static class RemoteBench
 
     public static Command Create()
     {
-        var url = RemoteConnection.UrlOption();
+        var url = BenchOptions.RemoteUrl();
         var chunkMib = new Option<double>("--chunk-mib") { Description = "Chunk size in MiB (rounded to whole tokens of 128 KiB). Default 4.", DefaultValueFactory = _ => 4 };
         var chunks = new Option<int>("--chunks") { Description = "Chunks per round; 0 = 512 MiB worth (at least 8, at most 128). Default 0." };
         var rounds = new Option<int>("--rounds") { Description = "Measured rounds after one warm-up round; medians are reported, and the best round. Default 5.", DefaultValueFactory = _ => 5 };
         var clients = new Option<int>("--clients") { Description = "Concurrent puts and concurrent read batches (also redis-benchmark -c). Default 1.", DefaultValueFactory = _ => 1 };
         var batch = new Option<int>("--batch") { Description = "Chunks per pipelined read (one GetPrefix call). Default 8.", DefaultValueFactory = _ => 8 };
         var baseline = new Option<bool>("--baseline") { Description = "Also run redis-benchmark SET/GET of the same value size against the same server." };
-        var config = CommonOptions.Config();
-        var json = CommonOptions.Json();
+        var config = BenchOptions.Config();
+        var json = BenchOptions.Json();
         var command = new Command("remote", "Remote tier throughput (store, retrieve, 64-chunk lookup) against a live Redis, Sentinel or Cluster, beside redis-benchmark.")
         {
             url, chunkMib, chunks, rounds, clients, batch, baseline, config, json,
@@ -38,7 +38,7 @@ internal static class RemoteBench
             var chunkBytes = Math.Max(1, (int)Math.Round(parse.GetValue(chunkMib) * (1 << 20) / BytesPerToken)) * BytesPerToken;
             var count = parse.GetValue(chunks) is > 0 and var c ? c : Math.Clamp((512 << 20) / chunkBytes, 8, 128);
             var settings = new Settings(chunkBytes, count, Math.Max(1, parse.GetValue(rounds)), Math.Max(1, parse.GetValue(clients)), Math.Max(1, parse.GetValue(batch)));
-            await using var connector = await RemoteConnection.OpenAsync(parse.GetValue(url), parse.GetValue(config), ct, timeoutSeconds: 120);
+            await using var connector = await BenchOptions.OpenRemoteAsync(parse.GetValue(url), parse.GetValue(config), ct, timeoutSeconds: 120);
             if (connector is null)
             {
                 return 2;

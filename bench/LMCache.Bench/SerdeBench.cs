@@ -8,7 +8,7 @@ using LMCache.Inference.Models;
 using LMCache.Inference.Onnx;
 using LMCache.Serde.CacheGen;
 
-namespace LMCache.Cli.Commands.Bench;
+namespace LMCache.Bench;
 
 /// <summary>
 /// <c>lmcache bench serde</c>: the cachegen serde on real KV. Runs the fixture (or another model folder with a
@@ -25,7 +25,7 @@ internal static class SerdeBench
 
     public static Command Create()
     {
-        var json = CommonOptions.Json();
+        var json = BenchOptions.Json();
         var model = new Option<DirectoryInfo?>("--model")
         {
             Description = "Model folder (config.json, tokenizer.json, onnx/model.onnx) with a reference.json holding the prompt token ids; defaults to the repository's test/fixtures/tiny-llama found upward from the current folder.",

@@ -7,7 +7,7 @@ using LMCache.Core.Memory;
 using LMCache.Storage.LocalCpu;
 using LMCache.Storage.LocalDisk;
 
-namespace LMCache.Cli.Commands.Bench;
+namespace LMCache.Bench;
 
 /// <summary>
 /// <c>lmcache bench storage</c>: the CPU and disk tiers and the chunk hash, each beside its physical baseline measured
@@ -18,7 +18,7 @@ internal static class StorageBench
 {
     public static Command Create()
     {
-        var json = CommonOptions.Json();
+        var json = BenchOptions.Json();
         var shape = new Option<string>("--shape")
         {
             Description = "Chunk shape [2, layers, tokens, kv_heads*head_dim] as 2x32x256x1024 (Llama-3.1-8B, 32 MiB in bf16).",
