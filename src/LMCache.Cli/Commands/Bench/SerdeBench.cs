@@ -315,7 +315,7 @@ internal static class SerdeBench
                 ["cpu_features"] = new JsonArray([.. SimdPaths.CpuFeatures().Select(f => JsonValue.Create(f))]),
                 ["quality_prompts"] = new JsonArray([.. quality.Prompts.Select(p => new JsonObject { ["name"] = p.Name, ["tokens"] = p.Ids.Length, ["restored_prefix"] = p.Prefix })]),
                 ["quality_tokens"] = SerdeQuality.Tokens,
-                ["quality_note"] = "greedy_agreement: share of the 64 free-running greedy tokens equal to the uncompressed KV's, position by position (min_identical_prefix: shortest run before the first difference); mean_kl: KL(P_exact || P_roundtrip) in nats of the next-token distribution, teacher-forced along the exact continuation; means over the prompts",
+                ["quality_note"] = "greedy_agreement: share of the 64 free-running greedy tokens equal to the uncompressed KV's, position by position (min_identical_prefix: shortest run before the first difference); mean_kl: KL(P_exact || P_roundtrip) in nats of the next-token distribution, teacher-forced along the exact continuation; teacher_forced_top1_agreement: share of those teacher-forced positions whose argmax is the exact token (one early flip does not cascade); means over the prompts",
                 ["quality_bf16_naive"] = qualityBf16.ToJson(),
                 ["quality_cachegen"] = qualityDefault.ToJson(),
                 ["bins_sweep"] = curve,

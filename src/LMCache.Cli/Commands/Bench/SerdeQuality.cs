@@ -72,7 +72,7 @@ internal sealed class SerdeQuality
     /// </summary>
     public Result Measure(Func<byte[], byte[]?> roundTrip, int chunkTokens)
     {
-        double agreement = 0, kl = 0, klMax = 0;
+        double agreement = 0, forcedAgreement = 0, kl = 0, klMax = 0;
         var identical = new List<int>();
         var perPrompt = new JsonArray();
         foreach (var prompt in _prompts)
@@ -82,6 +82,8 @@ internal sealed class SerdeQuality
             var forced = Run(prompt.Ids, prompt.Prefix, restored, chunkTokens, forced: prompt.ExactTokens);
             var matches = prompt.ExactTokens.Zip(free.Tokens).Count(p => p.First == p.Second) / (double)Tokens;
             var same = prompt.ExactTokens.Zip(free.Tokens).TakeWhile(p => p.First == p.Second).Count();
+            var forcedMatches = prompt.ExactTokens.Zip(forced.Tokens).Count(p => p.First == p.Second) / (double)Tokens;
+            forcedAgreement += forcedMatches;
             double promptKl = 0;
             for (var i = 0; i < Tokens; i++)
             {
@@ -98,18 +100,23 @@ internal sealed class SerdeQuality
                 ["prompt"] = prompt.Name,
                 ["greedy_agreement"] = Math.Round(matches, 4),
                 ["identical_prefix"] = same,
+                ["teacher_forced_top1_agreement"] = Math.Round(forcedMatches, 4),
                 ["mean_kl"] = Math.Round(promptKl, 6),
             });
         }
-        return new Result(agreement / _prompts.Count, kl / _prompts.Count, klMax, identical.Min(), perPrompt);
+        return new Result(agreement / _prompts.Count, forcedAgreement / _prompts.Count, kl / _prompts.Count, klMax, identical.Min(), perPrompt);
     }
 
-    /// <summary>Mean over prompts of the greedy agreement and the mean KL (nats), the largest single KL, the shortest identical prefix.</summary>
-    public sealed record Result(double GreedyAgreement, double MeanKl, double MaxKl, int MinIdenticalPrefix, JsonArray PerPrompt)
+    /// <summary>
+    /// Means over prompts of the greedy agreement, the teacher-forced top-1 agreement (same history, same argmax) and the
+    /// mean KL (nats); the largest single KL; the shortest identical prefix.
+    /// </summary>
+    public sealed record Result(double GreedyAgreement, double TeacherForcedAgreement, double MeanKl, double MaxKl, int MinIdenticalPrefix, JsonArray PerPrompt)
     {
         public JsonObject ToJson() => new()
         {
             ["greedy_agreement"] = Math.Round(GreedyAgreement, 4),
+            ["teacher_forced_top1_agreement"] = Math.Round(TeacherForcedAgreement, 4),
             ["mean_kl"] = Math.Round(MeanKl, 6),
             ["max_kl"] = Math.Round(MaxKl, 6),
             ["min_identical_prefix"] = MinIdenticalPrefix,
