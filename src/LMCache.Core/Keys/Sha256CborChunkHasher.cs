@@ -126,7 +126,8 @@ public sealed partial class Sha256CborChunkHasher : IChunkHasher
         int done = 0, written = 0;
         done = path switch
         {
-            SimdPath.Avx512 => EncodeTokensAvx512(tokens, destination, out written),
+            SimdPath.Avx512 when Avx512Vbmi2.IsSupported => EncodeTokensAvx512(tokens, destination, out written),
+            SimdPath.Avx512 => EncodeTokensAvx2(tokens, destination, out written),
             SimdPath.Avx2 => EncodeTokensAvx2(tokens, destination, out written),
             SimdPath.Vector128 => EncodeTokensVector128(tokens, destination, out written),
             _ => 0,
