@@ -4,6 +4,7 @@ using System.Runtime.InteropServices;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using LMCache.Core.Memory;
+using LMCache.Core.Simd;
 using LMCache.Inference.Models;
 using LMCache.Inference.Onnx;
 using LMCache.Serde.CacheGen;
@@ -28,14 +29,19 @@ internal static class SerdeBench
         var json = BenchOptions.Json();
         var model = new Option<DirectoryInfo?>("--model")
         {
-            Description = "Model folder (config.json, tokenizer.json, onnx/model.onnx) with a reference.json holding the prompt token ids; defaults to the repository's test/fixtures/tiny-llama found upward from the current folder.",
+            Description = "Model folder (config.json, tokenizer.json, onnx/model.onnx) with a reference.json holding the prompt token ids; defaults to the repository's test/fixtures/lmcache-demo-coder (a trained model; else tiny-llama) found upward from the current folder.",
         };
         var seconds = new Option<double>("--seconds") { Description = "Minimum time per throughput measurement.", DefaultValueFactory = _ => 1.5 };
         var profileChunks = new Option<int>("--profile-chunks") { Description = "Chunks profiled for the shared table (excluded from the shared-table ratio).", DefaultValueFactory = _ => 2 };
+        var sweep = new Option<string>("--bins-sweep")
+        {
+            Description = "Bin settings of the quality curve, comma-separated, each BINS or KEY/VALUE bins for every layer (specs like 10*32,16 are not allowed here); empty skips the curve.",
+            DefaultValueFactory = _ => "64,48,32,24,16,12,8,32/16,16/32,64/32",
+        };
         var entropy = new Option<bool>("--entropy") { Description = "Also measure the bits per value the quantized symbols need under richer probability models (context models for the shared-tables mode): the \"entropy\" object." };
         var command = new Command("serde", "cachegen vs naive on real KV from the fixture model: ratio, throughput, error, continuation match.")
         {
-            json, model, seconds, profileChunks, entropy,
+            json, model, seconds, profileChunks, entropy, sweep,
         };
         command.SetAction(parse =>
         {
@@ -45,7 +51,8 @@ internal static class SerdeBench
                 Console.Error.WriteLine("error: no model: pass --model DIR (the fixture lives in test/fixtures/tiny-llama of a checkout).");
                 return 2;
             }
-            var result = Run(folder, parse.GetValue(seconds), Math.Max(1, parse.GetValue(profileChunks)), parse.GetValue(entropy));
+            var settings = (parse.GetValue(sweep) ?? string.Empty).Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+            var result = Run(folder, parse.GetValue(seconds), Math.Max(1, parse.GetValue(profileChunks)), parse.GetValue(entropy), settings);
             if (parse.GetValue(json))
             {
                 Console.WriteLine(result.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
@@ -66,10 +73,14 @@ internal static class SerdeBench
     {
         for (var dir = new DirectoryInfo(Directory.GetCurrentDirectory()); dir is not null; dir = dir.Parent)
         {
-            var candidate = Path.Combine(dir.FullName, "test", "fixtures", "tiny-llama");
-            if (File.Exists(Path.Combine(candidate, "onnx", "model.onnx")))
+            // The trained model first: its KV is what real models produce (tiny-llama's weights are random).
+            foreach (var name in (string[])["lmcache-demo-coder", "tiny-llama"])
             {
-                return candidate;
+                var candidate = Path.Combine(dir.FullName, "test", "fixtures", name);
+                if (File.Exists(Path.Combine(candidate, "onnx", "model.onnx")))
+                {
+                    return candidate;
+                }
             }
         }
         return null;
@@ -77,7 +88,7 @@ internal static class SerdeBench
 
     private static void Progress(string text) => Console.Error.WriteLine($"bench: {text}");
 
-    private static JsonObject Run(string folder, double seconds, int profileChunks, bool entropy)
+    private static JsonObject Run(string folder, double seconds, int profileChunks, bool entropy, string[] sweep)
     {
         var reference = JsonNode.Parse(File.ReadAllText(Path.Combine(folder, "reference.json")))!;
         var prompt = reference["prompts"]!["long"]!;
@@ -237,6 +248,23 @@ internal static class SerdeBench
             var viaBf16 = Continue(decoder, ids, prefix, chunksBf16.Select(c => FromFloat(MemoryMarshal.Cast<byte, ushort>(c.AsSpan()).ToArray().Select(F32).ToArray(), layout.DType)).ToArray());
             var viaCachegen = Continue(decoder, ids, prefix, restoredF32.Select(c => FromFloat(c, layout.DType)).ToArray());
 
+            // Quality over 64 tokens and several prompts: bf16 rounding alone, the default bins, then the curve.
+            Progress($"quality over {SerdeQuality.Tokens} tokens");
+            var quality = new SerdeQuality(decoder);
+            quality.AddPrefilled("long", ids, prefix, modelChunks, ChunkTokens);
+            foreach (var (name, node) in reference["prompts"]!.AsObject())
+            {
+                var promptIds = node!["input_ids"]!.AsArray().Select(n => (int)n!).ToArray();
+                if (name != "long" && promptIds.Length > ChunkTokens)
+                {
+                    quality.Add(name, promptIds, ChunkTokens);
+                }
+            }
+            var qualityBf16 = quality.Measure(c => SerdeQuality.Bf16RoundTrip(c, layout.DType), ChunkTokens);
+            var qualityDefault = quality.Measure(c => SerdeQuality.CachegenRoundTrip(serde, allocator, metaBf16, c, layout.DType), ChunkTokens);
+            Progress($"quality curve over {sweep.Length} bin settings");
+            var curve = quality.Sweep(sweep, allocator, ChunkTokens, profileChunks, cores);
+
             foreach (var b in blobs)
             {
                 b.Release();
@@ -282,6 +310,15 @@ internal static class SerdeBench
                 ["continuation_match_rate_bf16_naive"] = Round(Match(exact, viaBf16)),
                 ["continuation_baseline_matches_reference"] = referenceGreedy is null ? null : Round(Match(exact, referenceGreedy)),
                 ["baseline_naive"] = new JsonObject { ["ratio"] = 1.0, ["bytes"] = rawBf16, ["copy_mbps"] = Round(copyMbps) },
+                ["simd_path"] = SimdPaths.Name(serde.Simd),
+                ["simd_path_note"] = $"the decoder's vector path (widest the CPU has unless {SimdPaths.Variable} names a narrower one)",
+                ["cpu_features"] = new JsonArray([.. SimdPaths.CpuFeatures().Select(f => JsonValue.Create(f))]),
+                ["quality_prompts"] = new JsonArray([.. quality.Prompts.Select(p => new JsonObject { ["name"] = p.Name, ["tokens"] = p.Ids.Length, ["restored_prefix"] = p.Prefix })]),
+                ["quality_tokens"] = SerdeQuality.Tokens,
+                ["quality_note"] = "greedy_agreement: share of the 64 free-running greedy tokens equal to the uncompressed KV's, position by position (min_identical_prefix: shortest run before the first difference); mean_kl: KL(P_exact || P_roundtrip) in nats of the next-token distribution, teacher-forced along the exact continuation; teacher_forced_top1_agreement: share of those teacher-forced positions whose argmax is the exact token (one early flip does not cascade); means over the prompts",
+                ["quality_bf16_naive"] = qualityBf16.ToJson(),
+                ["quality_cachegen"] = qualityDefault.ToJson(),
+                ["bins_sweep"] = curve,
             };
             if (entropyStudy is not null)
             {

@@ -353,6 +353,13 @@ internal static partial class ArithmeticCoder
         }
     }
 
+    /// <summary>
+    /// <see cref="Decode"/> without vector instructions (a binary search for the symbol): the decoder of
+    /// <see cref="LMCache.Core.Simd.SimdPath.Scalar"/>. Same symbols.
+    /// </summary>
+    public static void DecodeScalar(ReadOnlySpan<byte> stream, ReadOnlySpan<ushort> cdf, Span<byte> symbols, int stride, int count) =>
+        DecodeScalarSearch(stream, cdf, symbols, stride, count);
+
     private static void DecodeScalarSearch(ReadOnlySpan<byte> stream, ReadOnlySpan<ushort> cdf, Span<byte> symbols, int stride, int count)
     {
         var top = cdf.Length - 2;

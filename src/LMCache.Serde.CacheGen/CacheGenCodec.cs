@@ -2,6 +2,7 @@ using System.Buffers;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using LMCache.Core.Memory;
+using LMCache.Core.Simd;
 
 namespace LMCache.Serde.CacheGen;
 /// <summary>
@@ -23,8 +24,10 @@ internal sealed class CacheGenCodec
     /// <param name="maxDegreeOfParallelism">Threads used per chunk (1 = the calling thread only).</param>
     /// <param name="reference">Use the plain scalar quantizer and bit-at-a-time coder (tests compare both paths).</param>
     /// <param name="version">Container version to write (<see cref="CacheGenContainer.Version"/>, or <see cref="CacheGenContainer.Version1"/> for compatibility tests).</param>
-    public CacheGenCodec(int maxDegreeOfParallelism, bool reference = false, byte version = CacheGenContainer.Version)
+    /// <param name="simd">The vector path of the fast coder (<see cref="SimdPaths.Current"/> when null), capped at what the CPU has.</param>
+    public CacheGenCodec(int maxDegreeOfParallelism, bool reference = false, byte version = CacheGenContainer.Version, SimdPath? simd = null)
     {
+        Simd = SimdPaths.Cap(simd ?? SimdPaths.Current);
         if (version is not (CacheGenContainer.Version or CacheGenContainer.Version1))
         {
             throw new ArgumentOutOfRangeException(nameof(version), version, "Only container versions 1 and 2 exist.");
@@ -33,6 +36,9 @@ internal sealed class CacheGenCodec
         _reference = reference;
         _version = version;
     }
+
+    /// <summary>The vector path the fast decoder and quantizer use (ignored by the reference path).</summary>
+    public SimdPath Simd { get; }
 
     public static bool IsSupported(KvDType dtype) => dtype is KvDType.BFloat16 or KvDType.Float16 or KvDType.Float32;
 
@@ -244,23 +250,7 @@ internal sealed class CacheGenCodec
                     var first = ((d * rows) + row) * hidden;
                     var starts = parsed.StreamStarts.AsSpan(first, hidden);
                     var lengths = parsed.StreamLengths.AsSpan(first, hidden);
-                    var c = 0;
-                    if (!_reference && n <= ArithmeticCoder.WideMaxCount && ArithmeticCoder.WideSupported)
-                    {
-                        // Sixteen channels at a time, one stream per AVX-512 lane.
-                        for (; c + ArithmeticCoder.WideLanes <= hidden; c += ArithmeticCoder.WideLanes)
-                        {
-                            ArithmeticCoder.DecodeWide(span, starts[c..], lengths[c..], cdf.Slice(c * lp, ArithmeticCoder.WideLanes * lp), lp, symbols.AsSpan((t0 * hidden) + c), hidden, n);
-                        }
-                    }
-                    if (!_reference && lp <= 33)
-                    {
-                        // Four channels at a time, their streams decoded in lockstep.
-                        for (; c + ArithmeticCoder.Lanes <= hidden; c += ArithmeticCoder.Lanes)
-                        {
-                            ArithmeticCoder.DecodeInterleaved(span, starts[c..], lengths[c..], cdf.Slice(c * lp, ArithmeticCoder.Lanes * lp), lp, symbols.AsSpan((t0 * hidden) + c), hidden, n);
-                        }
-                    }
+                    var c = _reference || n > ArithmeticCoder.WideMaxCount ? 0 : DecodeLanes(span, starts, lengths, cdf, lp, symbols.AsSpan(t0 * hidden), hidden, n);
                     for (; c < hidden; c++)
                     {
                         var stream = span.Slice(starts[c], lengths[c]);
@@ -269,9 +259,13 @@ internal sealed class CacheGenCodec
                         {
                             ArithmeticCoder.DecodeReference(stream, cdf.Slice(c * lp, lp), destination, hidden, n);
                         }
-                        else
+                        else if (Simd >= SimdPath.Avx2)
                         {
                             ArithmeticCoder.Decode(stream, cdf.Slice(c * lp, lp), destination, hidden, n);
+                        }
+                        else
+                        {
+                            ArithmeticCoder.DecodeScalar(stream, cdf.Slice(c * lp, lp), destination, hidden, n);
                         }
                     }
                 }
@@ -299,6 +293,38 @@ internal sealed class CacheGenCodec
                 ArrayPool<byte>.Shared.Return(symbols);
             }
         });
+    }
+
+    /// <summary>
+    /// Decodes channels <c>0 .. returned</c> of one (row, data chunk) several streams at a time on <see cref="Simd"/>'s
+    /// lane decoder (16 lanes with AVX-512, 8 with AVX2, 4 with Vector128, then narrower ones for the channels left
+    /// over); the caller decodes the remaining channels one stream at a time.
+    /// </summary>
+    private int DecodeLanes(ReadOnlySpan<byte> span, ReadOnlySpan<int> starts, ReadOnlySpan<int> lengths, ReadOnlySpan<ushort> cdf, int lp, Span<byte> symbols, int hidden, int n)
+    {
+        var c = 0;
+        if (Simd >= SimdPath.Avx512 && ArithmeticCoder.WideSupported)
+        {
+            for (; c + ArithmeticCoder.WideLanes <= hidden; c += ArithmeticCoder.WideLanes)
+            {
+                ArithmeticCoder.DecodeWide(span, starts[c..], lengths[c..], cdf.Slice(c * lp, ArithmeticCoder.WideLanes * lp), lp, symbols[c..], hidden, n);
+            }
+        }
+        if (Simd >= SimdPath.Avx2 && ArithmeticCoder.Avx2Supported)
+        {
+            for (; c + ArithmeticCoder.Avx2Lanes <= hidden; c += ArithmeticCoder.Avx2Lanes)
+            {
+                ArithmeticCoder.DecodeAvx2(span, starts[c..], lengths[c..], cdf.Slice(c * lp, ArithmeticCoder.Avx2Lanes * lp), lp, symbols[c..], hidden, n);
+            }
+        }
+        if (Simd >= SimdPath.Vector128)
+        {
+            for (; c + ArithmeticCoder.Vector128Lanes <= hidden; c += ArithmeticCoder.Vector128Lanes)
+            {
+                ArithmeticCoder.DecodeVector128(span, starts[c..], lengths[c..], cdf.Slice(c * lp, ArithmeticCoder.Vector128Lanes * lp), lp, symbols[c..], hidden, n);
+            }
+        }
+        return c;
     }
 
     private static void ClampSymbols(Span<byte> symbols, byte top)

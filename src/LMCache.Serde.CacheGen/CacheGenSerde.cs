@@ -55,6 +55,9 @@ public sealed class CacheGenSerde : IKvSerde
     /// <summary>Whether new blobs use shared tables (once profiled) instead of per-chunk tables.</summary>
     public bool UsesSharedTables => _options.SharedTables;
 
+    /// <summary>The vector path the coder runs on: the widest this CPU has, capped by <c>LMCACHE_SIMD</c> (<see cref="LMCache.Core.Simd.SimdPaths"/>).</summary>
+    public LMCache.Core.Simd.SimdPath Simd => _codec.Simd;
+
     /// <inheritdoc />
     public MemoryObject? Serialize(MemoryObject chunk, IMemoryAllocator allocator)
     {

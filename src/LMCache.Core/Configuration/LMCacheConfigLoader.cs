@@ -40,7 +40,8 @@ public sealed class LoadedConfiguration
 /// <para>Unlike the original, a value that does not convert or validate fails the load with a
 /// <see cref="LMCacheConfigurationException"/> naming the key, the value and what is allowed (all problems at once).
 /// Unknown keys and unknown <c>LMCACHE_*</c> variables are warnings. <c>LMCACHE_USE_EXPERIMENTAL</c> is accepted and
-/// not needed; <c>LMCACHE_LOG_LEVEL</c> must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL.</para>
+/// not needed; <c>LMCACHE_LOG_LEVEL</c> must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL; <c>LMCACHE_SIMD</c> one of
+/// avx512, avx2, vector128, scalar.</para>
 /// </remarks>
 public static class LMCacheConfigLoader
 {
@@ -50,6 +51,7 @@ public static class LMCacheConfigLoader
     private static readonly HashSet<string> s_processVariables = new(StringComparer.Ordinal)
     {
         ConfigFileVariable, "LMCACHE_USE_EXPERIMENTAL", "LMCACHE_LOG_LEVEL", "LMCACHE_HOME", "LMCACHE_TRACK_USAGE",
+        Simd.SimdPaths.Variable,
     };
 
     private static readonly string[] s_logLevels = ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"];
@@ -111,6 +113,10 @@ public static class LMCacheConfigLoader
                 if (name == "LMCACHE_LOG_LEVEL" && !s_logLevels.Contains(value.ToUpperInvariant()))
                 {
                     problems.Add($"LMCACHE_LOG_LEVEL = '{value}': must be one of {string.Join(", ", s_logLevels)}.");
+                }
+                if (name == Simd.SimdPaths.Variable && value.Length > 0 && !Simd.SimdPaths.TryParse(value, out _))
+                {
+                    problems.Add($"{name} = '{value}': must be one of avx512, avx2, vector128, scalar.");
                 }
                 continue;
             }

@@ -7,6 +7,7 @@ using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 using System.Security.Cryptography;
 using System.Text;
+using LMCache.Core.Simd;
 
 namespace LMCache.Core.Keys;
 
@@ -23,7 +24,7 @@ namespace LMCache.Core.Keys;
 /// <para>The seed defaults to <c>"0"</c>, which is what vLLM computes when <c>PYTHONHASHSEED=0</c>; Python engines
 /// that run <c>pre_caching_hash_algorithm: sha256_cbor</c> with that seed produce the same hashes.</para>
 /// </remarks>
-public sealed class Sha256CborChunkHasher : IChunkHasher
+public sealed partial class Sha256CborChunkHasher : IChunkHasher
 {
     /// <summary>The configuration name.</summary>
     public const string AlgorithmName = "sha256_cbor";
@@ -81,7 +82,11 @@ public sealed class Sha256CborChunkHasher : IChunkHasher
     }
 
     /// <summary>Writes the CBOR encoding of <c>(previous, tokens[, (extraKey,)])</c>; returns the bytes written.</summary>
-    public static int Encode(in ChunkHash previous, ReadOnlySpan<int> tokens, string? extraKey, Span<byte> destination)
+    public static int Encode(in ChunkHash previous, ReadOnlySpan<int> tokens, string? extraKey, Span<byte> destination) =>
+        Encode(previous, tokens, extraKey, destination, SimdPaths.Current);
+
+    /// <summary><see cref="Encode(in ChunkHash, ReadOnlySpan{int}, string?, Span{byte})"/> on a given vector path (capped at what the CPU has); same bytes on every path.</summary>
+    internal static int Encode(in ChunkHash previous, ReadOnlySpan<int> tokens, string? extraKey, Span<byte> destination, SimdPath path)
     {
         var position = 0;
         destination[position++] = extraKey is null ? (byte)0x82 : (byte)0x83;
@@ -90,7 +95,7 @@ public sealed class Sha256CborChunkHasher : IChunkHasher
         previous.WriteTo(destination[position..]);
         position += ChunkHash.Size;
         position += WriteHead(destination[position..], 4, (ulong)tokens.Length);
-        position += EncodeTokens(tokens, destination[position..]);
+        position += EncodeTokens(tokens, destination[position..], SimdPaths.Cap(path));
         if (extraKey is not null)
         {
             destination[position++] = 0x81;
@@ -105,7 +110,7 @@ public sealed class Sha256CborChunkHasher : IChunkHasher
     /// Writes each token as a shortest-form CBOR integer. The hot loop of chunk hashing: one bounds check for the whole
     /// run (the caller sized the buffer with <see cref="MaxEncodedLength"/>), then unchecked big-endian stores.
     /// </summary>
-    private static int EncodeTokens(ReadOnlySpan<int> tokens, Span<byte> destination)
+    private static int EncodeTokens(ReadOnlySpan<int> tokens, Span<byte> destination, SimdPath path)
     {
         if (destination.Length < tokens.Length * 5)
         {
@@ -119,10 +124,14 @@ public sealed class Sha256CborChunkHasher : IChunkHasher
         // add to the output position.
         ref var start = ref MemoryMarshal.GetReference(destination);
         int done = 0, written = 0;
-        if (Avx512Vbmi2.IsSupported && Avx512DQ.IsSupported)
+        done = path switch
         {
-            done = EncodeTokensAvx512(tokens, destination, out written);
-        }
+            SimdPath.Avx512 when Avx512Vbmi2.IsSupported => EncodeTokensAvx512(tokens, destination, out written),
+            SimdPath.Avx512 => EncodeTokensAvx2(tokens, destination, out written),
+            SimdPath.Avx2 => EncodeTokensAvx2(tokens, destination, out written),
+            SimdPath.Vector128 => EncodeTokensVector128(tokens, destination, out written),
+            _ => 0,
+        };
         ref var output = ref Unsafe.Add(ref start, written);
         foreach (var token in tokens[done..])
         {

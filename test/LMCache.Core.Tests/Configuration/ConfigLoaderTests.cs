@@ -398,6 +398,27 @@ public sealed class ConfigLoaderTests : IDisposable
         Assert.Contains("DEBUG, INFO, WARNING, ERROR, CRITICAL", problem, StringComparison.Ordinal);
     }
 
+    [Theory]
+    [InlineData("avx512")]
+    [InlineData("AVX2")]
+    [InlineData("'vector128'")]
+    [InlineData("scalar")]
+    public void LMCACHE_SIMD_accepts_the_four_paths_without_a_warning(string raw)
+    {
+        Assert.Empty(Load(("LMCACHE_SIMD", raw)).Warnings);
+    }
+
+    [Theory]
+    [InlineData("sse2")]
+    [InlineData("neon")]
+    public void A_bad_LMCACHE_SIMD_is_an_error_listing_the_paths(string raw)
+    {
+        var error = Assert.Throws<LMCacheConfigurationException>(() => Load(("LMCACHE_SIMD", raw)));
+        var problem = Assert.Single(error.Problems);
+        Assert.Contains("LMCACHE_SIMD", problem, StringComparison.Ordinal);
+        Assert.Contains("avx512, avx2, vector128, scalar", problem, StringComparison.Ordinal);
+    }
+
     // ---------------------------------------------------------------- YAML
 
     [Theory]
