@@ -19,6 +19,7 @@ internal static class BenchCommands
         {
             root.Subcommands.Add(target);
         }
+        root.Subcommands.Add(LmMemoryServer.Create());   // hidden: the server process bench lm measures
         return root;
     }
 

@@ -229,7 +229,7 @@ internal static class LmBench
         var capacity = (long)(settings.MemoryMaxSizeGib * LmServerOptions.GiB);
         var (fileName, prefix) = SelfCommand();
         var start = new ProcessStartInfo(fileName) { RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (var arg in prefix.Concat(["server", "127.0.0.1", "0", "--max-size", settings.MemoryMaxSizeGib.ToString(CultureInfo.InvariantCulture)]))
+        foreach (var arg in prefix.Concat([LmMemoryServer.Name, "--max-size", settings.MemoryMaxSizeGib.ToString(CultureInfo.InvariantCulture)]))
         {
             start.ArgumentList.Add(arg);
         }
@@ -275,7 +275,7 @@ internal static class LmBench
         }
     }
 
-    /// <summary>How to start this same CLI again: the apphost, or <c>dotnet lmcache.dll</c>.</summary>
+    /// <summary>How to start this same executable again: the apphost, or <c>dotnet lmcache-bench.dll</c>.</summary>
     private static (string FileName, string[] Prefix) SelfCommand()
     {
         var processPath = Environment.ProcessPath ?? "dotnet";
