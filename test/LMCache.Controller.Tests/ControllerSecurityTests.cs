@@ -129,6 +129,19 @@ public sealed class ControllerSecurityTests
     }
 
     [Fact]
+    public async Task AWorkerWithATokenRefusesRequestsWithoutIt()
+    {
+        await using var cluster = await Cluster.StartAsync();   // a controller without a token: its requests carry none
+        var instance = await cluster.AddInstanceAsync("guarded", authToken: Token);
+        var prompt = Cluster.Prompt(256, start: 90_000);
+        instance.Serve(prompt);
+
+        var refused = await cluster.PostAsync("/clear", new { instance_id = "guarded", location = LocalCpuBackend.BackendName }, expectedStatus: 400);
+        Assert.Contains("Unauthorized", (string?)refused["detail"], StringComparison.Ordinal);
+        Assert.Equal(256, (await instance.RetrieveAsync(prompt)).HitTokens);
+    }
+
+    [Fact]
     public async Task TheReplySocketAnswersAnUnauthenticatedRegistrationWithAnError()
     {
         await using var cluster = await Cluster.StartAsync(authToken: Token);
