@@ -63,4 +63,49 @@ public sealed class ControllerCommandTests
         Assert.Contains("--monitor-ports", error, StringComparison.Ordinal);
         Assert.Contains("\"pull\"", error, StringComparison.Ordinal);
     }
+
+    [Fact]
+    public async Task Binding_beyond_loopback_without_a_token_is_refused_at_start()
+    {
+        Assert.True(string.IsNullOrEmpty(Environment.GetEnvironmentVariable("LMCACHE_CONTROLLER_TOKEN")), "the test needs LMCACHE_CONTROLLER_TOKEN unset");
+        var (exitCode, _, error) = await CliRunner.RunAsync("controller", "--host", "0.0.0.0", "--port", "0", "--monitor-ports", "{\"pull\": 0}");
+        Assert.Equal(2, exitCode);
+        Assert.Contains("--auth-token", error, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task By_default_every_socket_is_on_loopback_and_the_start_line_says_so()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        var httpPort = RedisProcess.FreePort();
+        var pullPort = RedisProcess.FreePort();
+        var replyPort = RedisProcess.FreePort();
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        var run = CliRunner.RunUntilStoppedAsync(
+            ["controller", "--port", $"{httpPort}", "--monitor-ports", $"{{\"pull\": {pullPort}, \"reply\": {replyPort}}}"], stop.Token);
+        try
+        {
+            var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
+            var ports = new[] { httpPort, pullPort, replyPort };
+            while (DateTime.UtcNow < deadline && !run.IsCompleted
+                && !ports.All(p => System.Net.NetworkInformation.IPGlobalProperties.GetIPGlobalProperties().GetActiveTcpListeners().Any(l => l.Port == p)))
+            {
+                await Task.Delay(100, ct);
+            }
+            var listeners = System.Net.NetworkInformation.IPGlobalProperties.GetIPGlobalProperties().GetActiveTcpListeners();
+            foreach (var port in ports)
+            {
+                var bound = listeners.Where(l => l.Port == port).ToList();
+                Assert.NotEmpty(bound);
+                Assert.All(bound, l => Assert.True(System.Net.IPAddress.IsLoopback(l.Address), $"port {port} listens on {l.Address}"));
+            }
+        }
+        finally
+        {
+            await stop.CancelAsync();
+        }
+        var (exitCode, output, error) = await run;
+        Assert.True(exitCode == 0, $"exit {exitCode}: {error}");
+        Assert.Contains($"dashboard and API on http://127.0.0.1:{httpPort}, worker pull socket on tcp://127.0.0.1:{pullPort}, reply socket on tcp://127.0.0.1:{replyPort}", output, StringComparison.Ordinal);
+    }
 }
