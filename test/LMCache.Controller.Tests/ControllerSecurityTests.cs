@@ -273,6 +273,37 @@ public sealed class ControllerSecurityTests
         Assert.All(lines, l => Assert.DoesNotContain(l, c => char.IsControl(c)));
     }
 
+    [Fact]
+    public async Task ControlCharactersInARequestToAWorkerNeverReachItsLog()
+    {
+        var logs = new CapturingLoggerProvider();
+        using var loggerFactory = LoggerFactory.Create(b => b.AddProvider(logs).SetMinimumLevel(LogLevel.Trace));
+        await using var cluster = await Cluster.StartAsync();
+        var options = new LMCache.Core.Configuration.LMCacheEngineOptions { ChunkSize = Instance.ChunkSize, MaxLocalCpuSizeGib = 0.001 };
+        await using var engine = LMCache.Engine.LMCacheEngine.Create(options, new LMCache.Core.Keys.KeyScope("vllm", "tiny/test-model"), Instance.Layout);
+        await using var worker = LMCache.Controller.Worker.ControllerWorker.Start(engine, new LMCache.Controller.Worker.ControllerWorkerOptions
+        {
+            InstanceId = "logged",
+            PullUrl = $"127.0.0.1:{cluster.Controller.PullPort}",
+            BindHost = "127.0.0.1",
+            AdvertisedHost = "127.0.0.1",
+            HeartbeatDelay = TimeSpan.Zero,
+            AuthToken = Token,
+        }, loggerFactory);
+
+        using var request = new RequestSocket();
+        request.Options.Linger = TimeSpan.Zero;
+        request.Connect($"tcp://127.0.0.1:{worker.Port}");
+        const string hostile = "Clear\u001B]0;pwned\u0007\r\nFAKE";
+        Assert.True(request.TrySendFrame(TimeSpan.FromSeconds(10), ControlMessageCodec.Encode(new ControlMessage(hostile))));   // no token: refused and logged
+        Assert.True(request.TryReceiveFrameBytes(TimeSpan.FromSeconds(10), out var frame));
+        Assert.Equal(MessageTypes.Error, ControlMessageCodec.Decode(frame).Type);
+
+        var line = Assert.Single(logs.Entries, e => e.EventId == 7103).Message;
+        Assert.Contains("Clear\\u001B]0;pwned\\u0007\\r\\nFAKE", line, StringComparison.Ordinal);
+        Assert.DoesNotContain(line, c => char.IsControl(c));
+    }
+
     private static ControlMessage Registration(string instanceId, string ip, int port = 5555) =>
         new ControlMessage(MessageTypes.Register)
             .With("instance_id", instanceId).With("worker_id", 0).With("ip", ip).With("port", port)
