@@ -37,7 +37,8 @@ internal static class HttpApi
         {
             try
             {
-                if (controller.RequiresToken && MutatingPaths.Contains(context.Request.Path.Value ?? "") && !Authorized(controller, context.Request))
+                // Routing also matches a path with a trailing slash ("/clear/"): compare without it.
+                if (controller.RequiresToken && MutatingPaths.Contains((context.Request.Path.Value ?? "").TrimEnd('/')) && !Authorized(controller, context.Request))
                 {
                     ControllerLog.Unauthorized(logger, context.Request.Method, context.Request.Path.Value, context.Connection.RemoteIpAddress?.ToString() ?? "?");
                     context.Response.Headers.WWWAuthenticate = "Bearer";

@@ -403,7 +403,8 @@ public sealed class LMCacheController : IAsyncDisposable
                 worker.Unresponsive = true;
                 ControllerLog.WorkerTimeout(_logger, worker.InstanceId, worker.WorkerId, request.Type, timeout.TotalMilliseconds);
                 throw new ControllerApiException(StatusCodes.Status504GatewayTimeout,
-                    $"Worker {worker.InstanceId}/{worker.WorkerId} did not answer {request.Type} within {timeout.TotalSeconds} s; it is marked unresponsive until it answers.");
+                    $"Worker {worker.InstanceId}/{worker.WorkerId} did not answer {request.Type} in time ({_options.RequestTimeout.TotalSeconds} s to take the request" +
+                    (longOperation ? $", {timeout.TotalSeconds} s to finish it" : "") + "); it is marked unresponsive until it answers.");
             }
             worker.Unresponsive = false;
             if (reply.Type == MessageTypes.Error)
