@@ -8,8 +8,10 @@ namespace LMCache.Cli.Tests;
 [IntegrationTest]
 public sealed class ControllerCommandTests
 {
-    [Fact]
-    public async Task The_controller_takes_the_originals_monitor_ports_json_and_a_worker_registers_through_them()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]   // with a token, the demo worker must send it to be registered at all
+    public async Task The_controller_takes_the_originals_monitor_ports_json_and_a_worker_registers_through_them(bool withToken)
     {
         var ct = TestContext.Current.CancellationToken;
         var httpPort = RedisProcess.FreePort();
@@ -17,7 +19,8 @@ public sealed class ControllerCommandTests
         var replyPort = RedisProcess.FreePort();
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
         var run = CliRunner.RunUntilStoppedAsync(
-            ["controller", "--host", "127.0.0.1", "--port", $"{httpPort}", "--monitor-ports", $"{{\"pull\": {pullPort}, \"reply\": {replyPort}}}", "--demo-instances", "1"],
+            ["controller", "--host", "127.0.0.1", "--port", $"{httpPort}", "--monitor-ports", $"{{\"pull\": {pullPort}, \"reply\": {replyPort}}}", "--demo-instances", "1",
+                .. (withToken ? new[] { "--auth-token", "demo-token" } : [])],
             stop.Token);
         try
         {

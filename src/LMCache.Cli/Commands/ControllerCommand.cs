@@ -78,7 +78,7 @@ internal static class ControllerCommand
             {
                 for (var i = 0; i < parse.GetValue(demoInstances); i++)
                 {
-                    demos.Add(StartDemoInstance($"demo-instance-{i + 1}", controller.PullPort, loggerFactory));
+                    demos.Add(StartDemoInstance($"demo-instance-{i + 1}", controller.PullPort, options.AuthToken, loggerFactory));
                 }
                 using var stopTraffic = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
                 var traffic = demos.Count > 0 ? RunDemoTrafficAsync(demos, stopTraffic.Token) : Task.CompletedTask;
@@ -124,7 +124,7 @@ internal static class ControllerCommand
         }
     }
 
-    private static (LMCacheEngine, ControllerWorker) StartDemoInstance(string id, int pullPort, ILoggerFactory loggerFactory)
+    private static (LMCacheEngine, ControllerWorker) StartDemoInstance(string id, int pullPort, string? authToken, ILoggerFactory loggerFactory)
     {
         var layout = new KvLayout(NumLayers: 4, NumKvHeads: 4, HeadDim: 64, DType: KvDType.BFloat16);   // 4 KiB a token, 1 MiB a chunk
         var options = new LMCacheEngineOptions { MaxLocalCpuSizeGib = 0.0625 };                         // 64 chunks
@@ -136,6 +136,7 @@ internal static class ControllerCommand
             BindHost = "127.0.0.1",
             HeartbeatDelay = TimeSpan.Zero,
             HeartbeatInterval = TimeSpan.FromSeconds(5),
+            AuthToken = authToken,   // with --auth-token the demo workers authenticate like real ones
         }, loggerFactory);
         return (engine, worker);
     }
