@@ -32,6 +32,14 @@ public sealed class RedisConnectorOptions
     public bool WriteChecksum { get; set; } = true;
 
     /// <summary>
+    /// Whether reads serve entries whose checksum does not cover their key: the original's 28-byte layout (no checksum
+    /// at all: a flipped payload byte would be served) and our earlier payload-only trailer (version 1: verified, but a
+    /// pair copied onto another key would be served). Off, such entries are misses (left in place for their writers).
+    /// Defaults to true, so a store shared with the original's writers keeps its hits (<c>extra_config.redis_accept_unbound</c>).
+    /// </summary>
+    public bool AcceptUnbound { get; set; } = true;
+
+    /// <summary>
     /// Payload bytes a read keeps requested ahead of the one being copied (at least one payload is always in flight).
     /// Large enough to keep the connection busy with small chunks, small enough that multi-MiB payloads reuse pooled
     /// buffers. Defaults to 8 MiB (<c>extra_config.redis_read_window_mib</c>).
@@ -53,6 +61,7 @@ public sealed class RedisConnectorOptions
             ConnectTimeout = connect,
             ReconnectInterval = TimeSpan.FromSeconds(options.GetExtraDouble("redis_reconnect_interval_secs", 1)),
             WriteChecksum = options.GetExtraBool("redis_checksum", true),
+            AcceptUnbound = options.GetExtraBool("redis_accept_unbound", true),
             ReadWindowBytes = (long)(options.GetExtraDouble("redis_read_window_mib", 8) * (1 << 20)),
         };
     }

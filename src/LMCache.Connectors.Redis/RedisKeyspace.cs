@@ -98,9 +98,9 @@ internal sealed class RedisKeyspace
                 : new RemoteEntry { Key = key, State = RemoteEntryState.PayloadWithoutMetadata, Problem = "payload without metadata", PayloadBytes = lease.Length };
         }
         var entry = Describe(key, (byte[])meta!, lease?.Length);
-        if (entry is { IsValid: true, Checksum: { } expected } && lease is not null)
+        if (entry is { IsValid: true, Checksum: not null } && lease is not null && RemoteMetadata.TryRead((byte[])meta!, out var stored, out _))
         {
-            var matches = XxHash3.HashToUInt64(lease.Span) == expected;
+            var matches = stored.Verifies(XxHash3.HashToUInt64(lease.Span), key);
             entry = matches
                 ? entry with { ChecksumMatches = true }
                 : entry with { ChecksumMatches = false, State = RemoteEntryState.ChecksumMismatch, Problem = "checksum mismatch", Layout = null };
@@ -146,6 +146,7 @@ internal sealed class RedisKeyspace
             MetadataBytes = metadata.Length,
             Header = new RemoteEntryHeader(stored.Length, stored.FormatCode, stored.DTypeCode, stored.Shape),
             Checksum = stored.Checksum,
+            ChecksumCoversKey = stored.KeyBound,
         };
         if (payloadLength is not { } length)
         {

@@ -9,16 +9,20 @@ namespace LMCache.Connectors.Redis;
 /// length, fmt, dtype code, shape[0..3]), optionally followed by our 16-byte integrity trailer.
 /// </summary>
 /// <remarks>
-/// Trailer layout (little-endian): bytes 28..31 magic <c>"LMCX"</c>, byte 32 trailer version (1), byte 33 checksum
-/// algorithm (1 = XxHash3-64 of the payload, seed 0), bytes 34..35 zero, bytes 36..43 the checksum. Entries written by
-/// the original have exactly 28 bytes and are read without a checksum; entries with a trailer are verified.
+/// Trailer layout (little-endian): bytes 28..31 magic <c>"LMCX"</c>, byte 32 trailer version, byte 33 checksum
+/// algorithm (1 = XxHash3-64), bytes 34..35 zero, bytes 36..43 the checksum. Version 2 (written now) binds the key:
+/// the checksum is <see cref="BindToKey"/> of the payload's XxHash3-64 and the key text, so a consistent payload and
+/// metadata pair copied onto another key does not verify. Version 1 (written by earlier LMCache.NET) covers the payload
+/// only, and the original's 28-byte entries carry none: both are "unbound" entries, read only when the connector
+/// accepts them (<see cref="RedisConnectorOptions.AcceptUnbound"/>).
 /// </remarks>
 /// <param name="Length">Payload byte count as written.</param>
 /// <param name="FormatCode">The <see cref="MemoryFormat"/> value.</param>
 /// <param name="DTypeCode">The wire dtype code (1 and 2 are float16).</param>
 /// <param name="Shape">The 4 shape integers, as written (not validated).</param>
-/// <param name="Checksum">The payload's XxHash3-64 when the trailer is present, else null.</param>
-public readonly record struct RemoteMetadata(int Length, int FormatCode, int DTypeCode, KvShape Shape, ulong? Checksum)
+/// <param name="Checksum">The stored checksum when the trailer is present, else null.</param>
+/// <param name="KeyBound">Whether <paramref name="Checksum"/> covers the key as well as the payload (trailer version 2).</param>
+public readonly record struct RemoteMetadata(int Length, int FormatCode, int DTypeCode, KvShape Shape, ulong? Checksum, bool KeyBound = false)
 {
     /// <summary>Size of the original layout: 28 bytes.</summary>
     public const int OriginalSize = 28;
@@ -27,12 +31,43 @@ public readonly record struct RemoteMetadata(int Length, int FormatCode, int DTy
     public const int WithChecksumSize = OriginalSize + 16;
 
     private const uint TrailerMagic = 0x58434D4C; // "LMCX" little-endian
-    private const byte TrailerVersion = 1;
+    private const byte PayloadOnlyVersion = 1;
+    private const byte KeyBoundVersion = 2;
     private const byte AlgorithmXxHash3 = 1;
+
+    /// <summary>
+    /// The key-bound checksum of trailer version 2: XxHash3-64 over the key's UTF-8 text followed by the payload's
+    /// XxHash3-64 (little-endian). Detects a pair moved to another key and any accidental change; it is not a MAC
+    /// (whoever can write the store can compute it).
+    /// </summary>
+    public static ulong BindToKey(ulong payloadHash, string key)
+    {
+        ArgumentNullException.ThrowIfNull(key);
+        var size = System.Text.Encoding.UTF8.GetMaxByteCount(key.Length) + sizeof(ulong);
+        byte[]? rented = null;
+        var buffer = size <= 1024 ? stackalloc byte[size] : (rented = System.Buffers.ArrayPool<byte>.Shared.Rent(size));
+        try
+        {
+            var written = System.Text.Encoding.UTF8.GetBytes(key, buffer);
+            BinaryPrimitives.WriteUInt64LittleEndian(buffer[written..], payloadHash);
+            return System.IO.Hashing.XxHash3.HashToUInt64(buffer[..(written + sizeof(ulong))]);
+        }
+        finally
+        {
+            if (rented is not null)
+            {
+                System.Buffers.ArrayPool<byte>.Shared.Return(rented);
+            }
+        }
+    }
+
+    /// <summary>Whether <paramref name="payloadHash"/> (the payload's XxHash3-64) read under <paramref name="key"/> matches <see cref="Checksum"/>; true when there is none.</summary>
+    public bool Verifies(ulong payloadHash, string key) =>
+        Checksum is not { } expected || (KeyBound ? BindToKey(payloadHash, key) : payloadHash) == expected;
 
     /// <summary>Builds the metadata of <paramref name="metadata"/> for a payload of <paramref name="length"/> bytes.</summary>
     public static RemoteMetadata For(in MemoryObjectMetadata metadata, int length, ulong? checksum) =>
-        new(length, (int)metadata.Format, metadata.DType.ToWireCode(), metadata.Shape, checksum);
+        new(length, (int)metadata.Format, metadata.DType.ToWireCode(), metadata.Shape, checksum, KeyBound: checksum.HasValue);
 
     /// <summary>Bytes <see cref="Write"/> produces: 28 without a checksum, 44 with one.</summary>
     public int EncodedSize => Checksum.HasValue ? WithChecksumSize : OriginalSize;
@@ -52,7 +87,7 @@ public readonly record struct RemoteMetadata(int Length, int FormatCode, int DTy
             return OriginalSize;
         }
         BinaryPrimitives.WriteUInt32LittleEndian(destination[28..], TrailerMagic);
-        destination[32] = TrailerVersion;
+        destination[32] = KeyBound ? KeyBoundVersion : PayloadOnlyVersion;
         destination[33] = AlgorithmXxHash3;
         destination[34] = 0;
         destination[35] = 0;
@@ -81,15 +116,17 @@ public readonly record struct RemoteMetadata(int Length, int FormatCode, int DTy
             return false;
         }
         ulong? checksum = null;
+        var keyBound = false;
         if (bytes.Length == WithChecksumSize)
         {
-            if (BinaryPrimitives.ReadUInt32LittleEndian(bytes[28..]) != TrailerMagic || bytes[32] != TrailerVersion
+            if (BinaryPrimitives.ReadUInt32LittleEndian(bytes[28..]) != TrailerMagic || bytes[32] is not (PayloadOnlyVersion or KeyBoundVersion)
                 || bytes[33] != AlgorithmXxHash3 || bytes[34] != 0 || bytes[35] != 0)
             {
-                error = "metadata trailer is not an LMCache.NET checksum trailer (version 1, XxHash3)";
+                error = "metadata trailer is not an LMCache.NET checksum trailer (version 1 or 2, XxHash3)";
                 return false;
             }
             checksum = BinaryPrimitives.ReadUInt64LittleEndian(bytes[36..]);
+            keyBound = bytes[32] == KeyBoundVersion;
         }
         metadata = new RemoteMetadata(
             BinaryPrimitives.ReadInt32LittleEndian(bytes),
@@ -100,7 +137,8 @@ public readonly record struct RemoteMetadata(int Length, int FormatCode, int DTy
                 BinaryPrimitives.ReadInt32LittleEndian(bytes[16..]),
                 BinaryPrimitives.ReadInt32LittleEndian(bytes[20..]),
                 BinaryPrimitives.ReadInt32LittleEndian(bytes[24..])),
-            checksum);
+            checksum,
+            keyBound);
         error = null;
         return true;
     }
@@ -213,6 +251,6 @@ public readonly record struct RemoteMetadata(int Length, int FormatCode, int DTy
     {
         var dtype = KvDTypes.FromWireCode(DTypeCode, out var d) ? d.ToString() : $"code {DTypeCode}";
         var format = Enum.IsDefined(typeof(MemoryFormat), FormatCode) ? ((MemoryFormat)FormatCode).ToString() : $"format {FormatCode}";
-        return $"length {Length}, {format}, {dtype}, shape {Shape}, " + (Checksum is { } c ? $"xxh3 {c:x16}" : "no checksum (original layout)");
+        return $"length {Length}, {format}, {dtype}, shape {Shape}, " + (Checksum is { } c ? (KeyBound ? $"xxh3 {c:x16} (bound to the key)" : $"xxh3 {c:x16} (payload only, version 1)") : "no checksum (original layout)");
     }
 }

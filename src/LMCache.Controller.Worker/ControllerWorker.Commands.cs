@@ -1,3 +1,5 @@
+using System.Security.Cryptography;
+using System.Text;
 using LMCache.Controller.Protocol;
 using LMCache.Core.Keys;
 using LMCache.Core.Memory;
@@ -21,6 +23,13 @@ public sealed partial class ControllerWorker
         catch (FormatException ex)
         {
             return Error(ex.Message);
+        }
+        var token = request.GetStringOrNull(AuthTokenField);
+        request.Fields.Remove(AuthTokenField);
+        if (!string.IsNullOrEmpty(_options.AuthToken) && !TokenMatches(token, _options.AuthToken))
+        {
+            WorkerLog.Unauthenticated(_logger, request.Type);
+            return Error("Unauthorized: this worker requires the controller's auth token.");
         }
         Func<ControlMessage, Task<ControlMessage>>? longOperation = request.Type switch
         {
@@ -52,6 +61,11 @@ public sealed partial class ControllerWorker
         };
         return Execute(shortOperation, request);
     }
+
+    /// <summary>Whether <paramref name="presented"/> is <paramref name="expected"/>, compared in constant time.</summary>
+    private static bool TokenMatches(string? presented, string expected) =>
+        presented is not null && CryptographicOperations.FixedTimeEquals(
+            SHA256.HashData(Encoding.UTF8.GetBytes(presented)), SHA256.HashData(Encoding.UTF8.GetBytes(expected)));
 
     private ControlMessage Execute(Func<ControlMessage, ControlMessage> operation, ControlMessage request)
     {

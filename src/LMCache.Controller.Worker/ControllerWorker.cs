@@ -228,6 +228,9 @@ public sealed partial class ControllerWorker : IAsyncDisposable
         }
     }
 
+    /// <summary>The field of every message (both ways) that carries the shared token, when one is configured.</summary>
+    internal const string AuthTokenField = "auth_token";
+
     /// <summary>Sends a reply after pushing what the operation changed, so the controller sees the changes first.</summary>
     private void Reply(ControlMessage answer)
     {
@@ -247,7 +250,12 @@ public sealed partial class ControllerWorker : IAsyncDisposable
             var frames = new NetMQMessage(count);
             for (var i = 0; i < count; i++)
             {
-                frames.Append(ControlMessageCodec.Encode(_outbox[offset + i]));
+                var message = _outbox[offset + i];
+                if (!string.IsNullOrEmpty(_options.AuthToken))
+                {
+                    message[AuthTokenField] = _options.AuthToken;
+                }
+                frames.Append(ControlMessageCodec.Encode(message));
             }
             if (!_push.TrySendMultipartMessage(TimeSpan.FromSeconds(1), frames))
             {

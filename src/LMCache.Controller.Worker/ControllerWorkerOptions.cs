@@ -29,6 +29,12 @@ public sealed class ControllerWorkerOptions
     /// <summary>Heartbeat period; null sends none. Defaults to null (LMCache <c>lmcache_worker_heartbeat_time</c>).</summary>
     public TimeSpan? HeartbeatInterval { get; set; }
 
+    /// <summary>
+    /// The controller's shared token: sent in every message to the controller (field <c>auth_token</c>) and required in
+    /// every request from it. Defaults to null (none, as the original; LMCache.NET <c>extra_config.controller_auth_token</c>).
+    /// </summary>
+    public string? AuthToken { get; set; }
+
     /// <summary>How often engine and tier counters are pushed. Defaults to 2 s (ours).</summary>
     public TimeSpan StatsInterval { get; set; } = TimeSpan.FromSeconds(2);
 
@@ -36,7 +42,7 @@ public sealed class ControllerWorkerOptions
     /// Reads the worker settings from the engine configuration (the reply socket binds to 127.0.0.1 when the controller
     /// is on loopback, else to all interfaces): <c>lmcache_instance_id</c>, <c>controller_pull_url</c>,
     /// <c>lmcache_worker_ports</c> (indexed by <paramref name="workerId"/>), <c>lmcache_worker_heartbeat_delay_time</c>,
-    /// <c>lmcache_worker_heartbeat_time</c>.
+    /// <c>lmcache_worker_heartbeat_time</c>, <c>extra_config.controller_auth_token</c>.
     /// </summary>
     /// <exception cref="Core.Diagnostics.LMCacheConfigurationException"><c>controller_pull_url</c> is not set.</exception>
     public static ControllerWorkerOptions FromEngineOptions(LMCacheEngineOptions options, int workerId)
@@ -56,6 +62,7 @@ public sealed class ControllerWorkerOptions
             Port = ports is { Count: > 0 } ? ports[Math.Min(workerId, ports.Count - 1)] : 0,
             HeartbeatDelay = TimeSpan.FromSeconds(options.LMCacheWorkerHeartbeatDelayTime),
             HeartbeatInterval = options.LMCacheWorkerHeartbeatTime is int s ? TimeSpan.FromSeconds(s) : null,
+            AuthToken = options.GetExtraString("controller_auth_token") is { Length: > 0 } token ? token : null,
         };
     }
 

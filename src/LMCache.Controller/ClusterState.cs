@@ -40,6 +40,15 @@ internal sealed class WorkerRecord
 
     public WorkerClient? Client { get; set; }
 
+    /// <summary>The last control request to this worker got no answer by its deadline (cleared by its next answer or a new address).</summary>
+    public bool Unresponsive
+    {
+        get => Volatile.Read(ref _unresponsive);
+        set => Volatile.Write(ref _unresponsive, value);
+    }
+
+    private bool _unresponsive;
+
     public KeyScope Scope => new(KeyFormat, ModelName, WorldSize, WorkerId, KvDType);
 }
 
@@ -62,7 +71,8 @@ internal sealed class ClusterState(TimeProvider time, TimeSpan workerTimeout)
 
     public bool IsActive(WorkerRecord worker) => Now - Math.Max(worker.LastHeartbeatTime, worker.LastMessageTime) <= workerTimeout.TotalSeconds;
 
-    public string StatusOf(WorkerRecord worker) => IsActive(worker) ? "active" : "inactive";
+    /// <summary><c>active</c>, <c>unresponsive</c> (heard from, but its last control request timed out) or <c>inactive</c>.</summary>
+    public string StatusOf(WorkerRecord worker) => !IsActive(worker) ? "inactive" : worker.Unresponsive ? "unresponsive" : "active";
 
     /// <summary>Applies one worker push; returns the worker that is new (to open a request socket to), if any.</summary>
     public (WorkerRecord? Added, WorkerRecord? Removed) Apply(ControlMessage message)

@@ -1,3 +1,5 @@
+using System.Collections.Concurrent;
+using System.Collections.Frozen;
 using System.Globalization;
 using System.Text;
 using System.Text.Json;
@@ -16,6 +18,16 @@ internal static class HttpApi
 {
     private static ControllerJsonContext Json => ControllerJsonContext.Default;
 
+    /// <summary>
+    /// The endpoints that change a worker's cache; with an auth token configured they need <c>Authorization: Bearer</c>.
+    /// The rest read (the registry, the index, a worker's chunk list and health) and stay open, like <c>/metrics</c>.
+    /// </summary>
+    internal static readonly FrozenSet<string> MutatingPaths = FrozenSet.Create(StringComparer.OrdinalIgnoreCase,
+        "/clear", "/pin", "/move", "/compress", "/decompress", "/delete_chunks", "/pin_chunks", "/unpin_chunks");
+
+    /// <summary>Every mapped path and its method, so a known path with the wrong method answers 405, not 404.</summary>
+    private static readonly ConcurrentDictionary<string, string> s_methods = new(StringComparer.OrdinalIgnoreCase);
+
     public static void Map(WebApplication app, LMCacheController controller)
     {
         var logger = app.Services.GetService(typeof(ILoggerFactory)) is ILoggerFactory factory
@@ -25,15 +37,29 @@ internal static class HttpApi
         {
             try
             {
+                // Routing also matches a path with a trailing slash ("/clear/"): compare without it.
+                if (controller.RequiresToken && MutatingPaths.Contains((context.Request.Path.Value ?? "").TrimEnd('/')) && !Authorized(controller, context.Request))
+                {
+                    ControllerLog.Unauthorized(logger, context.Request.Method, context.Request.Path.Value, context.Connection.RemoteIpAddress?.ToString() ?? "?");
+                    context.Response.Headers.WWWAuthenticate = "Bearer";
+                    throw new ControllerApiException(StatusCodes.Status401Unauthorized, "Unauthorized: this call changes a cache and needs 'Authorization: Bearer <token>' (the controller's --auth-token).");
+                }
                 await next(context).ConfigureAwait(false);
             }
             catch (ControllerApiException ex)
             {
                 await WriteAsync(context, new ErrorResponse(ex.Message), Json.ErrorResponse, ex.StatusCode).ConfigureAwait(false);
             }
+            catch (BadHttpRequestException ex)
+            {
+                // Kestrel's own refusals: a body over the limit (413), a malformed or too slow request (400, 408).
+                await WriteAsync(context, new ErrorResponse(ex.StatusCode == StatusCodes.Status413PayloadTooLarge
+                    ? $"The body is larger than {controller.Options.MaxRequestBodyBytes} bytes."
+                    : ex.Message), Json.ErrorResponse, ex.StatusCode).ConfigureAwait(false);
+            }
             catch (Exception ex) when (ex is not OperationCanceledException)
             {
-                ControllerLog.Unhandled(logger, ex, context.Request.Path);
+                ControllerLog.Unhandled(logger, ex, context.Request.Path.Value);
                 await WriteAsync(context, new ErrorResponse($"Internal error: {ex.Message}"), Json.ErrorResponse, StatusCodes.Status500InternalServerError).ConfigureAwait(false);
             }
         });
@@ -196,7 +222,19 @@ internal static class HttpApi
         app.MapGet("/metrics", () => Results.Text(controller.Exporter.Write(), PrometheusExporter.ContentType, Encoding.UTF8));
         app.MapGet("/", () => Static("index.html"));
         app.MapGet("/static/{file}", (string file) => Static(file));
-        app.MapFallback(() => Results.Json(new ErrorResponse("Not found."), Json.ErrorResponse, statusCode: StatusCodes.Status404NotFound));
+        foreach (var path in new[] { "/instances", "/metrics", "/" })
+        {
+            s_methods[path] = HttpMethods.Get;
+        }
+        app.MapFallback((HttpContext context) =>
+        {
+            if (s_methods.TryGetValue(context.Request.Path.Value ?? "", out var allowed))
+            {
+                context.Response.Headers.Allow = allowed;
+                return Results.Json(new ErrorResponse($"{context.Request.Path} answers {allowed} only."), Json.ErrorResponse, statusCode: StatusCodes.Status405MethodNotAllowed);
+            }
+            return Results.Json(new ErrorResponse("Not found."), Json.ErrorResponse, statusCode: StatusCodes.Status404NotFound);
+        });
     }
 
     private static async Task<IResult> ChunkKeysAsync(
@@ -339,10 +377,19 @@ internal static class HttpApi
             : Results.Text(text, contentType, Encoding.UTF8);
     }
 
+    /// <summary>Whether the request carries <c>Authorization: Bearer</c> with the controller's token.</summary>
+    private static bool Authorized(LMCacheController controller, HttpRequest request)
+    {
+        var header = request.Headers.Authorization.ToString();
+        const string scheme = "Bearer ";
+        return header.StartsWith(scheme, StringComparison.OrdinalIgnoreCase) && controller.TokenMatches(header[scheme.Length..].Trim());
+    }
+
     /// <summary>Maps a POST whose JSON body is read here, so a bad body is a 400 with a message.</summary>
     private static void Post<T>(IEndpointRouteBuilder app, string path, JsonTypeInfo<T> type, Func<T, CancellationToken, Task<IResult>> handler)
         where T : class
     {
+        s_methods[path] = HttpMethods.Post;
         app.MapPost(path, async (HttpContext context) =>
         {
             T? body;

@@ -4,6 +4,8 @@ using System.Net;
 using System.Reflection;
 using System.Text.Json.Nodes;
 using LMCache.Controller.Protocol;
+using System.Security.Cryptography;
+using System.Text;
 using LMCache.Core.Diagnostics;
 using LMCache.Core.Keys;
 using Microsoft.AspNetCore.Builder;
@@ -86,13 +88,26 @@ public sealed class LMCacheController : IAsyncDisposable
 
     internal ControllerOptions Options => _options;
 
-    /// <summary>Binds the sockets, starts the HTTP server and returns its address.</summary>
+    /// <summary>
+    /// Binds the sockets, starts the HTTP server and returns its address (a loopback address when the server listens on
+    /// every interface, so that the result is always one a local client can use).
+    /// </summary>
+    /// <exception cref="LMCacheConfigurationException">A socket would bind a non-loopback address and no <see cref="ControllerOptions.AuthToken"/> is set.</exception>
     public async Task<Uri> StartAsync(CancellationToken cancellationToken = default)
     {
+        var httpAddress = ParseHttpHost(_options.Host);
+        var monitorHost = ZeroMqHost(_options.MonitorHost ?? _options.Host);
+        if (string.IsNullOrEmpty(_options.AuthToken) && (!IPAddress.IsLoopback(httpAddress) || !IsLoopbackZeroMqHost(monitorHost)))
+        {
+            throw new LMCacheConfigurationException(
+                $"The controller would listen beyond loopback (HTTP on {_options.Host}, worker sockets on {_options.MonitorHost ?? _options.Host}) without an auth token: " +
+                "set --auth-token (or LMCACHE_CONTROLLER_TOKEN), or bind 127.0.0.1.");
+        }
+
         _pull = new PullSocket();
         _pull.Options.Linger = TimeSpan.Zero;
-        var monitorHost = _options.MonitorHost;
         PullPort = _options.PullPort == 0 ? _pull.BindRandomPort("tcp://" + monitorHost) : Bind(_pull, monitorHost, _options.PullPort);
+        PullEndpoint = _pull.Options.LastEndpoint ?? $"tcp://{monitorHost}:{PullPort}";
         _pull.ReceiveReady += (_, e) => OnPull(e.Socket);
         _poller = [_pull];
         if (_options.ReplyPort is int replyPort)
@@ -100,6 +115,7 @@ public sealed class LMCacheController : IAsyncDisposable
             _reply = new ResponseSocket();
             _reply.Options.Linger = TimeSpan.Zero;
             ReplyPort = replyPort == 0 ? _reply.BindRandomPort("tcp://" + monitorHost) : Bind(_reply, monitorHost, replyPort);
+            ReplyEndpoint = _reply.Options.LastEndpoint ?? $"tcp://{monitorHost}:{ReplyPort}";
             _reply.ReceiveReady += (_, e) => OnReply(e.Socket);
             _poller.Add(_reply);
         }
@@ -111,19 +127,47 @@ public sealed class LMCacheController : IAsyncDisposable
         builder.Services.AddSingleton(_loggerFactory);
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
-            var address = _options.Host is "0.0.0.0" or "*" ? IPAddress.Any : IPAddress.Parse(_options.Host == "localhost" ? "127.0.0.1" : _options.Host);
-            kestrel.Listen(address, _options.Port);
+            kestrel.Limits.MaxRequestBodySize = _options.MaxRequestBodyBytes;
+            kestrel.Listen(httpAddress, _options.Port);
         });
         builder.Services.ConfigureHttpJsonOptions(o => o.SerializerOptions.TypeInfoResolverChain.Insert(0, ControllerJsonContext.Default));
         _app = builder.Build();
         HttpApi.Map(_app, this);
         await _app.StartAsync(cancellationToken).ConfigureAwait(false);
         var bound = _app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
-        var uri = new Uri(bound.Replace("0.0.0.0", "127.0.0.1", StringComparison.Ordinal).Replace("[::]", "127.0.0.1", StringComparison.Ordinal));
+        HttpEndpoint = bound;
+        var uri = new Uri(bound.Replace("0.0.0.0", "127.0.0.1", StringComparison.Ordinal).Replace("[::]", "[::1]", StringComparison.Ordinal));
         HttpAddress = uri;
-        ControllerLog.Started(_logger, uri.ToString(), PullPort, ReplyPort);
+        ControllerLog.Started(_logger, HttpEndpoint, PullEndpoint, ReplyEndpoint ?? "none", string.IsNullOrEmpty(_options.AuthToken) ? "off" : "on");
         return uri;
     }
+
+    /// <summary>What the HTTP server really listens on, e.g. <c>http://127.0.0.1:9000</c> or <c>http://0.0.0.0:9000</c> (after <see cref="StartAsync"/>).</summary>
+    public string HttpEndpoint { get; private set; } = string.Empty;
+
+    /// <summary>What the pull socket really listens on, e.g. <c>tcp://127.0.0.1:8300</c> (after <see cref="StartAsync"/>).</summary>
+    public string PullEndpoint { get; private set; } = string.Empty;
+
+    /// <summary>What the reply socket really listens on; null when none.</summary>
+    public string? ReplyEndpoint { get; private set; }
+
+    private static IPAddress ParseHttpHost(string host) => host switch
+    {
+        "0.0.0.0" or "*" => IPAddress.Any,
+        "::" => IPAddress.IPv6Any,
+        "localhost" => IPAddress.Loopback,
+        _ => IPAddress.TryParse(host, out var ip) ? ip : throw new LMCacheConfigurationException($"Controller host '{host}' is not an IP address (or localhost, 0.0.0.0, *)."),
+    };
+
+    /// <summary>The ZeroMQ spelling of a bind address: <c>*</c> for every interface, an IP otherwise.</summary>
+    private static string ZeroMqHost(string host) => host switch
+    {
+        "0.0.0.0" or "*" or "::" => "*",
+        "localhost" => "127.0.0.1",
+        _ => IPAddress.TryParse(host, out _) ? host : throw new LMCacheConfigurationException($"Controller monitor host '{host}' is not an IP address (or localhost, 0.0.0.0, *)."),
+    };
+
+    private static bool IsLoopbackZeroMqHost(string host) => host != "*" && IPAddress.Parse(host) is var ip && IPAddress.IsLoopback(ip);
 
     /// <summary>Waits until the HTTP server stops (the CLI runs until Ctrl+C).</summary>
     public Task WaitForShutdownAsync(CancellationToken cancellationToken) =>
@@ -178,9 +222,10 @@ public sealed class LMCacheController : IAsyncDisposable
     {
         while (socket.TryReceiveFrameBytes(TimeSpan.Zero, out var frame))
         {
-            var message = Ingest(frame);
+            var (message, rejection) = Ingest(frame);
             var reply = message?.Type switch
             {
+                _ when rejection is not null => new ControlMessage(MessageTypes.Error).With("error", rejection),
                 MessageTypes.Register => new ControlMessage(MessageTypes.RegisterRet),
                 MessageTypes.Heartbeat => new ControlMessage(MessageTypes.HeartbeatRet),
                 null => new ControlMessage(MessageTypes.Error).With("error", "Bad message."),
@@ -190,16 +235,25 @@ public sealed class LMCacheController : IAsyncDisposable
         }
     }
 
-    private ControlMessage? Ingest(byte[] frame)
+    /// <summary>Decodes, authenticates and applies one worker message; returns it, or why it was dropped.</summary>
+    private (ControlMessage? Message, string? Rejection) Ingest(byte[] frame)
     {
         try
         {
             var message = ControlMessageCodec.Decode(frame);
+            var token = message.GetStringOrNull(AuthTokenField);
+            message.Fields.Remove(AuthTokenField);   // never kept (a worker's stats message is stored as it came)
+            if (!TokenMatches(token))
+            {
+                ControllerLog.Unauthenticated(_logger, message.Type, message.GetStringOrNull("instance_id"), token is null ? "no" : "a wrong");
+                return (null, "Unauthorized: this controller requires the auth token (extra_config.controller_auth_token) in every worker message.");
+            }
             var (added, removed) = State.Apply(message);
             if (added is not null)
             {
                 added.Client?.Dispose();
-                added.Client = new WorkerClient($"tcp://{added.Ip}:{added.Port}");
+                added.Client = new WorkerClient($"tcp://{added.Ip}:{added.Port}", _options.AuthToken);
+                added.Unresponsive = false;
                 ControllerLog.Registered(_logger, added.InstanceId, added.WorkerId, added.Ip, added.Port);
             }
             if (removed is not null)
@@ -207,15 +261,37 @@ public sealed class LMCacheController : IAsyncDisposable
                 removed.Client?.Dispose();
                 ControllerLog.Deregistered(_logger, removed.InstanceId, removed.WorkerId);
             }
-            return message;
+            return (message, null);
         }
         catch (Exception ex)
         {
             // A bad frame from one worker must not stop the socket thread that serves all of them.
             ControllerLog.BadMessage(_logger, ex.Message);
-            return null;
+            return (null, null);
         }
     }
+
+    /// <summary>The field of a worker message (and of a controller request) that carries the shared token.</summary>
+    public const string AuthTokenField = "auth_token";
+
+    /// <summary>Whether <paramref name="presented"/> is the configured token (in constant time); always true when none is configured.</summary>
+    internal bool TokenMatches(string? presented)
+    {
+        if (string.IsNullOrEmpty(_options.AuthToken))
+        {
+            return true;
+        }
+        if (presented is null)
+        {
+            return false;
+        }
+        var expected = SHA256.HashData(Encoding.UTF8.GetBytes(_options.AuthToken));
+        var actual = SHA256.HashData(Encoding.UTF8.GetBytes(presented));
+        return CryptographicOperations.FixedTimeEquals(expected, actual);
+    }
+
+    /// <summary>Whether HTTP callers must present the token for mutating calls.</summary>
+    internal bool RequiresToken => !string.IsNullOrEmpty(_options.AuthToken);
 
     /// <summary>The recent samples of the cluster's cumulative token counters (for the dashboard's charts), oldest first.</summary>
     internal List<HistoryPoint> History()
@@ -321,13 +397,16 @@ public sealed class LMCacheController : IAsyncDisposable
         {
             var client = worker.Client ?? throw new ControllerApiException(StatusCodes.Status503ServiceUnavailable, $"Worker {worker.InstanceId}/{worker.WorkerId} has no connection.");
             var request = build(worker);
-            var reply = await client.RequestAsync(request, timeout, cancellationToken).ConfigureAwait(false);
+            var reply = await client.RequestAsync(request, _options.RequestTimeout, timeout, cancellationToken).ConfigureAwait(false);
             if (reply is null)
             {
+                worker.Unresponsive = true;
                 ControllerLog.WorkerTimeout(_logger, worker.InstanceId, worker.WorkerId, request.Type, timeout.TotalMilliseconds);
                 throw new ControllerApiException(StatusCodes.Status504GatewayTimeout,
-                    $"Worker {worker.InstanceId}/{worker.WorkerId} did not answer {request.Type} within {timeout.TotalSeconds} s.");
+                    $"Worker {worker.InstanceId}/{worker.WorkerId} did not answer {request.Type} in time ({_options.RequestTimeout.TotalSeconds} s to take the request" +
+                    (longOperation ? $", {timeout.TotalSeconds} s to finish it" : "") + "); it is marked unresponsive until it answers.");
             }
+            worker.Unresponsive = false;
             if (reply.Type == MessageTypes.Error)
             {
                 throw ControllerApiException.BadRequest($"Worker {worker.InstanceId}/{worker.WorkerId}: {reply.GetStringOrNull("error")}");

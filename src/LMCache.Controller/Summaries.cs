@@ -14,11 +14,12 @@ internal static class Summaries
         {
             var list = group.ToList();
             var active = list.Count(state.IsActive);
+            var healthy = list.Count(w => state.IsActive(w) && !w.Unresponsive);
             long Sum(string field) => list.Sum(w => w.Stats?.GetInt64OrDefault(field, 0) ?? 0);
             var requested = Sum("num_requested_tokens");
             var hit = Sum("num_hit_tokens");
             instances.Add(new InstanceSummary(
-                group.Key, active == list.Count ? "active" : active > 0 ? "degraded" : "inactive",
+                group.Key, healthy == list.Count ? "active" : healthy > 0 ? "degraded" : active > 0 ? "unresponsive" : "inactive",
                 list[0].ModelName, list[0].Ip, list.Count, active, list.Max(w => w.LastHeartbeatTime), state.CountEntries(group.Key),
                 Sum("num_lookup_requests"), Sum("num_retrieve_requests"), Sum("num_store_requests"), requested, hit,
                 Sum("num_stored_tokens"), requested == 0 ? 0 : (double)hit / requested, Tiers(list)));

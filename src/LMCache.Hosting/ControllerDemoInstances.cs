@@ -30,8 +30,12 @@ public sealed class ControllerDemoInstances : IAsyncDisposable
     /// <summary>The instance ids: <c>demo-instance-1</c> … <c>demo-instance-N</c>.</summary>
     public IReadOnlyList<string> InstanceIds => [.. _instances.Select(i => i.Worker.InstanceId)];
 
-    /// <summary>Starts <paramref name="count"/> instances whose workers register at <c>127.0.0.1:<paramref name="pullPort"/></c>, and their traffic.</summary>
-    public static async Task<ControllerDemoInstances> StartAsync(int count, int pullPort, ILoggerFactory loggerFactory)
+    /// <summary>
+    /// Starts <paramref name="count"/> instances whose workers register at <c>127.0.0.1:<paramref name="pullPort"/></c>,
+    /// and their traffic. With <paramref name="authToken"/> (the controller's token) the workers authenticate as real
+    /// ones configured with <c>extra_config.controller_auth_token</c> do.
+    /// </summary>
+    public static async Task<ControllerDemoInstances> StartAsync(int count, int pullPort, ILoggerFactory loggerFactory, string? authToken = null)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(count);
         ArgumentNullException.ThrowIfNull(loggerFactory);
@@ -40,7 +44,7 @@ public sealed class ControllerDemoInstances : IAsyncDisposable
         {
             for (var i = 0; i < count; i++)
             {
-                instances.Add(await StartInstanceAsync($"demo-instance-{i + 1}", pullPort, loggerFactory).ConfigureAwait(false));
+                instances.Add(await StartInstanceAsync($"demo-instance-{i + 1}", pullPort, authToken, loggerFactory).ConfigureAwait(false));
             }
         }
         catch
@@ -69,7 +73,7 @@ public sealed class ControllerDemoInstances : IAsyncDisposable
         _stop.Dispose();
     }
 
-    private static async Task<(LMCacheEngine, ControllerWorker)> StartInstanceAsync(string id, int pullPort, ILoggerFactory loggerFactory)
+    private static async Task<(LMCacheEngine, ControllerWorker)> StartInstanceAsync(string id, int pullPort, string? authToken, ILoggerFactory loggerFactory)
     {
         var layout = new KvLayout(NumLayers: 4, NumKvHeads: 4, HeadDim: 64, DType: KvDType.BFloat16);   // 4 KiB a token, 1 MiB a chunk
         var options = new LMCacheEngineOptions { MaxLocalCpuSizeGib = 0.0625 };                         // 64 chunks
@@ -85,6 +89,7 @@ public sealed class ControllerDemoInstances : IAsyncDisposable
                 BindHost = "127.0.0.1",
                 HeartbeatDelay = TimeSpan.Zero,
                 HeartbeatInterval = TimeSpan.FromSeconds(5),
+                AuthToken = authToken,
             }, loggerFactory);
             return (engine, worker);
         }

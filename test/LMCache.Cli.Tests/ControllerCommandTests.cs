@@ -8,8 +8,10 @@ namespace LMCache.Cli.Tests;
 [IntegrationTest]
 public sealed class ControllerCommandTests
 {
-    [Fact]
-    public async Task The_controller_takes_the_originals_monitor_ports_json_and_a_worker_registers_through_them()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]   // with a token, the demo worker must send it to be registered at all
+    public async Task The_controller_takes_the_originals_monitor_ports_json_and_a_worker_registers_through_them(bool withToken)
     {
         var ct = TestContext.Current.CancellationToken;
         var httpPort = RedisProcess.FreePort();
@@ -17,7 +19,8 @@ public sealed class ControllerCommandTests
         var replyPort = RedisProcess.FreePort();
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
         var run = CliRunner.RunUntilStoppedAsync(
-            ["controller", "--host", "127.0.0.1", "--port", $"{httpPort}", "--monitor-ports", $"{{\"pull\": {pullPort}, \"reply\": {replyPort}}}", "--demo-instances", "1"],
+            ["controller", "--host", "127.0.0.1", "--port", $"{httpPort}", "--monitor-ports", $"{{\"pull\": {pullPort}, \"reply\": {replyPort}}}", "--demo-instances", "1",
+                .. (withToken ? new[] { "--auth-token", "demo-token" } : [])],
             stop.Token);
         try
         {
@@ -62,5 +65,50 @@ public sealed class ControllerCommandTests
         Assert.NotEqual(0, exitCode);
         Assert.Contains("--monitor-ports", error, StringComparison.Ordinal);
         Assert.Contains("\"pull\"", error, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Binding_beyond_loopback_without_a_token_is_refused_at_start()
+    {
+        Assert.True(string.IsNullOrEmpty(Environment.GetEnvironmentVariable("LMCACHE_CONTROLLER_TOKEN")), "the test needs LMCACHE_CONTROLLER_TOKEN unset");
+        var (exitCode, _, error) = await CliRunner.RunAsync("controller", "--host", "0.0.0.0", "--port", "0", "--monitor-ports", "{\"pull\": 0}");
+        Assert.Equal(2, exitCode);
+        Assert.Contains("--auth-token", error, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task By_default_every_socket_is_on_loopback_and_the_start_line_says_so()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        var httpPort = RedisProcess.FreePort();
+        var pullPort = RedisProcess.FreePort();
+        var replyPort = RedisProcess.FreePort();
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        var run = CliRunner.RunUntilStoppedAsync(
+            ["controller", "--port", $"{httpPort}", "--monitor-ports", $"{{\"pull\": {pullPort}, \"reply\": {replyPort}}}"], stop.Token);
+        try
+        {
+            var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
+            var ports = new[] { httpPort, pullPort, replyPort };
+            while (DateTime.UtcNow < deadline && !run.IsCompleted
+                && !ports.All(p => System.Net.NetworkInformation.IPGlobalProperties.GetIPGlobalProperties().GetActiveTcpListeners().Any(l => l.Port == p)))
+            {
+                await Task.Delay(100, ct);
+            }
+            var listeners = System.Net.NetworkInformation.IPGlobalProperties.GetIPGlobalProperties().GetActiveTcpListeners();
+            foreach (var port in ports)
+            {
+                var bound = listeners.Where(l => l.Port == port).ToList();
+                Assert.NotEmpty(bound);
+                Assert.All(bound, l => Assert.True(System.Net.IPAddress.IsLoopback(l.Address), $"port {port} listens on {l.Address}"));
+            }
+        }
+        finally
+        {
+            await stop.CancelAsync();
+        }
+        var (exitCode, output, error) = await run;
+        Assert.True(exitCode == 0, $"exit {exitCode}: {error}");
+        Assert.Contains($"dashboard and API on http://127.0.0.1:{httpPort}, worker pull socket on tcp://127.0.0.1:{pullPort}, reply socket on tcp://127.0.0.1:{replyPort}", output, StringComparison.Ordinal);
     }
 }

@@ -298,7 +298,8 @@ public sealed class StandaloneTests(RedisServerFixture fixture) : IClassFixture<
         var expected = new byte[28];
         RemoteMetadata.For(chunk.Metadata, chunk.Length, null).Write(expected);
         Assert.Equal(expected, metadata[..28]);
-        Assert.Equal(XxHash3.HashToUInt64(payload), BitConverter.ToUInt64(metadata, 36));
+        Assert.Equal(2, metadata[32]);   // trailer version 2: the checksum binds the key
+        Assert.Equal(RemoteMetadata.BindToKey(XxHash3.HashToUInt64(payload), key.ToString()), BitConverter.ToUInt64(metadata, 36));
 
         // Without the checksum: exactly the original's 28 bytes, written together with the payload (one MSET).
         var options = TestSupport.Options();

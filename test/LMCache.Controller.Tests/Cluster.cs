@@ -42,7 +42,7 @@ public sealed class Instance : IAsyncDisposable
 
     public ControllerWorker Worker { get; }
 
-    public static Instance Start(string id, int pullPort, int cpuChunks = 64, string? diskFolder = null, string? remoteUrl = null, string? storeLocation = null)
+    public static Instance Start(string id, int pullPort, int cpuChunks = 64, string? diskFolder = null, string? remoteUrl = null, string? storeLocation = null, string? authToken = null)
     {
         var options = new LMCacheEngineOptions
         {
@@ -63,6 +63,7 @@ public sealed class Instance : IAsyncDisposable
             HeartbeatDelay = TimeSpan.Zero,
             HeartbeatInterval = TimeSpan.FromMilliseconds(200),
             StatsInterval = TimeSpan.FromMilliseconds(200),
+            AuthToken = authToken,
         });
         return new Instance(id, engine, worker);
     }
@@ -115,7 +116,7 @@ public sealed class Cluster : IAsyncDisposable
 
     public HttpClient Http { get; }
 
-    public static async Task<Cluster> StartAsync(TimeSpan? workerTimeout = null)
+    public static async Task<Cluster> StartAsync(TimeSpan? workerTimeout = null, string? authToken = null, TimeSpan? requestTimeout = null, Microsoft.Extensions.Logging.ILoggerFactory? loggerFactory = null)
     {
         var controller = new LMCacheController(new ControllerOptions
         {
@@ -125,14 +126,16 @@ public sealed class Cluster : IAsyncDisposable
             PullPort = 0,
             ReplyPort = 0,
             WorkerTimeout = workerTimeout ?? TimeSpan.FromSeconds(300),
-        });
+            AuthToken = authToken,
+            RequestTimeout = requestTimeout ?? TimeSpan.FromSeconds(30),
+        }, loggerFactory);
         var address = await controller.StartAsync();
         return new Cluster(controller, new HttpClient { BaseAddress = address, Timeout = TimeSpan.FromSeconds(60) });
     }
 
-    public async Task<Instance> AddInstanceAsync(string id, int cpuChunks = 64, string? diskFolder = null, string? remoteUrl = null, string? storeLocation = null)
+    public async Task<Instance> AddInstanceAsync(string id, int cpuChunks = 64, string? diskFolder = null, string? remoteUrl = null, string? storeLocation = null, string? authToken = null)
     {
-        var instance = Instance.Start(id, Controller.PullPort, cpuChunks, diskFolder, remoteUrl, storeLocation);
+        var instance = Instance.Start(id, Controller.PullPort, cpuChunks, diskFolder, remoteUrl, storeLocation, authToken);
         _instances.Add(instance);
         await WaitUntilAsync(async () =>
         {

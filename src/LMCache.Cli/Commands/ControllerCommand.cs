@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Text.Json;
 using LMCache.Controller;
+using LMCache.Core.Diagnostics;
 using LMCache.Hosting;
 using Microsoft.Extensions.Logging;
 
@@ -15,7 +16,10 @@ internal static class ControllerCommand
 {
     public static Command Create()
     {
-        var host = new Option<string>("--host") { Description = "HTTP listen address.", DefaultValueFactory = _ => "0.0.0.0" };
+        var host = new Option<string>("--host") { Description = "Listen address of the HTTP API and, unless --monitor-host says otherwise, of the worker sockets. Anything but loopback needs --auth-token.", DefaultValueFactory = _ => "127.0.0.1" };
+        var monitorHost = new Option<string?>("--monitor-host") { Description = "Listen address of the worker pull and reply sockets (default: --host; * for every interface)." };
+        var authToken = new Option<string?>("--auth-token") { Description = "Shared token for mutating HTTP calls (Authorization: Bearer) and every worker message (extra_config.controller_auth_token); default $LMCACHE_CONTROLLER_TOKEN. Required when binding beyond loopback." };
+        var requestTimeout = new Option<double>("--request-timeout") { Description = "Seconds a call to a worker may take before the HTTP call answers 504.", DefaultValueFactory = _ => 30 };
         var port = new Option<int>("--port") { Description = "HTTP port (API, /metrics and the dashboard at /).", DefaultValueFactory = _ => 9000 };
         var monitorPort = new Option<int?>("--monitor-port") { Description = "Pull-socket port only (deprecated in the original; prefer --monitor-ports)." };
         var monitorPorts = new Option<string?>("--monitor-ports") { Description = "JSON {\"pull\": 8300, \"reply\": 8400}: ports of the worker pull and reply sockets." };
@@ -23,7 +27,7 @@ internal static class ControllerCommand
         var demoInstances = new Option<int>("--demo-instances") { Description = "Also run N in-process demo engine instances that register and serve synthetic prompts (to try the dashboard).", DefaultValueFactory = _ => 0 };
         var command = new Command("controller", "Run the LMCache controller: see and steer the KV caches of engine instances (HTTP API, Prometheus /metrics, web dashboard).")
         {
-            host, port, monitorPort, monitorPorts, workerTimeout, demoInstances,
+            host, port, monitorHost, monitorPort, monitorPorts, workerTimeout, authToken, requestTimeout, demoInstances,
         };
         command.SetAction(async (parse, cancellationToken) =>
         {
@@ -32,7 +36,16 @@ internal static class ControllerCommand
                 Host = parse.GetValue(host)!,
                 Port = parse.GetValue(port),
                 WorkerTimeout = TimeSpan.FromSeconds(parse.GetValue(workerTimeout)),
+                MonitorHost = parse.GetValue(monitorHost),
+                AuthToken = parse.GetValue(authToken) is { Length: > 0 } given ? given
+                    : Environment.GetEnvironmentVariable(TokenVariable) is { Length: > 0 } fromEnvironment ? fromEnvironment : null,
+                RequestTimeout = TimeSpan.FromSeconds(parse.GetValue(requestTimeout)),
             };
+            if (parse.GetValue(requestTimeout) is not (> 0 and <= 3600))
+            {
+                Console.Error.WriteLine($"error: --request-timeout {parse.GetValue(requestTimeout)}: must be between 0 and 3600 seconds.");
+                return 2;
+            }
             if (parse.GetValue(monitorPort) is int pull)
             {
                 options.PullPort = pull;
@@ -45,14 +58,26 @@ internal static class ControllerCommand
             }
             using var loggerFactory = CommonOptions.CreateLoggerFactory(LogLevel.Information);
             await using var controller = new LMCacheController(options, loggerFactory);
-            var address = await controller.StartAsync(cancellationToken);
-            Console.WriteLine($"LMCache controller: dashboard and API on {address} (pull port {controller.PullPort}, reply port {controller.ReplyPort}). Ctrl+C stops.");
-            await using var demos = await ControllerDemoInstances.StartAsync(parse.GetValue(demoInstances), controller.PullPort, loggerFactory);
+            try
+            {
+                await controller.StartAsync(cancellationToken);
+            }
+            catch (LMCacheConfigurationException ex)
+            {
+                Console.Error.WriteLine($"error: {ex.Message}");
+                return 2;
+            }
+            Console.WriteLine($"LMCache controller: dashboard and API on {controller.HttpEndpoint}, worker pull socket on {controller.PullEndpoint}, " +
+                $"reply socket on {controller.ReplyEndpoint ?? "none"}, auth token {(options.AuthToken is null ? "off (loopback only)" : "on")}. Ctrl+C stops.");
+            await using var demos = await ControllerDemoInstances.StartAsync(parse.GetValue(demoInstances), controller.PullPort, loggerFactory, options.AuthToken);
             await controller.WaitForShutdownAsync(cancellationToken);
             return 0;
         });
         return command;
     }
+
+    /// <summary>The environment variable that supplies <c>--auth-token</c> when the option is not given.</summary>
+    internal const string TokenVariable = "LMCACHE_CONTROLLER_TOKEN";
 
     private static bool TryApplyPorts(string json, ControllerOptions options, out string error)
     {

@@ -114,6 +114,8 @@ internal static class KeysCommands
                     shape = r.Header is { } h ? new[] { h.Shape.D0, h.Shape.D1, h.Shape.D2, h.Shape.D3 } : null,
                     checksum = r.Checksum is { } c ? c.ToString("x16", CultureInfo.InvariantCulture) : null,
                     checksum_matches = r.ChecksumMatches,
+                    checksum_covers_key = r.ChecksumCoversKey,
+                    unprotected = r.IsUnprotected,
                     serves_as = r.Layout?.ToString(),
                 }), s_json));
             }
@@ -124,7 +126,7 @@ internal static class KeysCommands
                     Console.WriteLine(r.Key);
                     Console.WriteLine($"  status:    {(r.IsValid ? "valid (a read serves it)" : "MISS: " + r.Problem)}");
                     Console.WriteLine($"  payload:   {(r.PayloadBytes is { } p ? p.ToString(CultureInfo.InvariantCulture) + " bytes" : "absent")}");
-                    Console.WriteLine($"  metadata:  {(r.MetadataBytes is { } mb ? mb.ToString(CultureInfo.InvariantCulture) + " bytes" : "absent")}{(r.Header is { } h ? " — " + DescribeHeader(h, r.Checksum) : "")}");
+                    Console.WriteLine($"  metadata:  {(r.MetadataBytes is { } mb ? mb.ToString(CultureInfo.InvariantCulture) + " bytes" : "absent")}{(r.Header is { } h ? " — " + DescribeHeader(h, r) : "")}");
                     if (r.ChecksumMatches is { } ok)
                     {
                         Console.WriteLine($"  checksum:  {(ok ? "matches" : "MISMATCH")}");
@@ -224,12 +226,18 @@ internal static class KeysCommands
     private static string Note(RemoteEntry e) => e switch
     {
         { IsValid: false } => e.Problem ?? e.State.ToString(),
-        { Checksum: { } c } => $"xxh3 {c:x16} (LMCache.NET)",
-        _ => "no checksum (original layout)",
+        _ => ChecksumText(e),
     };
 
-    private static string DescribeHeader(RemoteEntryHeader header, ulong? checksum) =>
-        $"{header}, " + (checksum is { } c ? $"xxh3 {c:x16}" : "no checksum (original layout)");
+    /// <summary>The checksum and what it protects; entries nothing binds to their key are marked UNPROTECTED.</summary>
+    private static string ChecksumText(RemoteEntry e) => e switch
+    {
+        { Checksum: { } c, ChecksumCoversKey: true } => $"xxh3 {c:x16} (LMCache.NET, bound to the key)",
+        { Checksum: { } c } => $"xxh3 {c:x16} UNPROTECTED: payload only, not bound to the key (earlier LMCache.NET)",
+        _ => "UNPROTECTED: no checksum (original layout)",
+    };
+
+    private static string DescribeHeader(RemoteEntryHeader header, RemoteEntry entry) => $"{header}, {ChecksumText(entry)}";
 
     private static object Describe(RemoteEntry e) => new
     {
@@ -241,6 +249,7 @@ internal static class KeysCommands
         dtype = e.Layout?.DType.ToString(),
         shape = e.Layout is { } m ? new[] { m.Shape.D0, m.Shape.D1, m.Shape.D2, m.Shape.D3 } : null,
         checksum = e.Checksum is { } c ? c.ToString("x16", CultureInfo.InvariantCulture) : null,
+        unprotected = e.IsUnprotected,
         detail = Note(e),
     };
 

@@ -3,8 +3,19 @@
 
 const state = { instances: [], series: [], maxPoints: 90 };
 
-async function post(path, body) {
-  const response = await fetch(path, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+// With --auth-token, calls that change a cache need the token: asked for once on a 401 and kept in this tab only.
+async function post(path, body, retried) {
+  const headers = { "Content-Type": "application/json" };
+  const token = sessionStorage.getItem("lmcache-controller-token");
+  if (token) headers["Authorization"] = "Bearer " + token;
+  const response = await fetch(path, { method: "POST", headers, body: JSON.stringify(body) });
+  if (response.status === 401 && !retried) {
+    const entered = window.prompt("This controller needs its auth token for " + path + ":");
+    if (entered) {
+      sessionStorage.setItem("lmcache-controller-token", entered);
+      return post(path, body, true);
+    }
+  }
   const data = await response.json();
   if (!response.ok) throw new Error(data.detail || response.statusText);
   return data;
@@ -62,7 +73,9 @@ async function refreshOverview() {
   const ids = data.instances.map(i => i.instance_id);
   if (select.options.length !== ids.length || ids.some((id, k) => select.options[k].value !== id)) {
     select.replaceChildren(...ids.map(id => el("option", { value: id }, id)));
-    select.value = ids.includes(current) ? current : (ids[0] || "");
+    // Default to an instance that answers, never to an unresponsive or inactive one while a healthy one exists.
+    const healthy = data.instances.find(i => i.status === "active") || data.instances.find(i => i.status === "degraded");
+    select.value = ids.includes(current) ? current : (healthy ? healthy.instance_id : (ids[0] || ""));
     if (!current && ids.length) refreshChunks();
   }
   sample(data);

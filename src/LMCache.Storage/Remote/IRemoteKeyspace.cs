@@ -123,6 +123,15 @@ public sealed record RemoteEntry
     /// <summary>True when the entry carries our checksum trailer.</summary>
     public bool HasChecksum => Checksum.HasValue;
 
+    /// <summary>Whether <see cref="Checksum"/> covers the key as well as the payload (Redis trailer version 2), so a pair moved to another key is detected.</summary>
+    public bool ChecksumCoversKey { get; init; }
+
+    /// <summary>
+    /// True when nothing binds the entry to its key: no checksum (the original's layout) or a payload-only checksum (our
+    /// earlier trailer). Such entries are read only when the connector accepts unbound entries (Redis: <c>redis_accept_unbound</c>).
+    /// </summary>
+    public bool IsUnprotected => !ChecksumCoversKey;
+
     /// <summary>The model the key names (its second field), or null when the key is not an LMCache key string.</summary>
     public string? ModelName => CacheEngineKey.TryParse(Key, out var parsed) ? parsed.ModelName : null;
 }
