@@ -9,7 +9,7 @@ public sealed class ControllerApiTests
     private const string Cpu = LocalCpuBackend.BackendName;
 
     [Fact]
-    public async Task LookupReturnsTheInstanceThatServedThePrompt()
+    public async Task Lookup_returns_the_instance_that_served_the_prompt()
     {
         await using var cluster = await Cluster.StartAsync();
         var a = await cluster.AddInstanceAsync("instance-a");
@@ -47,7 +47,7 @@ public sealed class ControllerApiTests
     }
 
     [Fact]
-    public async Task ClearEmptiesTheCpuTierAndTheNextRequestMisses()
+    public async Task Clear_empties_the_cpu_tier_and_the_next_request_misses()
     {
         await using var cluster = await Cluster.StartAsync();
         var a = await cluster.AddInstanceAsync("instance-a");
@@ -66,7 +66,7 @@ public sealed class ControllerApiTests
     }
 
     [Fact]
-    public async Task PinProtectsChunksFromEvictionUnderPressure()
+    public async Task Pin_protects_chunks_from_eviction_under_pressure()
     {
         await using var cluster = await Cluster.StartAsync();
         var a = await cluster.AddInstanceAsync("instance-a", cpuChunks: 4);
@@ -90,7 +90,7 @@ public sealed class ControllerApiTests
     }
 
     [Fact]
-    public async Task AWorkerThatStopsHeartbeatingIsMarkedInactive()
+    public async Task A_worker_that_stops_heartbeating_is_marked_inactive()
     {
         await using var cluster = await Cluster.StartAsync(workerTimeout: TimeSpan.FromSeconds(2));
         var a = await cluster.AddInstanceAsync("instance-a");
@@ -112,7 +112,7 @@ public sealed class ControllerApiTests
     }
 
     [Fact]
-    public async Task BadRequestsGetFourHundredsWithAMessage()
+    public async Task Bad_requests_get_four_hundreds_with_a_message()
     {
         await using var cluster = await Cluster.StartAsync();
         await cluster.AddInstanceAsync("instance-a");
@@ -138,7 +138,7 @@ public sealed class ControllerApiTests
     }
 
     [Fact]
-    public async Task ChunksCanBeListedSearchedAndDeletedAndMetricsCarryTheOriginalNames()
+    public async Task Chunks_can_be_listed_searched_and_deleted_and_metrics_carry_the_original_names()
     {
         await using var cluster = await Cluster.StartAsync();
         var a = await cluster.AddInstanceAsync("instance-a");
@@ -189,7 +189,7 @@ public sealed class ControllerApiTests
     }
 
     [Fact]
-    public async Task MoveTakesChunksFromTheCpuTierToTheDiskTier()
+    public async Task Move_takes_chunks_from_the_cpu_tier_to_the_disk_tier()
     {
         using var folder = new LMCache.Testing.TempFolder("lmcache-controller-move");
         await using var cluster = await Cluster.StartAsync();

@@ -16,7 +16,7 @@ public sealed class ControllerOperationTests
     private const string Cpu = LocalCpuBackend.BackendName;
 
     [Fact]
-    public async Task CompressedChunksServeTheCachegenKvAndDecompressRestoresRawChunks()
+    public async Task Compressed_chunks_serve_the_cachegen_kv_and_decompress_restores_raw_chunks()
     {
         await using var cluster = await Cluster.StartAsync();
         var a = await cluster.AddInstanceAsync("instance-a");
@@ -92,7 +92,7 @@ public sealed class ControllerOperationTests
     }
 
     [Fact]
-    public async Task ChunksCompressedOnDiskAreServedDecodedAndPromotedRaw()
+    public async Task Chunks_compressed_on_disk_are_served_decoded_and_promoted_raw()
     {
         using var folder = new LMCache.Testing.TempFolder("lmcache-controller-compress");
         await using var cluster = await Cluster.StartAsync();
@@ -121,7 +121,7 @@ public sealed class ControllerOperationTests
     }
 
     [Fact]
-    public async Task AFailedAsynchronousOperationReportsItsErrorThroughCheckFinish()
+    public async Task A_failed_asynchronous_operation_reports_its_error_through_check_finish()
     {
         await using var cluster = await Cluster.StartAsync();
         await cluster.AddInstanceAsync("instance-a");
@@ -141,7 +141,7 @@ public sealed class ControllerOperationTests
     }
 
     [Fact]
-    public async Task MoveToAnotherInstanceGoesThroughTheSharedRedisAndServesTheSameKv()
+    public async Task Move_to_another_instance_goes_through_the_shared_redis_and_serves_the_same_kv()
     {
         if (RedisProcess.MissingReason is { } missing)
         {

@@ -27,7 +27,7 @@ public sealed class ControllerSecurityTests
     private static CancellationToken Ct => TestContext.Current.CancellationToken;
 
     [Fact]
-    public async Task EverySocketBindsLoopbackByDefaultAndTheBannerSaysSo()
+    public async Task Every_socket_binds_loopback_by_default_and_the_banner_says_so()
     {
         var options = new ControllerOptions { Port = 0, PullPort = 0, ReplyPort = 0 };   // nothing about hosts: the defaults
         await using var controller = new LMCacheController(options);
@@ -51,7 +51,7 @@ public sealed class ControllerSecurityTests
     [InlineData("0.0.0.0", null)]
     [InlineData("127.0.0.1", "*")]
     [InlineData("127.0.0.1", "0.0.0.0")]
-    public async Task BindingBeyondLoopbackWithoutATokenIsRefused(string host, string? monitorHost)
+    public async Task Binding_beyond_loopback_without_a_token_is_refused(string host, string? monitorHost)
     {
         await using var controller = new LMCacheController(new ControllerOptions { Host = host, MonitorHost = monitorHost, Port = 0, PullPort = 0, ReplyPort = 0 });
         var error = await Assert.ThrowsAsync<LMCacheConfigurationException>(() => controller.StartAsync(Ct));
@@ -59,7 +59,7 @@ public sealed class ControllerSecurityTests
     }
 
     [Fact]
-    public async Task BindingBeyondLoopbackWithATokenStartsAndReportsTheRealAddress()
+    public async Task Binding_beyond_loopback_with_a_token_starts_and_reports_the_real_address()
     {
         await using var controller = new LMCacheController(new ControllerOptions { Host = "0.0.0.0", AuthToken = Token, Port = 0, PullPort = 0, ReplyPort = null });
         var address = await controller.StartAsync(Ct);
@@ -69,7 +69,7 @@ public sealed class ControllerSecurityTests
     }
 
     [Fact]
-    public async Task MutatingCallsNeedTheTokenAndReadsDoNot()
+    public async Task Mutating_calls_need_the_token_and_reads_do_not()
     {
         await using var cluster = await Cluster.StartAsync(authToken: Token);
         var instance = await cluster.AddInstanceAsync("secured", authToken: Token);
@@ -104,7 +104,7 @@ public sealed class ControllerSecurityTests
     }
 
     [Fact]
-    public async Task AForgedRegistrationOrDeregistrationWithoutTheTokenIsDropped()
+    public async Task A_forged_registration_or_deregistration_without_the_token_is_dropped()
     {
         await using var cluster = await Cluster.StartAsync(authToken: Token);
         await cluster.AddInstanceAsync("real", authToken: Token);
@@ -130,7 +130,7 @@ public sealed class ControllerSecurityTests
     }
 
     [Fact]
-    public async Task AWorkerWithATokenRefusesRequestsWithoutIt()
+    public async Task A_worker_with_a_token_refuses_requests_without_it()
     {
         await using var cluster = await Cluster.StartAsync();   // a controller without a token: its requests carry none
         var instance = await cluster.AddInstanceAsync("guarded", authToken: Token);
@@ -143,7 +143,7 @@ public sealed class ControllerSecurityTests
     }
 
     [Fact]
-    public async Task TheReplySocketAnswersAnUnauthenticatedRegistrationWithAnError()
+    public async Task The_reply_socket_answers_an_unauthenticated_registration_with_an_error()
     {
         await using var cluster = await Cluster.StartAsync(authToken: Token);
         using var request = new RequestSocket();
@@ -158,7 +158,7 @@ public sealed class ControllerSecurityTests
     }
 
     [Fact]
-    public async Task EveryCallToAnUnreachableWorkerAnswers504WithinItsDeadlineAndMarksItUnresponsive()
+    public async Task Every_call_to_an_unreachable_worker_answers504_within_its_deadline_and_marks_it_unresponsive()
     {
         var deadline = TimeSpan.FromSeconds(1);
         await using var cluster = await Cluster.StartAsync(requestTimeout: deadline);
@@ -204,7 +204,7 @@ public sealed class ControllerSecurityTests
     }
 
     [Fact]
-    public async Task ALongOperationOnAnUnreachableWorkerFailsAtTheRequestDeadlineNotTheOperationTimeout()
+    public async Task A_long_operation_on_an_unreachable_worker_fails_at_the_request_deadline_not_the_operation_timeout()
     {
         var deadline = TimeSpan.FromSeconds(1);
         await using var cluster = await Cluster.StartAsync(requestTimeout: deadline);
@@ -222,7 +222,7 @@ public sealed class ControllerSecurityTests
     }
 
     [Fact]
-    public async Task AnOversizedBodyIs413AndAWrongMethodIs405()
+    public async Task An_oversized_body_is413_and_a_wrong_method_is405()
     {
         await using var controller = new LMCacheController(new ControllerOptions { Port = 0, PullPort = 0, ReplyPort = null, MaxRequestBodyBytes = 64 * 1024 });
         using var http = new HttpClient { BaseAddress = await controller.StartAsync(Ct) };
@@ -258,7 +258,7 @@ public sealed class ControllerSecurityTests
     }
 
     [Fact]
-    public async Task ControlCharactersFromWorkersNeverReachTheLog()
+    public async Task Control_characters_from_workers_never_reach_the_log()
     {
         var logs = new CapturingLoggerProvider();
         using var loggerFactory = LoggerFactory.Create(b => b.AddProvider(logs).SetMinimumLevel(LogLevel.Trace));
@@ -280,7 +280,7 @@ public sealed class ControllerSecurityTests
     }
 
     [Fact]
-    public async Task ControlCharactersInARequestToAWorkerNeverReachItsLog()
+    public async Task Control_characters_in_a_request_to_a_worker_never_reach_its_log()
     {
         var logs = new CapturingLoggerProvider();
         using var loggerFactory = LoggerFactory.Create(b => b.AddProvider(logs).SetMinimumLevel(LogLevel.Trace));

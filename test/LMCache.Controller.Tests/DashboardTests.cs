@@ -10,7 +10,7 @@ public sealed class DashboardTests
     private const string Chromium = "/usr/bin/chromium";
 
     [Fact]
-    public async Task TheDashboardShowsBothInstancesAndDeletesAChunk()
+    public async Task The_dashboard_shows_both_instances_and_deletes_a_chunk()
     {
         if (!File.Exists(Chromium))
         {

@@ -13,7 +13,7 @@ public sealed class MessageCodecTests
     /// (0xcd), true (0xc3) and nil (0xc0), fields in insertion order.
     /// </summary>
     [Fact]
-    public void EncodingIsByteForByteTheMsgspecLayout()
+    public void Encoding_is_byte_for_byte_the_msgspec_layout()
     {
         var message = new ControlMessage(MessageTypes.KvAdmit)
             .With("instance_id", "i").With("worker_id", 3).With("key", "k").With("ts", 1.5)
@@ -33,7 +33,7 @@ public sealed class MessageCodecTests
     }
 
     [Fact]
-    public void MessagesAreMsgpackMapsTaggedWithTheTypeName()
+    public void Messages_are_msgpack_maps_tagged_with_the_type_name()
     {
         var message = new ControlMessage("KVAdmitMsg").With("instance_id", "i").With("worker_id", 3).With("key", "k").With("location", "LocalCPUBackend");
         var bytes = ControlMessageCodec.Encode(message);
@@ -51,7 +51,7 @@ public sealed class MessageCodecTests
     }
 
     [Fact]
-    public void NestedValuesRoundTripAndJsonFramesAreAccepted()
+    public void Nested_values_round_trip_and_json_frames_are_accepted()
     {
         var message = new ControlMessage("PinWorkerMsg").With("tokens", new[] { 1, 2, 3 }).With("meta", new Dictionary<string, object?> { ["a"] = true, ["b"] = null, ["c"] = 1.5 });
         var decoded = ControlMessageCodec.Decode(ControlMessageCodec.Encode(message));
@@ -67,7 +67,7 @@ public sealed class MessageCodecTests
     }
 
     [Fact]
-    public void FramesWithoutATypeAreRejected()
+    public void Frames_without_a_type_are_rejected()
     {
         var buffer = new System.Buffers.ArrayBufferWriter<byte>();
         var writer = new MessagePackWriter(buffer);

@@ -11,7 +11,7 @@ namespace LMCache.Controller.Tests;
 public sealed class WireProtocolTests
 {
     [Fact]
-    public async Task RegistrationOverTheReplySocketAndJsonPushesFromExternalProducers()
+    public async Task Registration_over_the_reply_socket_and_json_pushes_from_external_producers()
     {
         await using var cluster = await Cluster.StartAsync();
 

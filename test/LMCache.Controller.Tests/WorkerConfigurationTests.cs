@@ -11,7 +11,7 @@ namespace LMCache.Controller.Tests;
 public sealed class WorkerConfigurationTests
 {
     [Fact]
-    public async Task TheOriginalsKeysStartAWorkerThatRegisters()
+    public async Task The_originals_keys_start_a_worker_that_registers()
     {
         await using var cluster = await Cluster.StartAsync();
         var options = new LMCacheEngineOptions
@@ -37,7 +37,7 @@ public sealed class WorkerConfigurationTests
     }
 
     [Fact]
-    public async Task NoWorkerWithoutEnableControllerAndAClearErrorWithoutAPullUrl()
+    public async Task No_worker_without_enable_controller_and_a_clear_error_without_a_pull_url()
     {
         await using var engine = LMCacheEngine.Create(new LMCacheEngineOptions { MaxLocalCpuSizeGib = 0.01 }, new KeyScope("vllm", "m"), Instance.Layout);
         Assert.Null(ControllerWorker.StartIfEnabled(engine));

@@ -7,7 +7,7 @@ namespace LMCache.Inference.Tests;
 public sealed class ChatTemplateTests
 {
     [Fact]
-    public void FixtureChatRendersToTheReferenceTextAndIds()
+    public void Fixture_chat_renders_to_the_reference_text_and_ids()
     {
         var template = ChatTemplate.Load(TinyLlama.Folder);
         Assert.NotNull(template);
@@ -19,7 +19,7 @@ public sealed class ChatTemplateTests
     }
 
     [Fact]
-    public void TemplateInsideTokenizerConfigIsUsedWhenNoJinjaFileExists()
+    public void Template_inside_tokenizer_config_is_used_when_no_jinja_file_exists()
     {
         using var folder = new LMCache.Testing.TempFolder();
         var source = File.ReadAllText(Path.Combine(TinyLlama.Folder, "chat_template.jinja"));

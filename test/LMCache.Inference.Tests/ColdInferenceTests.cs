@@ -14,7 +14,7 @@ public sealed class ColdInferenceTests : IClassFixture<TinyLlamaModel>
     public ColdInferenceTests(TinyLlamaModel fixture) => _fixture = fixture;
 
     [Fact]
-    public void ConfigAndLayoutAreReadFromTheFolder()
+    public void Config_and_layout_are_read_from_the_folder()
     {
         var model = _fixture.Model;
         Assert.Equal(4, model.Config.NumLayers);
@@ -25,7 +25,7 @@ public sealed class ColdInferenceTests : IClassFixture<TinyLlamaModel>
     }
 
     [Fact]
-    public void LastLogitsMatchTheReferenceForEveryPrompt()
+    public void Last_logits_match_the_reference_for_every_prompt()
     {
         var decoder = _fixture.Model.Decoder;
         foreach (var prompt in TinyLlama.Reference.Prompts)
@@ -39,7 +39,7 @@ public sealed class ColdInferenceTests : IClassFixture<TinyLlamaModel>
     }
 
     [Fact]
-    public async Task GreedyContinuationMatchesTheReferenceForEveryPrompt()
+    public async Task Greedy_continuation_matches_the_reference_for_every_prompt()
     {
         await using var engine = new InferenceEngine(_fixture.Model, cache: null, new InferenceEngineOptions { PrefillStepTokens = 300 });
         foreach (var prompt in TinyLlama.Reference.Prompts)
@@ -60,7 +60,7 @@ public sealed class ColdInferenceTests : IClassFixture<TinyLlamaModel>
     }
 
     [Fact]
-    public async Task SeededSamplingIsReproducibleAndTopPOfAlmostZeroIsGreedy()
+    public async Task Seeded_sampling_is_reproducible_and_top_p_of_almost_zero_is_greedy()
     {
         await using var engine = new InferenceEngine(_fixture.Model, cache: null);
         var prompt = TinyLlama.Reference.Prompt("short");
@@ -77,7 +77,7 @@ public sealed class ColdInferenceTests : IClassFixture<TinyLlamaModel>
     }
 
     [Fact]
-    public async Task StopSequenceEndsGenerationAndIsNotReturned()
+    public async Task Stop_sequence_ends_generation_and_is_not_returned()
     {
         await using var engine = new InferenceEngine(_fixture.Model, cache: null);
         var prompt = TinyLlama.Reference.Prompt("short");
@@ -93,7 +93,7 @@ public sealed class ColdInferenceTests : IClassFixture<TinyLlamaModel>
     }
 
     [Fact]
-    public void PromptLongerThanTheContextIsRejected()
+    public void Prompt_longer_than_the_context_is_rejected()
     {
         var engine = new InferenceEngine(_fixture.Model, cache: null);
         var tooLong = new int[_fixture.Model.ContextLength];

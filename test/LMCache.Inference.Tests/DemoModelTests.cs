@@ -14,7 +14,7 @@ public sealed class DemoModelTests
     private static readonly DemoModelSpec s_small = new() { Hidden = 64, Layers = 2, Heads = 4, KvHeads = 2, Intermediate = 128, MaxPositions = 2048, Seed = 7 };
 
     [Fact]
-    public void GenerationIsDeterministicAndCachedByDigest()
+    public void Generation_is_deterministic_and_cached_by_digest()
     {
         using var root = new TempFolder();
         var first = DemoModel.EnsureCreated(s_small, root.Path);
@@ -26,7 +26,7 @@ public sealed class DemoModelTests
     }
 
     [Fact]
-    public async Task DemoModelLoadsRunsAndGivesTheSameLogitsWarmAndCold()
+    public async Task Demo_model_loads_runs_and_gives_the_same_logits_warm_and_cold()
     {
         using var root = new TempFolder();
         using var model = LanguageModel.Load(DemoModel.EnsureCreated(s_small, root.Path), "demo", intraOpThreads: 2);

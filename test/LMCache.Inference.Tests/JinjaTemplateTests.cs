@@ -12,7 +12,7 @@ public sealed class JinjaTemplateTests
     private static readonly List<object?> s_conversation = [Msg("system", "Be brief."), Msg("user", "Hi!"), Msg("assistant", "Hello."), Msg("user", "2+2?")];
 
     [Fact]
-    public void Llama3OfficialTemplate()
+    public void Llama3_official_template()
     {
         const string template = """
             {% set loop_messages = messages %}{% for message in loop_messages %}{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>
@@ -27,7 +27,7 @@ public sealed class JinjaTemplateTests
     }
 
     [Fact]
-    public void ChatMlTemplateWithWhitespaceControlAndDefaultSystem()
+    public void Chatml_template_with_whitespace_control_and_default_system()
     {
         // Qwen2-style: {%- -%} trimming, loop.first, 'is not none', namespace-free.
         const string template = """
@@ -46,7 +46,7 @@ public sealed class JinjaTemplateTests
     }
 
     [Fact]
-    public void MistralStyleTemplateWithSlicingNamespaceAndRaiseException()
+    public void Mistral_style_template_with_slicing_namespace_and_raise_exception()
     {
         const string template = """
             {%- if messages[0]['role'] == 'system' %}
@@ -83,7 +83,7 @@ public sealed class JinjaTemplateTests
     }
 
     [Fact]
-    public void FiltersTestsAndExpressions()
+    public void Filters_tests_and_expressions()
     {
         var vars = new Dictionary<string, object?>
         {
@@ -108,7 +108,7 @@ public sealed class JinjaTemplateTests
     }
 
     [Fact]
-    public void TrimBlocksAndLstripBlocksMatchHuggingFaceRendering()
+    public void Trim_blocks_and_lstrip_blocks_match_huggingface_rendering()
     {
         // With trim_blocks and lstrip_blocks (as apply_chat_template), block tags on their own lines leave no blank lines.
         const string template = "<s>\n{% for m in messages %}\n    {% if m['role'] == 'user' %}\nU: {{ m['content'] }}\n    {% endif %}\n{% endfor %}\nEND";
@@ -117,7 +117,7 @@ public sealed class JinjaTemplateTests
     }
 
     [Fact]
-    public void SyntaxErrorsAreReported()
+    public void Syntax_errors_are_reported()
     {
         Assert.Throws<JinjaException>(() => JinjaTemplate.Parse("{% if x %}no end"));
         Assert.Throws<JinjaException>(() => JinjaTemplate.Parse("{{ x + }}"));

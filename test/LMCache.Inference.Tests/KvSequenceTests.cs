@@ -13,7 +13,7 @@ public sealed class KvSequenceTests : IClassFixture<TinyLlamaModel>
     public KvSequenceTests(TinyLlamaModel fixture) => _fixture = fixture;
 
     [Fact]
-    public void ChunksAreKv2LtdAndRoundTripThroughAFreshSequence()
+    public void Chunks_are_kv2ltd_and_round_trip_through_a_fresh_sequence()
     {
         var decoder = _fixture.Model.Decoder;
         var layout = decoder.Layout;

@@ -7,7 +7,7 @@ namespace LMCache.Inference.Tests;
 public sealed class ModelConfigTests
 {
     [Fact]
-    public void ReadsTheTransformers5RopeParametersLayout()
+    public void Reads_the_transformers5_rope_parameters_layout()
     {
         var config = ModelConfig.Parse(File.ReadAllText(Path.Combine(TinyLlama.Folder, "config.json")));
         Assert.Equal(500000.0, config.RopeTheta);
@@ -18,7 +18,7 @@ public sealed class ModelConfigTests
     }
 
     [Fact]
-    public void ReadsTheOlderTopLevelRopeThetaLayoutAndEosLists()
+    public void Reads_the_older_top_level_rope_theta_layout_and_eos_lists()
     {
         var node = JsonNode.Parse(File.ReadAllText(Path.Combine(TinyLlama.Folder, "config.json")))!.AsObject();
         node.Remove("rope_parameters");
@@ -34,14 +34,14 @@ public sealed class ModelConfigTests
     }
 
     [Fact]
-    public void MissingRequiredFieldIsAClearError()
+    public void Missing_required_field_is_a_clear_error()
     {
         var error = Assert.Throws<InvalidDataException>(() => ModelConfig.Parse("""{"num_attention_heads": 4}"""));
         Assert.Contains("hidden_size", error.Message, StringComparison.Ordinal);
     }
 
     [Fact]
-    public void Llama3StyleSplitPreTokenizerWithIgnoreMergesEncodesPlainTextLikeTheReference()
+    public void Llama3_style_split_pre_tokenizer_with_ignore_merges_encodes_plain_text_like_the_reference()
     {
         // Llama 3 / Qwen2 files: Sequence[Split(regex, Isolated), ByteLevel(use_regex = false)], ignore_merges, NFC.
         var node = JsonNode.Parse(File.ReadAllText(Path.Combine(TinyLlama.Folder, "tokenizer.json")))!;
@@ -60,7 +60,7 @@ public sealed class ModelConfigTests
     }
 
     [Fact]
-    public void UnsupportedTokenizerModelsAreRefusedClearly()
+    public void Unsupported_tokenizer_models_are_refused_clearly()
     {
         var error = Assert.Throws<NotSupportedException>(() => HfTokenizer.Parse("""{"model": {"type": "Unigram", "vocab": []}}"""));
         Assert.Contains("Unigram", error.Message, StringComparison.Ordinal);

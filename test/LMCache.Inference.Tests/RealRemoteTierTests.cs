@@ -26,7 +26,7 @@ public sealed class RealRemoteTierTests : IClassFixture<TinyLlamaModel>
     public RealRemoteTierTests(TinyLlamaModel fixture) => _fixture = fixture;
 
     [Fact]
-    public async Task WarmFromRedisMatchesTheReference()
+    public async Task Warm_from_redis_matches_the_reference()
     {
         var prompt = TinyLlama.Reference.Prompt("long");
         if (RedisProcess.MissingReason is { } reason)
@@ -44,7 +44,7 @@ public sealed class RealRemoteTierTests : IClassFixture<TinyLlamaModel>
     }
 
     [Fact]
-    public async Task WarmFromLmServerMatchesTheReference()
+    public async Task Warm_from_lm_server_matches_the_reference()
     {
         var prompt = TinyLlama.Reference.Prompt("long");
         await using var server = new LmServer(new LmServerOptions { Host = "127.0.0.1", Port = 0, CapacityBytes = 64L << 20 });

@@ -52,7 +52,7 @@ public sealed class RemoteTierTests : IClassFixture<TinyLlamaModel>
     }
 
     [Fact]
-    public async Task WarmFromRemoteMatchesTheReferenceAndAFailingRemoteIsOnlyAMiss()
+    public async Task Warm_from_remote_matches_the_reference_and_a_failing_remote_is_only_a_miss()
     {
         var prompt = TinyLlama.Reference.Prompt("long");
         var connector = new FaultInjectingConnector();

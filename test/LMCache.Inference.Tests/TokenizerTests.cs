@@ -8,7 +8,7 @@ public sealed class TokenizerTests
     private static HfTokenizer Load() => HfTokenizer.Load(Path.Combine(TinyLlama.Folder, "tokenizer.json"));
 
     [Fact]
-    public void EncodesEveryReferencePromptToTheReferenceIds()
+    public void Encodes_every_reference_prompt_to_the_reference_ids()
     {
         var tokenizer = Load();
         foreach (var prompt in TinyLlama.Reference.Prompts)
@@ -18,7 +18,7 @@ public sealed class TokenizerTests
     }
 
     [Fact]
-    public void RenderedChatWithSpecialTokensEncodesToTheReferenceIds()
+    public void Rendered_chat_with_special_tokens_encodes_to_the_reference_ids()
     {
         var tokenizer = Load();
         var chat = TinyLlama.Reference.Chat;
@@ -26,7 +26,7 @@ public sealed class TokenizerTests
     }
 
     [Fact]
-    public void DecodeRoundTripsTextAndSkipsSpecials()
+    public void Decode_round_trips_text_and_skips_specials()
     {
         var tokenizer = Load();
         foreach (var prompt in TinyLlama.Reference.Prompts)
@@ -41,7 +41,7 @@ public sealed class TokenizerTests
     }
 
     [Fact]
-    public void TemplateProcessingPostProcessorAddsBosWhenAsked()
+    public void Template_processing_post_processor_adds_bos_when_asked()
     {
         var json = File.ReadAllText(Path.Combine(TinyLlama.Folder, "tokenizer.json"));
         var node = JsonNode.Parse(json)!;
@@ -55,7 +55,7 @@ public sealed class TokenizerTests
     }
 
     [Fact]
-    public void TryEncodeGivesEncodesIdsWithinTheLimitAndRefusesOneTokenBeyond()
+    public void Try_encode_gives_encodes_ids_within_the_limit_and_refuses_one_token_beyond()
     {
         var tokenizer = Load();
         foreach (var prompt in TinyLlama.Reference.Prompts)
@@ -75,7 +75,7 @@ public sealed class TokenizerTests
     [Theory]
     [InlineData(false)]
     [InlineData(true)]
-    public void TryEncodeOfTenMiBStopsAtTheLimitWithBoundedAllocation(bool oneWord)
+    public void Try_encode_of_ten_mi_b_stops_at_the_limit_with_bounded_allocation(bool oneWord)
     {
         // One 10 MiB word is a single pre-token (refused from its length alone); 10 MiB of words stops after the limit.
         var tokenizer = Load();
@@ -98,7 +98,7 @@ public sealed class TokenizerTests
     }
 
     [Fact]
-    public void MaxTextBytesIsTheContextTimesTheLongestTokenWithoutANormalizer()
+    public void Max_text_bytes_is_the_context_times_the_longest_token_without_a_normalizer()
     {
         var tokenizer = Load();
         Assert.True(tokenizer.MaxTokenBytes > 1);

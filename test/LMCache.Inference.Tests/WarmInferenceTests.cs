@@ -42,7 +42,7 @@ public sealed class WarmInferenceTests : IClassFixture<TinyLlamaModel>
     }
 
     [Fact]
-    public async Task WarmFromCpuMatchesTheReferenceAndReportsTheWholeChunkPrefix()
+    public async Task Warm_from_cpu_matches_the_reference_and_reports_the_whole_chunk_prefix()
     {
         await using var cache = CreateCache();
         await using var engine = new InferenceEngine(_fixture.Model, cache);
@@ -58,7 +58,7 @@ public sealed class WarmInferenceTests : IClassFixture<TinyLlamaModel>
     }
 
     [Fact]
-    public async Task WarmFromDiskInAFreshEngineMatchesTheReference()
+    public async Task Warm_from_disk_in_a_fresh_engine_matches_the_reference()
     {
         using var folder = new TempFolder();
         var prompt = TinyLlama.Reference.Prompt("long");
@@ -82,7 +82,7 @@ public sealed class WarmInferenceTests : IClassFixture<TinyLlamaModel>
     }
 
     [Fact]
-    public async Task PromptsSharingAPrefixShareItsChunksAndSaltsIsolate()
+    public async Task Prompts_sharing_a_prefix_share_its_chunks_and_salts_isolate()
     {
         await using var cache = CreateCache();
         await using var engine = new InferenceEngine(_fixture.Model, cache);
@@ -106,7 +106,7 @@ public sealed class WarmInferenceTests : IClassFixture<TinyLlamaModel>
     }
 
     [Fact]
-    public async Task StoresRacingRetrievesOfTheSamePromptNeverChangeTheOutput()
+    public async Task Stores_racing_retrieves_of_the_same_prompt_never_change_the_output()
     {
         // Two engines (two decode loops) share one cache: their stores and retrieves of the same chunks interleave.
         await using var cache = CreateCache();
@@ -122,7 +122,7 @@ public sealed class WarmInferenceTests : IClassFixture<TinyLlamaModel>
     }
 
     [Fact]
-    public async Task FullHitStillComputesTheLastTokenAndSaveDecodeCacheStoresDecodedChunks()
+    public async Task Full_hit_still_computes_the_last_token_and_save_decode_cache_stores_decoded_chunks()
     {
         await using var cache = CreateCache(saveDecodeCache: true);
         await using var engine = new InferenceEngine(_fixture.Model, cache);

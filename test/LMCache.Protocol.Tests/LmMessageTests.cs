@@ -37,7 +37,7 @@ public sealed class LmMessageTests
 
     [Theory]
     [MemberData(nameof(Requests))]
-    public void RequestEncodesToTheGoldenBytesAndBack(string name, LmRequestHeader header)
+    public void Request_encodes_to_the_golden_bytes_and_back(string name, LmRequestHeader header)
     {
         var bytes = new byte[LmRequestHeader.Size];
         header.WriteTo(bytes);
@@ -49,7 +49,7 @@ public sealed class LmMessageTests
 
     [Theory]
     [MemberData(nameof(Replies))]
-    public void ReplyEncodesToTheGoldenBytesAndBack(string name, LmReplyHeader header)
+    public void Reply_encodes_to_the_golden_bytes_and_back(string name, LmReplyHeader header)
     {
         var bytes = new byte[LmReplyHeader.Size];
         header.WriteTo(bytes);
@@ -58,7 +58,7 @@ public sealed class LmMessageTests
     }
 
     [Fact]
-    public void ReferenceDocumentExamplesMatch()
+    public void Reference_document_examples_match()
     {
         // lmcache-reference.md §7.3: the GET hit and miss headers, byte for byte.
         Assert.Equal("C80000000000000201000000030000000200000020000000000100000004000000000000", Convert.ToHexString(Golden["reply hit_llama"]));
@@ -69,7 +69,7 @@ public sealed class LmMessageTests
     }
 
     [Fact]
-    public void ReplyLocationIsLastNotFifth()
+    public void Reply_location_is_last_not_fifth()
     {
         var bytes = new byte[LmReplyHeader.Size];
         new LmReplyHeader(LmReplyCode.Success, 10, 1, 3, new KvShape(5, 0, 0, 0), 2).WriteTo(bytes);
@@ -78,7 +78,7 @@ public sealed class LmMessageTests
     }
 
     [Fact]
-    public void KeyIsStrippedOfPaddingAndWhitespace()
+    public void Key_is_stripped_of_padding_and_whitespace()
     {
         var bytes = new byte[LmRequestHeader.Size];
         LmRequestHeader.Get("  " + SmallKey + "\t").WriteTo(bytes);
@@ -87,7 +87,7 @@ public sealed class LmMessageTests
     }
 
     [Fact]
-    public void KeyOfExactly150BytesFitsAnd151DoesNot()
+    public void Key_of_exactly150_bytes_fits_and151_does_not()
     {
         var exact = new string('k', LmRequestHeader.MaxKeyBytes);
         var bytes = new byte[LmRequestHeader.Size];
@@ -102,7 +102,7 @@ public sealed class LmMessageTests
     }
 
     [Fact]
-    public void InvalidUtf8KeyIsRejected()
+    public void Invalid_utf8_key_is_rejected()
     {
         var bytes = new byte[LmRequestHeader.Size];
         LmRequestHeader.Get(SmallKey).WriteTo(bytes);
@@ -112,7 +112,7 @@ public sealed class LmMessageTests
     }
 
     [Fact]
-    public void ShortInputIsRejected()
+    public void Short_input_is_rejected()
     {
         Assert.False(LmRequestHeader.TryRead(new byte[LmRequestHeader.Size - 1], out _, out var error));
         Assert.NotNull(error);
@@ -124,14 +124,14 @@ public sealed class LmMessageTests
     [InlineData(1, -1, "outside")]
     [InlineData(1, 2000, "outside")]
     [InlineData(2, 5, "only PUT")]
-    public void ValidateRejectsBadFields(int command, int length, string expected)
+    public void Validate_rejects_bad_fields(int command, int length, string expected)
     {
         var header = new LmRequestHeader((LmCommand)command, length, 1, 3, 0, new KvShape(1, 0, 0, 0), SmallKey);
         Assert.Contains(expected, header.Validate(maxPayloadBytes: 1024), StringComparison.Ordinal);
     }
 
     [Fact]
-    public void ValidateChecksPutFormatDtypeAndShape()
+    public void Validate_checks_put_format_dtype_and_shape()
     {
         var good = LmRequestHeader.Put(SmallKey, 16, new MemoryObjectMetadata(new KvShape(2, 1, 1, 4), KvDType.BFloat16, MemoryFormat.KV2LTD));
         Assert.Null(good.Validate(1024));
@@ -141,7 +141,7 @@ public sealed class LmMessageTests
     }
 
     [Fact]
-    public void ReplyValidationRejectsUnknownCodesAndBadLengths()
+    public void Reply_validation_rejects_unknown_codes_and_bad_lengths()
     {
         Assert.Null(LmReplyHeader.Ok.Validate(0));
         Assert.NotNull((LmReplyHeader.Ok with { Code = (LmReplyCode)500 }).Validate(0));
@@ -150,7 +150,7 @@ public sealed class LmMessageTests
     }
 
     [Fact]
-    public void DtypeCodeOneDecodesAsFloat16()
+    public void Dtype_code_one_decodes_as_float16()
     {
         Assert.True(LmWire.TryGetMetadata(1, 1, new KvShape(2, 1, 1, 8), out var metadata));
         Assert.Equal(KvDType.Float16, metadata.DType);
@@ -160,7 +160,7 @@ public sealed class LmMessageTests
     }
 
     [Fact]
-    public void KeyListRoundTrips()
+    public void Key_list_round_trips()
     {
         string[] keys = [SmallKey, LlamaKey];
         var payload = LmWire.EncodeKeyList(keys);

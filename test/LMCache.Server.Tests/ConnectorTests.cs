@@ -24,7 +24,7 @@ public sealed class ConnectorTests
     private static CancellationToken Ct => TestContext.Current.CancellationToken;
 
     [Fact]
-    public async Task SeedFlowStoresThroughOneEngineAndHitsThroughAnother()
+    public async Task Seed_flow_stores_through_one_engine_and_hits_through_another()
     {
         // The seed: `lmcache server localhost 65432` and engines with remote_url lm://localhost:65432.
         await using var harness = await ServerHarness.StartAsync();
@@ -62,7 +62,7 @@ public sealed class ConnectorTests
     }
 
     [Fact]
-    public async Task ExistsPrefixStopsAtTheFirstMissInOneBatch()
+    public async Task Exists_prefix_stops_at_the_first_miss_in_one_batch()
     {
         await using var harness = await ServerHarness.StartAsync();
         await using var connector = harness.CreateConnector(connections: 1);
@@ -85,7 +85,7 @@ public sealed class ConnectorTests
     }
 
     [Fact]
-    public async Task GetPrefixReturnsTheLeadingHitsAndReleasesTheRest()
+    public async Task Get_prefix_returns_the_leading_hits_and_releases_the_rest()
     {
         await using var harness = await ServerHarness.StartAsync();
         await using var connector = harness.CreateConnector(connections: 4);
@@ -112,7 +112,7 @@ public sealed class ConnectorTests
     }
 
     [Fact]
-    public async Task ReplyWhoseLengthDoesNotMatchItsShapeIsAMissAndTheStreamStaysInStep()
+    public async Task Reply_whose_length_does_not_match_its_shape_is_a_miss_and_the_stream_stays_in_step()
     {
         await using var harness = await ServerHarness.StartAsync();
         var key = TestChunks.Key(1);
@@ -136,7 +136,7 @@ public sealed class ConnectorTests
     }
 
     [Fact]
-    public async Task FullAllocatorIsAMissAndTheStreamStaysInStep()
+    public async Task Full_allocator_is_a_miss_and_the_stream_stays_in_step()
     {
         await using var harness = await ServerHarness.StartAsync();
         await using var connector = harness.CreateConnector(connections: 1);
@@ -154,7 +154,7 @@ public sealed class ConnectorTests
     }
 
     [Fact]
-    public async Task ListReturnsStoredKeys()
+    public async Task List_returns_stored_keys()
     {
         await using var harness = await ServerHarness.StartAsync();
         await using var connector = harness.CreateConnector();
@@ -174,7 +174,7 @@ public sealed class ConnectorTests
     }
 
     [Fact]
-    public async Task ConnectorFailsFastWhileTheServerIsDownAndRecoversWhenItReturns()
+    public async Task Connector_fails_fast_while_the_server_is_down_and_recovers_when_it_returns()
     {
         var harness = await ServerHarness.StartAsync();
         var port = harness.Endpoint.Port;
@@ -204,7 +204,7 @@ public sealed class ConnectorTests
     }
 
     [Fact]
-    public async Task SilentServerTimesOutInsteadOfHanging()
+    public async Task Silent_server_times_out_instead_of_hanging()
     {
         using var listener = new TcpListener(IPAddress.Loopback, 0);
         listener.Start();
@@ -223,7 +223,7 @@ public sealed class ConnectorTests
     }
 
     [Fact]
-    public async Task TokenIsRequiredWhenConfigured()
+    public async Task Token_is_required_when_configured()
     {
         await using var harness = await ServerHarness.StartAsync(o => o.AuthToken = "s3cret");
         await using (var good = harness.CreateConnector(query: "&token=s3cret"))
@@ -244,7 +244,7 @@ public sealed class ConnectorTests
     }
 
     [Fact]
-    public async Task TlsWorksWithATrustedCertificate()
+    public async Task Tls_works_with_a_trusted_certificate()
     {
         using var folder = new TempFolder();
         using var key = RSA.Create(2048);
@@ -270,7 +270,7 @@ public sealed class ConnectorTests
     }
 
     [Fact]
-    public async Task PutThatTheServerRefusesFailsInsteadOfVanishing()
+    public async Task Put_that_the_server_refuses_fails_instead_of_vanishing()
     {
         await using var harness = await ServerHarness.StartAsync(o => o.MaxPayloadBytes = 64 * 1024);
         await using var connector = harness.CreateConnector(connections: 1);
@@ -290,7 +290,7 @@ public sealed class ConnectorTests
     }
 
     [Fact]
-    public void UrlParsingRejectsWhatItCannotUse()
+    public void Url_parsing_rejects_what_it_cannot_use()
     {
         var options = LmConnectorOptions.Parse("lm://localhost:65432", new LMCacheEngineOptions { BlockingTimeoutSecs = 3 });
         Assert.Equal(("localhost", 65432, 4, TimeSpan.FromSeconds(3)), (options.Host, options.Port, options.Connections, options.OperationTimeout));

@@ -14,7 +14,7 @@ namespace LMCache.Server.Tests;
 public sealed class EngineTests
 {
     [Fact]
-    public async Task EngineStoresThroughTheServerAndAFreshEngineHits()
+    public async Task Engine_stores_through_the_server_and_a_fresh_engine_hits()
     {
         var ct = TestContext.Current.CancellationToken;
         await using var harness = await ServerHarness.StartAsync();

@@ -19,7 +19,7 @@ public sealed class HostileClientTests
     private static CancellationToken Ct => TestContext.Current.CancellationToken;
 
     [Fact]
-    public async Task ThousandIdleSocketsThenANewClientIsServedWithinTheIdleTimeout()
+    public async Task Thousand_idle_sockets_then_a_new_client_is_served_within_the_idle_timeout()
     {
         var idleTimeout = TimeSpan.FromSeconds(4);
         // Per-client limit as high as the global one: the flood comes from the same address as the working client, so
@@ -61,7 +61,7 @@ public sealed class HostileClientTests
     }
 
     [Fact]
-    public async Task OneFloodingAddressHoldsAtMostItsShareOfTheSlots()
+    public async Task One_flooding_address_holds_at_most_its_share_of_the_slots()
     {
         // No idle timeout: the per-client limit alone keeps room for everybody else.
         await using var harness = await ServerHarness.StartAsync(o =>
@@ -89,7 +89,7 @@ public sealed class HostileClientTests
     }
 
     [Fact]
-    public async Task AQuietServerKeepsAConnectionThatIsSilentPastTheIdleTimeoutAsTheOriginalsEnginesNeed()
+    public async Task A_quiet_server_keeps_a_connection_that_is_silent_past_the_idle_timeout_as_the_originals_engines_need()
     {
         // The original's client connects when the engine starts, may send its first request much later, and never
         // reconnects: a server far from its limits must not close it.
@@ -108,7 +108,7 @@ public sealed class HostileClientTests
     }
 
     [Fact]
-    public async Task AHalfSentHeaderIsClosedAfterTheIdleTimeoutEvenAfterEarlierRequests()
+    public async Task A_half_sent_header_is_closed_after_the_idle_timeout_even_after_earlier_requests()
     {
         var idleTimeout = TimeSpan.FromSeconds(1);
         await using var harness = await ServerHarness.StartAsync(o => o.IdleTimeout = idleTimeout);
@@ -136,7 +136,7 @@ public sealed class HostileClientTests
     }
 
     [Fact]
-    public async Task ControlCharactersOfAKeyAreEscapedInTheLog()
+    public async Task Control_characters_of_a_key_are_escaped_in_the_log()
     {
         await using var harness = await ServerHarness.StartAsync();
         using var client = new TcpClient();

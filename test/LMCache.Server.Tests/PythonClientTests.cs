@@ -17,7 +17,7 @@ namespace LMCache.Server.Tests;
 public sealed class PythonClientTests
 {
     [Fact]
-    public async Task BasicCommandsWork()
+    public async Task Basic_commands_work()
     {
         await using var harness = await ServerHarness.StartAsync();
         var output = await RunPythonAsync(harness, "basic");
@@ -29,7 +29,7 @@ public sealed class PythonClientTests
     }
 
     [Fact]
-    public async Task ConcurrentClientsEachReadTheirOwnBytes()
+    public async Task Concurrent_clients_each_read_their_own_bytes()
     {
         await using var harness = await ServerHarness.StartAsync();
         var output = await RunPythonAsync(harness, "concurrent");
@@ -38,7 +38,7 @@ public sealed class PythonClientTests
     }
 
     [Fact]
-    public async Task MalformedFramesCloseOnlyTheirConnection()
+    public async Task Malformed_frames_close_only_their_connection()
     {
         await using var harness = await ServerHarness.StartAsync(o => o.MaxPayloadBytes = 16L << 20);
         var output = await RunPythonAsync(harness, "malformed");
@@ -57,7 +57,7 @@ public sealed class PythonClientTests
     }
 
     [Fact]
-    public async Task BytesWrittenByOurConnectorAreReadByThePythonClientAndBack()
+    public async Task Bytes_written_by_our_connector_are_read_by_the_python_client_and_back()
     {
         await using var harness = await ServerHarness.StartAsync();
         await using var connector = harness.CreateConnector();

@@ -13,7 +13,7 @@ public sealed class ServerTests
     private static CancellationToken Ct => TestContext.Current.CancellationToken;
 
     [Fact]
-    public async Task WritingFourTimesTheCapacityEvictsLeastRecentlyUsed()
+    public async Task Writing_four_times_the_capacity_evicts_least_recently_used()
     {
         await using var harness = await ServerHarness.StartAsync(o => o.CapacityBytes = 4L << 20);
         await using var connector = harness.CreateConnector(connections: 1);
@@ -43,7 +43,7 @@ public sealed class ServerTests
     }
 
     [Fact]
-    public async Task OverwriteReplacesTheEntryAndFreesTheOldBlock()
+    public async Task Overwrite_replaces_the_entry_and_frees_the_old_block()
     {
         await using var harness = await ServerHarness.StartAsync();
         await using var connector = harness.CreateConnector(connections: 1);
@@ -60,7 +60,7 @@ public sealed class ServerTests
     }
 
     [Fact]
-    public async Task PayloadLargerThanTheLimitClosesTheConnectionBeforeAllocating()
+    public async Task Payload_larger_than_the_limit_closes_the_connection_before_allocating()
     {
         await using var harness = await ServerHarness.StartAsync(o => o.MaxPayloadBytes = 1 << 20);
         using var client = new TcpClient();
@@ -74,7 +74,7 @@ public sealed class ServerTests
     }
 
     [Fact]
-    public async Task MetricsEndpointServesPrometheusText()
+    public async Task Metrics_endpoint_serves_prometheus_text()
     {
         await using var harness = await ServerHarness.StartAsync(o => o.MetricsPort = 0);
         await using var connector = harness.CreateConnector(connections: 1);
@@ -98,7 +98,7 @@ public sealed class ServerTests
     }
 
     [Fact]
-    public async Task ConnectionLimitRefusesExtraConnections()
+    public async Task Connection_limit_refuses_extra_connections()
     {
         await using var harness = await ServerHarness.StartAsync(o => o.MaxConnections = 1);
         await using var first = harness.CreateConnector(connections: 1);
@@ -111,7 +111,7 @@ public sealed class ServerTests
     }
 
     [Fact]
-    public async Task InvalidOptionsFailWithEveryProblemNamed()
+    public async Task Invalid_options_fail_with_every_problem_named()
     {
         var ex = Assert.Throws<Core.Diagnostics.LMCacheConfigurationException>(() =>
             new LmServer(new LmServerOptions { CapacityBytes = 10, Port = 70000, AuthToken = "" }));
@@ -128,7 +128,7 @@ public sealed class SpillTests
     private static CancellationToken Ct => TestContext.Current.CancellationToken;
 
     [Fact]
-    public async Task EvictedEntriesAreServedFromDiskAndSurviveARestart()
+    public async Task Evicted_entries_are_served_from_disk_and_survive_a_restart()
     {
         using var folder = new TempFolder();
         var metadata = new MemoryObjectMetadata(KvShape.Kv2Ltd(2, 1024, 128), KvDType.BFloat16, MemoryFormat.KV2LTD);   // 1 MiB
@@ -179,7 +179,7 @@ public sealed class SpillTests
     }
 
     [Fact]
-    public async Task OverwriteRemovesTheStaleSpilledCopy()
+    public async Task Overwrite_removes_the_stale_spilled_copy()
     {
         using var folder = new TempFolder();
         var metadata = new MemoryObjectMetadata(KvShape.Kv2Ltd(2, 1024, 128), KvDType.BFloat16, MemoryFormat.KV2LTD);   // 1 MiB
@@ -216,7 +216,7 @@ public sealed class SpillTests
 public sealed class PressureTests
 {
     [Fact]
-    public async Task EveryReadIsTheStoredBytesOrAMissWhileEvicting()
+    public async Task Every_read_is_the_stored_bytes_or_a_miss_while_evicting()
     {
         var ct = TestContext.Current.CancellationToken;
         await using var harness = await ServerHarness.StartAsync(o => o.CapacityBytes = 4L << 20);

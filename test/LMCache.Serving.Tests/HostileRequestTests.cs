@@ -54,7 +54,7 @@ public sealed class HostileRequestTests : IClassFixture<ServerFixture>
     [InlineData(2147483647)]
     [InlineData(2147483560)]
     [InlineData(2147483000)]
-    public async Task MaxTokensThatOverflowTheContextCheckAre400(int maxTokens)
+    public async Task Max_tokens_that_overflow_the_context_check_are400(int maxTokens)
     {
         foreach (var (path, body) in new[]
         {
@@ -97,7 +97,7 @@ public sealed class HostileRequestTests : IClassFixture<ServerFixture>
     [InlineData("top_logprobs", "\"3\"")]
     [InlineData("response_format", "\"json\"")]
     [InlineData("chat_template_kwargs", "[]")]
-    public async Task AWronglyTypedChatFieldIs400NamingIt(string field, string value)
+    public async Task A_wrongly_typed_chat_field_is400_naming_it(string field, string value)
     {
         var json = $$"""{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1, "{{field}}": {{value}}}""";
         await AssertClientErrorAsync("v1/chat/completions", json, HttpStatusCode.BadRequest, field);
@@ -113,7 +113,7 @@ public sealed class HostileRequestTests : IClassFixture<ServerFixture>
     [InlineData("echo", "\"no\"")]
     [InlineData("suffix", "5")]
     [InlineData("stop", "{}")]
-    public async Task AWronglyTypedCompletionFieldIs400NamingIt(string field, string value)
+    public async Task A_wrongly_typed_completion_field_is400_naming_it(string field, string value)
     {
         var json = field == "prompt"
             ? $$"""{"max_tokens": 1, "prompt": {{value}}}"""
@@ -130,7 +130,7 @@ public sealed class HostileRequestTests : IClassFixture<ServerFixture>
     [InlineData("""[{"role": "user", "content": "hi", "tool_calls": "x"}]""")]
     [InlineData("""["hi"]""")]
     [InlineData("""{"role": "user", "content": "hi"}""")]
-    public async Task AWronglyTypedMessageIs400NamingMessages(string messages)
+    public async Task A_wrongly_typed_message_is400_naming_messages(string messages)
     {
         await AssertClientErrorAsync("v1/chat/completions", $$"""{"messages": {{messages}}, "max_tokens": 1}""", HttpStatusCode.BadRequest, "messages");
     }
@@ -143,20 +143,20 @@ public sealed class HostileRequestTests : IClassFixture<ServerFixture>
     [InlineData("v1/completions", """{"prompt": "x", "max_tokens": 1, "model": "\udbff"}""", "model")]
     [InlineData("v1/completions", """{"prompt": "x", "max_tokens": 1, "\ud800": 1}""", null)]
     [InlineData("v1/completions", """{"prompt": "x", "max_tokens": 1, "user": "ok\ud800"}""", "user")]
-    public async Task ALoneSurrogateInAnyStringIs400(string path, string json, string? param)
+    public async Task A_lone_surrogate_in_any_string_is400(string path, string json, string? param)
     {
         await AssertClientErrorAsync(path, json, HttpStatusCode.BadRequest, param);
     }
 
     [Fact]
-    public async Task AValidSurrogatePairIsAccepted()
+    public async Task A_valid_surrogate_pair_is_accepted()
     {
         var (status, error) = await PostRawAsync("v1/completions", """{"prompt": "smile \ud83d\ude00", "max_tokens": 1}""");
         Assert.True(status == HttpStatusCode.OK, $"got {(int)status} {error}");
     }
 
     [Fact]
-    public async Task ABodyOverTheLimitIs413()
+    public async Task A_body_over_the_limit_is413()
     {
         var limit = new OpenAiServerOptions().MaxRequestBodyBytes;
         // A declared length over the limit: answered before a byte of the body is sent.
@@ -229,7 +229,7 @@ public sealed class HostileRequestTests : IClassFixture<ServerFixture>
     }
 
     [Fact]
-    public async Task ABodyTrickledAtOneBytePerSecondIs408()
+    public async Task A_body_trickled_at_one_byte_per_second_is408()
     {
         using var client = await ConnectAsync();
         var stream = client.GetStream();

@@ -26,7 +26,7 @@ public sealed class MemoryBoundTests : IClassFixture<ServerFixture>
     private static CancellationToken Ct => TestContext.Current.CancellationToken;
 
     [Fact]
-    public async Task TwentyRejectedTenMiBPromptsLeaveTheWorkingSetWithin300MBOfTheStart()
+    public async Task Twenty_rejected_ten_mi_b_prompts_leave_the_working_set_within300_MB_of_the_start()
     {
         // One request body buffer for the whole test, so the client side allocates nothing per request.
         var body = new byte[PromptBytes + 1024];

@@ -42,7 +42,7 @@ public sealed class OpenAiServerTests : IClassFixture<ServerFixture>
     }
 
     [Fact]
-    public async Task OfficialClientChatMatchesTheReferenceFirstTokenAndReportsUsage()
+    public async Task Official_client_chat_matches_the_reference_first_token_and_reports_usage()
     {
         var chat = Reference.GetProperty("chat");
         var messages = chat.GetProperty("messages").EnumerateArray().Select(m => m.GetProperty("role").GetString() == "system"
@@ -62,7 +62,7 @@ public sealed class OpenAiServerTests : IClassFixture<ServerFixture>
     }
 
     [Fact]
-    public async Task OfficialClientStreamingChatEqualsTheNonStreamingAnswerAndCachesTheLongPrompt()
+    public async Task Official_client_streaming_chat_equals_the_non_streaming_answer_and_caches_the_long_prompt()
     {
         var longText = Reference.GetProperty("prompts").GetProperty("long").GetProperty("text").GetString()!;
         var salt = Guid.NewGuid().ToString("N");
@@ -92,7 +92,7 @@ public sealed class OpenAiServerTests : IClassFixture<ServerFixture>
     }
 
     [Fact]
-    public async Task OfficialClientPipelineCompletionsWithTextAndTokenIdsMatchTheReference()
+    public async Task Official_client_pipeline_completions_with_text_and_token_ids_match_the_reference()
     {
         var shortPrompt = Reference.GetProperty("prompts").GetProperty("short");
         var expected = _fixture.Model.Tokenizer.Decode(Ids(shortPrompt.GetProperty("greedy_16")));
@@ -117,7 +117,7 @@ public sealed class OpenAiServerTests : IClassFixture<ServerFixture>
     }
 
     [Fact]
-    public async Task StreamingCompletionWithLogprobsAndStopSequence()
+    public async Task Streaming_completion_with_logprobs_and_stop_sequence()
     {
         var shortPrompt = Reference.GetProperty("prompts").GetProperty("short");
         var full = _fixture.Model.Tokenizer.Decode(Ids(shortPrompt.GetProperty("greedy_16")));
@@ -165,7 +165,7 @@ public sealed class OpenAiServerTests : IClassFixture<ServerFixture>
     }
 
     [Fact]
-    public async Task ConcurrentRequestsNeverCorruptEachOther()
+    public async Task Concurrent_requests_never_corrupt_each_other()
     {
         var prompts = new[] { "long", "short", "shared_prefix_a", "shared_prefix_b" }.Select(n => Reference.GetProperty("prompts").GetProperty(n)).ToArray();
         var tasks = Enumerable.Range(0, 8).Select(async i =>
@@ -178,7 +178,7 @@ public sealed class OpenAiServerTests : IClassFixture<ServerFixture>
     }
 
     [Fact]
-    public async Task BadRequestsGetOpenAiStyle400s()
+    public async Task Bad_requests_get_openai_style_400s()
     {
         using (var response = await _fixture.Http.PostAsync("v1/completions", new StringContent("{not json", Encoding.UTF8, "application/json"), Ct))
         {
@@ -201,7 +201,7 @@ public sealed class OpenAiServerTests : IClassFixture<ServerFixture>
     }
 
     [Fact]
-    public async Task ModelsHealthAndMetrics()
+    public async Task Models_health_and_metrics()
     {
         var models = JsonDocument.Parse(await _fixture.Http.GetStringAsync("v1/models", Ct)).RootElement;
         Assert.Equal(_fixture.Model.Name, models.GetProperty("data")[0].GetProperty("id").GetString());

@@ -16,14 +16,14 @@ public sealed partial class LogTextTests
     [InlineData("sep\u2028para\u2029", "sep\\u2028para\\u2029")]
     [InlineData("bidi\u202Eevil\u2066", "bidi\\u202Eevil\\u2066")]
     [InlineData("accents é and 日本 stay", "accents é and 日本 stay")]
-    public void EscapesControlAndLineBreakingCharactersOnly(string raw, string logged)
+    public void Escapes_control_and_line_breaking_characters_only(string raw, string logged)
     {
         Assert.Equal(logged, LogText.Escape(raw));
         Assert.Equal(logged, new LogText(raw).ToString());
     }
 
     [Fact]
-    public void CleanTextIsReturnedWithoutACopy()
+    public void Clean_text_is_returned_without_a_copy()
     {
         const string clean = "vllm@model@1@0@deadbeef";
         Assert.Same(clean, LogText.Escape(clean));
@@ -31,7 +31,7 @@ public sealed partial class LogTextTests
     }
 
     [Fact]
-    public void ALoggerMessageParameterOfTypeLogTextIsEscapedInTheFormattedLine()
+    public void A_logger_message_parameter_of_type_log_text_is_escaped_in_the_formatted_line()
     {
         var logger = new CapturingLogger();
         LogKey(logger, "k\u001b]0;owned\u0007\0");
