@@ -297,23 +297,23 @@ internal sealed class SerdeQuality
             case KvDType.BFloat16:
                 return bf16.ToArray();
             case KvDType.Float32:
-            {
-                var result = new float[source.Length];
-                for (var i = 0; i < source.Length; i++)
                 {
-                    result[i] = BitConverter.UInt32BitsToSingle((uint)source[i] << 16);
+                    var result = new float[source.Length];
+                    for (var i = 0; i < source.Length; i++)
+                    {
+                        result[i] = BitConverter.UInt32BitsToSingle((uint)source[i] << 16);
+                    }
+                    return MemoryMarshal.AsBytes(result.AsSpan()).ToArray();
                 }
-                return MemoryMarshal.AsBytes(result.AsSpan()).ToArray();
-            }
             case KvDType.Float16:
-            {
-                var result = new Half[source.Length];
-                for (var i = 0; i < source.Length; i++)
                 {
-                    result[i] = (Half)BitConverter.UInt32BitsToSingle((uint)source[i] << 16);
+                    var result = new Half[source.Length];
+                    for (var i = 0; i < source.Length; i++)
+                    {
+                        result[i] = (Half)BitConverter.UInt32BitsToSingle((uint)source[i] << 16);
+                    }
+                    return MemoryMarshal.AsBytes(result.AsSpan()).ToArray();
                 }
-                return MemoryMarshal.AsBytes(result.AsSpan()).ToArray();
-            }
             default:
                 throw new NotSupportedException($"KV dtype {dtype} is not supported by the bench.");
         }

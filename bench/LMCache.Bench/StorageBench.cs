@@ -3,8 +3,8 @@ using System.Diagnostics;
 using System.Runtime.InteropServices;
 using System.Security.Cryptography;
 using LMCache.Core.Keys;
-using LMCache.Core.Simd;
 using LMCache.Core.Memory;
+using LMCache.Core.Simd;
 using LMCache.Storage.LocalCpu;
 using LMCache.Storage.LocalDisk;
 

@@ -28,7 +28,7 @@ internal sealed class ChunkLeasePool : MemoryPool<byte>
     private const int MinimumClaimBytes = 64 * 1024;
 
     [ThreadStatic]
-    private static int t_lastRent;
+    private static int s_lastRent;
 
     private readonly Lock _gate = new();
     private readonly List<Claim> _claims = [];
@@ -81,8 +81,8 @@ internal sealed class ChunkLeasePool : MemoryPool<byte>
     /// <inheritdoc />
     public override IMemoryOwner<byte> Rent(int minBufferSize = -1)
     {
-        var previous = t_lastRent;
-        t_lastRent = minBufferSize;
+        var previous = s_lastRent;
+        s_lastRent = minBufferSize;
         if (minBufferSize >= MinimumClaimBytes && previous > minBufferSize && previous - minBufferSize <= MaxFrameOverhead
             && TryTakeClaim(minBufferSize, out var allocator)
             && allocator.TryAllocate(MemoryObjectMetadata.Opaque(minBufferSize), out var chunk))

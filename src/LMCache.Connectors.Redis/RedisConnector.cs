@@ -40,7 +40,7 @@ public sealed class RedisConnector : IRemoteConnector, IRemoteKeyspace
     private const int CopyBlockBytes = 128 * 1024;
 
     [ThreadStatic]
-    private static XxHash3? t_hasher;
+    private static XxHash3? s_hasher;
 
     private readonly RedisUrl _url;
     private readonly RedisConnectorOptions _options;
@@ -448,7 +448,7 @@ public sealed class RedisConnector : IRemoteConnector, IRemoteKeyspace
         if (stored.Checksum is not null)
         {
             // Copy and hash block by block, so the hash reads each block from cache right after the copy wrote it.
-            var hasher = t_hasher ??= new XxHash3();
+            var hasher = s_hasher ??= new XxHash3();
             hasher.Reset();
             var source = lease.Span;
             var target = item.Span;

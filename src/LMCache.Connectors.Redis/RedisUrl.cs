@@ -171,45 +171,45 @@ public sealed class RedisUrl
         switch (scheme)
         {
             case "redis" or "rediss" or "valkey" or "valkeys":
-            {
-                var slash = rest.IndexOf('/', StringComparison.Ordinal);
-                var path = slash >= 0 ? rest[(slash + 1)..] : "";
-                var hostPort = slash >= 0 ? rest[..slash] : rest;
-                if (hostPort.Contains(',', StringComparison.Ordinal))
                 {
-                    throw Error(url, $"{scheme}:// takes one host; use redis-cluster://h1:p1,h2:p2 for a cluster or redis-sentinel:// for sentinels");
+                    var slash = rest.IndexOf('/', StringComparison.Ordinal);
+                    var path = slash >= 0 ? rest[(slash + 1)..] : "";
+                    var hostPort = slash >= 0 ? rest[..slash] : rest;
+                    if (hostPort.Contains(',', StringComparison.Ordinal))
+                    {
+                        throw Error(url, $"{scheme}:// takes one host; use redis-cluster://h1:p1,h2:p2 for a cluster or redis-sentinel:// for sentinels");
+                    }
+                    result = new RedisUrl(url, scheme, RedisTopology.Standalone, [ParseHostPort(url, hostPort, DefaultPort)]);
+                    if (path.Length > 0)
+                    {
+                        result.Database = ParseDatabase(url, path);
+                    }
+                    result.UseTls = scheme is "rediss" or "valkeys";
+                    break;
                 }
-                result = new RedisUrl(url, scheme, RedisTopology.Standalone, [ParseHostPort(url, hostPort, DefaultPort)]);
-                if (path.Length > 0)
-                {
-                    result.Database = ParseDatabase(url, path);
-                }
-                result.UseTls = scheme is "rediss" or "valkeys";
-                break;
-            }
             case "unix":
-            {
-                if (rest.Length == 0 || rest[0] != '/')
                 {
-                    throw Error(url, "unix:// needs an absolute socket path, such as unix:///run/redis/redis.sock");
+                    if (rest.Length == 0 || rest[0] != '/')
+                    {
+                        throw Error(url, "unix:// needs an absolute socket path, such as unix:///run/redis/redis.sock");
+                    }
+                    result = new RedisUrl(url, scheme, RedisTopology.Standalone, [new UnixDomainSocketEndPoint(Uri.UnescapeDataString(rest))]);
+                    break;
                 }
-                result = new RedisUrl(url, scheme, RedisTopology.Standalone, [new UnixDomainSocketEndPoint(Uri.UnescapeDataString(rest))]);
-                break;
-            }
             case "redis-sentinel":
-            {
-                result = new RedisUrl(url, scheme, RedisTopology.Sentinel, ParseHostList(url, rest, DefaultSentinelPort));
-                var service = parameters.GetValueOrDefault("service_name") ?? parameters.GetValueOrDefault("service")
-                    ?? environmentServiceName ?? Environment.GetEnvironmentVariable(ServiceNameVariable);
-                result.ServiceName = string.IsNullOrWhiteSpace(service) ? DefaultServiceName : service.Trim();
-                result.SentinelPassword = parameters.GetValueOrDefault("sentinel_password");
-                break;
-            }
+                {
+                    result = new RedisUrl(url, scheme, RedisTopology.Sentinel, ParseHostList(url, rest, DefaultSentinelPort));
+                    var service = parameters.GetValueOrDefault("service_name") ?? parameters.GetValueOrDefault("service")
+                        ?? environmentServiceName ?? Environment.GetEnvironmentVariable(ServiceNameVariable);
+                    result.ServiceName = string.IsNullOrWhiteSpace(service) ? DefaultServiceName : service.Trim();
+                    result.SentinelPassword = parameters.GetValueOrDefault("sentinel_password");
+                    break;
+                }
             case "redis-cluster":
-            {
-                result = new RedisUrl(url, scheme, RedisTopology.Cluster, ParseHostList(url, rest, DefaultPort));
-                break;
-            }
+                {
+                    result = new RedisUrl(url, scheme, RedisTopology.Cluster, ParseHostList(url, rest, DefaultPort));
+                    break;
+                }
             default:
                 throw Error(url, $"scheme '{scheme}://' is not a Redis scheme (redis, rediss, unix, redis-sentinel, redis-cluster, valkey, valkeys)");
         }

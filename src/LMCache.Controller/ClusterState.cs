@@ -92,37 +92,37 @@ internal sealed class ClusterState(TimeProvider time, TimeSpan workerTimeout)
             {
                 case MessageTypes.Register:
                 case MessageTypes.Heartbeat:
-                {
-                    var added = worker is null;
-                    worker ??= new WorkerRecord { InstanceId = instance, WorkerId = workerId, Ip = "", Port = 0, RegistrationTime = now };
-                    if (message.Type == MessageTypes.Register)
                     {
-                        worker.RegistrationTime = now;
-                    }
-                    var moved = worker.Ip != message.GetString("ip") || worker.Port != (int)message.GetInt64("port");
-                    worker.Ip = message.GetString("ip");
-                    worker.Port = checked((int)message.GetInt64("port"));
-                    worker.DistributedUrl = message.GetStringOrNull("distributed_url") ?? string.Empty;
-                    worker.LastHeartbeatTime = now;
-                    worker.LastMessageTime = now;
-                    if (message["registration_info"] is Dictionary<string, object?> info)
-                    {
-                        var fields = new ControlMessage("registration_info");
-                        foreach (var (k, v) in info)
+                        var added = worker is null;
+                        worker ??= new WorkerRecord { InstanceId = instance, WorkerId = workerId, Ip = "", Port = 0, RegistrationTime = now };
+                        if (message.Type == MessageTypes.Register)
                         {
-                            fields[k] = v;
+                            worker.RegistrationTime = now;
                         }
-                        worker.ModelName = fields.GetStringOrNull("model_name") ?? worker.ModelName;
-                        worker.KeyFormat = fields.GetStringOrNull("key_format") ?? worker.KeyFormat;
-                        worker.WorldSize = (int)fields.GetInt64OrDefault("world_size", worker.WorldSize);
-                        worker.KvDType = fields.GetStringOrNull("kv_dtype");
-                        worker.ChunkSize = (int)fields.GetInt64OrDefault("chunk_size", worker.ChunkSize);
-                        worker.SaveUnfullChunk = fields.GetBoolOrDefault("save_unfull_chunk", worker.SaveUnfullChunk);
-                        worker.HashSeed = fields.GetStringOrNull("hash_seed") ?? worker.HashSeed;
+                        var moved = worker.Ip != message.GetString("ip") || worker.Port != (int)message.GetInt64("port");
+                        worker.Ip = message.GetString("ip");
+                        worker.Port = checked((int)message.GetInt64("port"));
+                        worker.DistributedUrl = message.GetStringOrNull("distributed_url") ?? string.Empty;
+                        worker.LastHeartbeatTime = now;
+                        worker.LastMessageTime = now;
+                        if (message["registration_info"] is Dictionary<string, object?> info)
+                        {
+                            var fields = new ControlMessage("registration_info");
+                            foreach (var (k, v) in info)
+                            {
+                                fields[k] = v;
+                            }
+                            worker.ModelName = fields.GetStringOrNull("model_name") ?? worker.ModelName;
+                            worker.KeyFormat = fields.GetStringOrNull("key_format") ?? worker.KeyFormat;
+                            worker.WorldSize = (int)fields.GetInt64OrDefault("world_size", worker.WorldSize);
+                            worker.KvDType = fields.GetStringOrNull("kv_dtype");
+                            worker.ChunkSize = (int)fields.GetInt64OrDefault("chunk_size", worker.ChunkSize);
+                            worker.SaveUnfullChunk = fields.GetBoolOrDefault("save_unfull_chunk", worker.SaveUnfullChunk);
+                            worker.HashSeed = fields.GetStringOrNull("hash_seed") ?? worker.HashSeed;
+                        }
+                        _workers[(instance, workerId)] = worker;
+                        return (added || moved ? worker : null, null);
                     }
-                    _workers[(instance, workerId)] = worker;
-                    return (added || moved ? worker : null, null);
-                }
                 case MessageTypes.DeRegister:
                     if (worker is not null)
                     {
@@ -131,33 +131,33 @@ internal sealed class ClusterState(TimeProvider time, TimeSpan workerTimeout)
                     }
                     return (null, worker);
                 case MessageTypes.KvAdmit:
-                {
-                    var key = message.GetString("key");
-                    var entry = new IndexEntry(instance, workerId, message.GetString("location"));
-                    if (!_index.TryGetValue(key, out var entries))
                     {
-                        entries = new List<IndexEntry>(1);
-                        _index[key] = entries;
-                    }
-                    if (!entries.Contains(entry))
-                    {
-                        entries.Add(entry);
-                    }
-                    return (null, null);
-                }
-                case MessageTypes.KvEvict:
-                {
-                    var key = message.GetString("key");
-                    if (_index.TryGetValue(key, out var entries))
-                    {
-                        entries.Remove(new IndexEntry(instance, workerId, message.GetString("location")));
-                        if (entries.Count == 0)
+                        var key = message.GetString("key");
+                        var entry = new IndexEntry(instance, workerId, message.GetString("location"));
+                        if (!_index.TryGetValue(key, out var entries))
                         {
-                            _index.Remove(key);
+                            entries = new List<IndexEntry>(1);
+                            _index[key] = entries;
                         }
+                        if (!entries.Contains(entry))
+                        {
+                            entries.Add(entry);
+                        }
+                        return (null, null);
                     }
-                    return (null, null);
-                }
+                case MessageTypes.KvEvict:
+                    {
+                        var key = message.GetString("key");
+                        if (_index.TryGetValue(key, out var entries))
+                        {
+                            entries.Remove(new IndexEntry(instance, workerId, message.GetString("location")));
+                            if (entries.Count == 0)
+                            {
+                                _index.Remove(key);
+                            }
+                        }
+                        return (null, null);
+                    }
                 case MessageTypes.WorkerStats:
                     if (worker is not null)
                     {

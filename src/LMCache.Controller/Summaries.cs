@@ -45,13 +45,13 @@ internal static class Summaries
                 var location = tier.GetString("location");
                 if (!byTier.TryGetValue(location, out var sums))
                 {
-                    sums = new long[Fields.Length];
+                    sums = new long[s_fields.Length];
                     byTier[location] = sums;
                     order.Add(location);
                 }
-                for (var i = 0; i < Fields.Length; i++)
+                for (var i = 0; i < s_fields.Length; i++)
                 {
-                    sums[i] += tier.GetInt64OrDefault(Fields[i], 0);
+                    sums[i] += tier.GetInt64OrDefault(s_fields[i], 0);
                 }
             }
         }
@@ -63,6 +63,6 @@ internal static class Summaries
         })];
     }
 
-    private static readonly string[] Fields =
+    private static readonly string[] s_fields =
         ["capacity_bytes", "used_bytes", "entries", "puts", "hits", "misses", "bytes_read", "bytes_written", "evictions", "puts_dropped", "errors"];
 }

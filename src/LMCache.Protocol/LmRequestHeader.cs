@@ -131,7 +131,7 @@ public readonly record struct LmRequestHeader(
         string key;
         try
         {
-            key = StrictUtf8.GetString(keyField);
+            key = s_strictUtf8.GetString(keyField);
         }
         catch (DecoderFallbackException)
         {
@@ -197,5 +197,5 @@ public readonly record struct LmRequestHeader(
     public bool TryGetMetadata(out MemoryObjectMetadata metadata) =>
         LmWire.TryGetMetadata(Format, DTypeCode, Shape, out metadata);
 
-    private static readonly UTF8Encoding StrictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
+    private static readonly UTF8Encoding s_strictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
 }

@@ -93,60 +93,60 @@ internal static partial class ArithmeticCoder
         var last = count - 1;
         fixed (byte* output = symbols)
         {
-        for (var i = 0; ; i++)
-        {
-            var range = high - low;
-            var d = value - low;
-            var numLo = (Avx512F.ConvertToVector512Double(d.GetLower()) * scaleUp) + roundUp;
-            var numHi = (Avx512F.ConvertToVector512Double(d.GetUpper()) * scaleUp) + roundUp;
-            var spanLo = Avx512F.ConvertToVector512Double(range.GetLower()) + oneD;
-            var spanHi = Avx512F.ConvertToVector512Double(range.GetUpper()) + oneD;
-            var target = Vector512.Create(
-                Avx512F.ConvertToVector256UInt32WithTruncation(numLo / spanLo),
-                Avx512F.ConvertToVector256UInt32WithTruncation(numHi / spanHi)) & mask16;
-
-            var s = Vector512<uint>.Zero;
-            var cLow = Vector512<uint>.Zero;
-            var cHigh = full;
-            var entry = table;
-            for (var j = 0; j < top; j++, entry += WideLanes)
+            for (var i = 0; ; i++)
             {
-                var c = Vector512.Load(entry);
-                var m = Vector512.LessThanOrEqual(c, target);
-                s -= m;
-                cLow = Vector512.Max(cLow, c & m);
-                cHigh = Vector512.Min(cHigh, c | m);
-            }
-            Avx512F.ConvertToVector128Byte(s).Store(output + ((nint)i * stride));
-            if (i == last)
-            {
-                break;
-            }
+                var range = high - low;
+                var d = value - low;
+                var numLo = (Avx512F.ConvertToVector512Double(d.GetLower()) * scaleUp) + roundUp;
+                var numHi = (Avx512F.ConvertToVector512Double(d.GetUpper()) * scaleUp) + roundUp;
+                var spanLo = Avx512F.ConvertToVector512Double(range.GetLower()) + oneD;
+                var spanHi = Avx512F.ConvertToVector512Double(range.GetUpper()) + oneD;
+                var target = Vector512.Create(
+                    Avx512F.ConvertToVector256UInt32WithTruncation(numLo / spanLo),
+                    Avx512F.ConvertToVector256UInt32WithTruncation(numHi / spanHi)) & mask16;
 
-            // X(c) = floor((range + 1)·c / 65536) with 32-bit lanes: range = rHi·2^16 + rLo, c ≤ 2^16.
-            var rHi = range >> 16;
-            var rLo = range & mask16;
-            var pHigh = rLo * cHigh;
-            var pLow = rLo * cLow;
-            var xHigh = (rHi * cHigh) + (pHigh >> 16) + (((pHigh & mask16) + cHigh) >> 16);
-            var xLow = (rHi * cLow) + (pLow >> 16) + (((pLow & mask16) + cLow) >> 16);
-            high = low + xHigh - Vector512<uint>.One;
-            low += xLow;
+                var s = Vector512<uint>.Zero;
+                var cLow = Vector512<uint>.Zero;
+                var cHigh = full;
+                var entry = table;
+                for (var j = 0; j < top; j++, entry += WideLanes)
+                {
+                    var c = Vector512.Load(entry);
+                    var m = Vector512.LessThanOrEqual(c, target);
+                    s -= m;
+                    cLow = Vector512.Max(cLow, c & m);
+                    cHigh = Vector512.Min(cHigh, c | m);
+                }
+                Avx512F.ConvertToVector128Byte(s).Store(output + ((nint)i * stride));
+                if (i == last)
+                {
+                    break;
+                }
 
-            // E1/E2 shifts k, then E3 shifts k3: n = k + k3 bits in one step.
-            var k1 = Avx512CD.LeadingZeroCount(low ^ high);
-            var low1 = Avx512F.ShiftLeftLogicalVariable(low, k1);
-            var high1 = Avx512F.ShiftLeftLogicalVariable(high, k1) | ~Avx512F.ShiftLeftLogicalVariable(ones, k1);
-            var k3 = Vector512.Min(Avx512CD.LeadingZeroCount(~(low1 << 1)), Avx512CD.LeadingZeroCount(high1 << 1));
-            var n = k1 + k3;
-            var bits = Avx512F.ShiftRightLogicalVariable(
-                Avx512F.ShiftLeftLogicalVariable(Gather(buffer, pos, byteSwap), pos & seven), thirtyTwo - n);
-            value = (Avx512F.ShiftLeftLogicalVariable(value, k1) & half)
-                | ((Avx512F.ShiftLeftLogicalVariable(value, n) | bits) & lowMask);
-            low = Avx512F.ShiftLeftLogicalVariable(low, n) & lowMask;
-            high = Avx512F.ShiftLeftLogicalVariable(high, n) | ~Avx512F.ShiftLeftLogicalVariable(ones, n) | half;
-            pos += n;
-        }
+                // X(c) = floor((range + 1)·c / 65536) with 32-bit lanes: range = rHi·2^16 + rLo, c ≤ 2^16.
+                var rHi = range >> 16;
+                var rLo = range & mask16;
+                var pHigh = rLo * cHigh;
+                var pLow = rLo * cLow;
+                var xHigh = (rHi * cHigh) + (pHigh >> 16) + (((pHigh & mask16) + cHigh) >> 16);
+                var xLow = (rHi * cLow) + (pLow >> 16) + (((pLow & mask16) + cLow) >> 16);
+                high = low + xHigh - Vector512<uint>.One;
+                low += xLow;
+
+                // E1/E2 shifts k, then E3 shifts k3: n = k + k3 bits in one step.
+                var k1 = Avx512CD.LeadingZeroCount(low ^ high);
+                var low1 = Avx512F.ShiftLeftLogicalVariable(low, k1);
+                var high1 = Avx512F.ShiftLeftLogicalVariable(high, k1) | ~Avx512F.ShiftLeftLogicalVariable(ones, k1);
+                var k3 = Vector512.Min(Avx512CD.LeadingZeroCount(~(low1 << 1)), Avx512CD.LeadingZeroCount(high1 << 1));
+                var n = k1 + k3;
+                var bits = Avx512F.ShiftRightLogicalVariable(
+                    Avx512F.ShiftLeftLogicalVariable(Gather(buffer, pos, byteSwap), pos & seven), thirtyTwo - n);
+                value = (Avx512F.ShiftLeftLogicalVariable(value, k1) & half)
+                    | ((Avx512F.ShiftLeftLogicalVariable(value, n) | bits) & lowMask);
+                low = Avx512F.ShiftLeftLogicalVariable(low, n) & lowMask;
+                high = Avx512F.ShiftLeftLogicalVariable(high, n) | ~Avx512F.ShiftLeftLogicalVariable(ones, n) | half;
+                pos += n;
+            }
         }
     }
 

@@ -143,31 +143,31 @@ internal static class Quantizer
         switch (dtype)
         {
             case KvDType.Float32:
-            {
-                ref var src = ref MemoryMarshal.GetReference(MemoryMarshal.Cast<byte, float>(row));
-                for (; i + 32 <= count; i += 32)
                 {
-                    Store32(
-                        Quantize8(Vector256.LoadUnsafe(ref src, (nuint)i), fv, lv),
-                        Quantize8(Vector256.LoadUnsafe(ref src, (nuint)(i + 8)), fv, lv),
-                        Quantize8(Vector256.LoadUnsafe(ref src, (nuint)(i + 16)), fv, lv),
-                        Quantize8(Vector256.LoadUnsafe(ref src, (nuint)(i + 24)), fv, lv),
-                        ref Unsafe.Add(ref dst, i));
+                    ref var src = ref MemoryMarshal.GetReference(MemoryMarshal.Cast<byte, float>(row));
+                    for (; i + 32 <= count; i += 32)
+                    {
+                        Store32(
+                            Quantize8(Vector256.LoadUnsafe(ref src, (nuint)i), fv, lv),
+                            Quantize8(Vector256.LoadUnsafe(ref src, (nuint)(i + 8)), fv, lv),
+                            Quantize8(Vector256.LoadUnsafe(ref src, (nuint)(i + 16)), fv, lv),
+                            Quantize8(Vector256.LoadUnsafe(ref src, (nuint)(i + 24)), fv, lv),
+                            ref Unsafe.Add(ref dst, i));
+                    }
+                    break;
                 }
-                break;
-            }
             default:
-            {
-                ref var src = ref MemoryMarshal.GetReference(MemoryMarshal.Cast<byte, ushort>(row));
-                var half = dtype == KvDType.Float16;
-                for (; i + 32 <= count; i += 32)
                 {
-                    var (a, b) = Widen16(Vector256.LoadUnsafe(ref src, (nuint)i), half);
-                    var (c, d) = Widen16(Vector256.LoadUnsafe(ref src, (nuint)(i + 16)), half);
-                    Store32(Quantize8(a, fv, lv), Quantize8(b, fv, lv), Quantize8(c, fv, lv), Quantize8(d, fv, lv), ref Unsafe.Add(ref dst, i));
+                    ref var src = ref MemoryMarshal.GetReference(MemoryMarshal.Cast<byte, ushort>(row));
+                    var half = dtype == KvDType.Float16;
+                    for (; i + 32 <= count; i += 32)
+                    {
+                        var (a, b) = Widen16(Vector256.LoadUnsafe(ref src, (nuint)i), half);
+                        var (c, d) = Widen16(Vector256.LoadUnsafe(ref src, (nuint)(i + 16)), half);
+                        Store32(Quantize8(a, fv, lv), Quantize8(b, fv, lv), Quantize8(c, fv, lv), Quantize8(d, fv, lv), ref Unsafe.Add(ref dst, i));
+                    }
+                    break;
                 }
-                break;
-            }
         }
         var top = 2 * (int)levels;
         for (; i < count; i++)

@@ -9,28 +9,28 @@ namespace LMCache.Protocol.Tests;
 public sealed class LmMessageTests
 {
     private const string LlamaKey = "vllm@meta-llama/Llama-3.1-8B-Instruct@1@0@2783dafec1b4e9f0@bfloat16";
-    private static readonly string SmallKey = "vllm@test/model@1@0@" + string.Concat(Enumerable.Repeat("ab", 32));
-    private static readonly KvShape LlamaShape = new(2, 32, 256, 1024);
+    private static readonly string s_smallKey = "vllm@test/model@1@0@" + string.Concat(Enumerable.Repeat("ab", 32));
+    private static readonly KvShape s_llamaShape = new(2, 32, 256, 1024);
 
-    private static readonly Dictionary<string, byte[]> Golden = File.ReadAllLines(Path.Combine(AppContext.BaseDirectory, "Golden", "lm_messages.txt"))
+    private static readonly Dictionary<string, byte[]> s_golden = File.ReadAllLines(Path.Combine(AppContext.BaseDirectory, "Golden", "lm_messages.txt"))
         .Where(line => line.Length > 0)
         .Select(line => line.Split(' '))
         .ToDictionary(parts => parts[0] + " " + parts[1], parts => Convert.FromHexString(parts[2]));
 
     public static TheoryData<string, LmRequestHeader> Requests => new()
     {
-        { "request put_llama", LmRequestHeader.Put(LlamaKey, 33554432, new MemoryObjectMetadata(LlamaShape, KvDType.BFloat16, MemoryFormat.KV2LTD)) },
+        { "request put_llama", LmRequestHeader.Put(LlamaKey, 33554432, new MemoryObjectMetadata(s_llamaShape, KvDType.BFloat16, MemoryFormat.KV2LTD)) },
         { "request get_llama", LmRequestHeader.Get(LlamaKey) },
         { "request exist_llama", LmRequestHeader.Exist(LlamaKey) },
         { "request list", LmRequestHeader.List() },
         { "request health", LmRequestHeader.Health() },
-        { "request put_small", LmRequestHeader.Put(SmallKey, 2048, new MemoryObjectMetadata(new KvShape(2, 2, 4, 64), KvDType.BFloat16, MemoryFormat.KV2LTD)) },
-        { "request get_small", LmRequestHeader.Get(SmallKey) },
+        { "request put_small", LmRequestHeader.Put(s_smallKey, 2048, new MemoryObjectMetadata(new KvShape(2, 2, 4, 64), KvDType.BFloat16, MemoryFormat.KV2LTD)) },
+        { "request get_small", LmRequestHeader.Get(s_smallKey) },
     };
 
     public static TheoryData<string, LmReplyHeader> Replies => new()
     {
-        { "reply hit_llama", LmReplyHeader.Hit(33554432, 1, 3, LlamaShape) },
+        { "reply hit_llama", LmReplyHeader.Hit(33554432, 1, 3, s_llamaShape) },
         { "reply miss", LmReplyHeader.Fail },
         { "reply ok", LmReplyHeader.Ok },
     };
@@ -41,9 +41,9 @@ public sealed class LmMessageTests
     {
         var bytes = new byte[LmRequestHeader.Size];
         header.WriteTo(bytes);
-        Assert.Equal(Convert.ToHexString(Golden[name]), Convert.ToHexString(bytes));
+        Assert.Equal(Convert.ToHexString(s_golden[name]), Convert.ToHexString(bytes));
 
-        Assert.True(LmRequestHeader.TryRead(Golden[name], out var decoded, out var error), error);
+        Assert.True(LmRequestHeader.TryRead(s_golden[name], out var decoded, out var error), error);
         Assert.Equal(header, decoded);
     }
 
@@ -53,19 +53,19 @@ public sealed class LmMessageTests
     {
         var bytes = new byte[LmReplyHeader.Size];
         header.WriteTo(bytes);
-        Assert.Equal(Convert.ToHexString(Golden[name]), Convert.ToHexString(bytes));
-        Assert.Equal(header, LmReplyHeader.Read(Golden[name]));
+        Assert.Equal(Convert.ToHexString(s_golden[name]), Convert.ToHexString(bytes));
+        Assert.Equal(header, LmReplyHeader.Read(s_golden[name]));
     }
 
     [Fact]
     public void Reference_document_examples_match()
     {
         // lmcache-reference.md §7.3: the GET hit and miss headers, byte for byte.
-        Assert.Equal("C80000000000000201000000030000000200000020000000000100000004000000000000", Convert.ToHexString(Golden["reply hit_llama"]));
-        Assert.Equal("900100000000000001000000020000000000000000000000000000000000000000000000", Convert.ToHexString(Golden["reply miss"]));
+        Assert.Equal("C80000000000000201000000030000000200000020000000000100000004000000000000", Convert.ToHexString(s_golden["reply hit_llama"]));
+        Assert.Equal("900100000000000001000000020000000000000000000000000000000000000000000000", Convert.ToHexString(s_golden["reply miss"]));
         // §7.2: the PUT header starts with cmd=1 len=33554432 fmt=1 dtype=3 location=0 shape=2,32,256,1024 then the key.
-        Assert.StartsWith("01000000000000020100000003000000000000000200000020000000000100000004000076", Convert.ToHexString(Golden["request put_llama"]), StringComparison.Ordinal);
-        Assert.Equal((byte)' ', Golden["request put_llama"][LmRequestHeader.Size - 1]);
+        Assert.StartsWith("01000000000000020100000003000000000000000200000020000000000100000004000076", Convert.ToHexString(s_golden["request put_llama"]), StringComparison.Ordinal);
+        Assert.Equal((byte)' ', s_golden["request put_llama"][LmRequestHeader.Size - 1]);
     }
 
     [Fact]
@@ -81,9 +81,9 @@ public sealed class LmMessageTests
     public void Key_is_stripped_of_padding_and_whitespace()
     {
         var bytes = new byte[LmRequestHeader.Size];
-        LmRequestHeader.Get("  " + SmallKey + "\t").WriteTo(bytes);
+        LmRequestHeader.Get("  " + s_smallKey + "\t").WriteTo(bytes);
         Assert.True(LmRequestHeader.TryRead(bytes, out var decoded, out _));
-        Assert.Equal(SmallKey, decoded.Key);
+        Assert.Equal(s_smallKey, decoded.Key);
     }
 
     [Fact]
@@ -105,7 +105,7 @@ public sealed class LmMessageTests
     public void Invalid_utf8_key_is_rejected()
     {
         var bytes = new byte[LmRequestHeader.Size];
-        LmRequestHeader.Get(SmallKey).WriteTo(bytes);
+        LmRequestHeader.Get(s_smallKey).WriteTo(bytes);
         bytes[LmRequestHeader.KeyOffset + 3] = 0xFF;
         Assert.False(LmRequestHeader.TryRead(bytes, out _, out var error));
         Assert.Contains("UTF-8", error, StringComparison.Ordinal);
@@ -126,14 +126,14 @@ public sealed class LmMessageTests
     [InlineData(2, 5, "only PUT")]
     public void Validate_rejects_bad_fields(int command, int length, string expected)
     {
-        var header = new LmRequestHeader((LmCommand)command, length, 1, 3, 0, new KvShape(1, 0, 0, 0), SmallKey);
+        var header = new LmRequestHeader((LmCommand)command, length, 1, 3, 0, new KvShape(1, 0, 0, 0), s_smallKey);
         Assert.Contains(expected, header.Validate(maxPayloadBytes: 1024), StringComparison.Ordinal);
     }
 
     [Fact]
     public void Validate_checks_put_format_dtype_and_shape()
     {
-        var good = LmRequestHeader.Put(SmallKey, 16, new MemoryObjectMetadata(new KvShape(2, 1, 1, 4), KvDType.BFloat16, MemoryFormat.KV2LTD));
+        var good = LmRequestHeader.Put(s_smallKey, 16, new MemoryObjectMetadata(new KvShape(2, 1, 1, 4), KvDType.BFloat16, MemoryFormat.KV2LTD));
         Assert.Null(good.Validate(1024));
         Assert.Contains("fmt", (good with { Format = 99 }).Validate(1024), StringComparison.Ordinal);
         Assert.Contains("dtype", (good with { DTypeCode = 42 }).Validate(1024), StringComparison.Ordinal);
@@ -162,7 +162,7 @@ public sealed class LmMessageTests
     [Fact]
     public void Key_list_round_trips()
     {
-        string[] keys = [SmallKey, LlamaKey];
+        string[] keys = [s_smallKey, LlamaKey];
         var payload = LmWire.EncodeKeyList(keys);
         Assert.Equal((byte)'\n', payload[^1]);
         Assert.Equal(keys, LmWire.DecodeKeyList(payload));

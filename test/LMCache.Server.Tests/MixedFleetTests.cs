@@ -20,7 +20,7 @@ namespace LMCache.Server.Tests;
 [Trait("Category", "Integration")]
 public sealed class MixedFleetTests
 {
-    private static readonly KvLayout Layout = new(NumLayers: 2, NumKvHeads: 2, HeadDim: 32, DType: KvDType.BFloat16);
+    private static readonly KvLayout s_layout = new(NumLayers: 2, NumKvHeads: 2, HeadDim: 32, DType: KvDType.BFloat16);
 
     [Fact]
     public async Task The_stand_in_refuses_an_empty_key_like_the_original_and_answers_the_health_we_send()
@@ -103,13 +103,13 @@ public sealed class MixedFleetTests
             RemoteUrl = standIn.Url,
             RemoteSerde = "naive",
         };
-        var scope = new KeyScope("vllm", "fleet/engine", DType: Layout.DType.ToKeyToken());
+        var scope = new KeyScope("vllm", "fleet/engine", DType: s_layout.DType.ToKeyToken());
         var services = new LMCacheEngineServices(new RemoteConnectorRegistry().Add(new LmConnectorFactory()), LoggerFactory: NullLoggerFactory.Instance);
         var tokens = Enumerable.Range(0, 128).Select(i => (i * 7919) % 32000).ToArray();
-        var prefill = new HostKvCache(Layout, tokens.Length);
+        var prefill = new HostKvCache(s_layout, tokens.Length);
         prefill.FillDeterministic(0, tokens.Length, seed: 5);
 
-        await using (var writer = LMCacheEngine.Create(options, scope, Layout, services))
+        await using (var writer = LMCacheEngine.Create(options, scope, s_layout, services))
         {
             Assert.Equal(8, writer.Store(tokens, prefill).StoredChunks);
             await writer.FlushAsync(ct);
@@ -120,10 +120,10 @@ public sealed class MixedFleetTests
         }
 
         // A fresh engine (empty CPU tier) reads every chunk back from the original's server.
-        await using (var reader = LMCacheEngine.Create(options, scope, Layout, services))
+        await using (var reader = LMCacheEngine.Create(options, scope, s_layout, services))
         {
             Assert.Equal(tokens.Length, await reader.LookupAsync(tokens, cancellationToken: ct));
-            var target = new HostKvCache(Layout, tokens.Length);
+            var target = new HostKvCache(s_layout, tokens.Length);
             var result = await reader.RetrieveAsync(tokens, target, cancellationToken: ct);
             Assert.Equal(tokens.Length, result.HitTokens);
             Assert.True(target.SameTokens(prefill, 0, tokens.Length));

@@ -36,7 +36,7 @@ internal static class ConfigCommands
             if (parse.GetValue(jsonOption))
             {
                 var json = entries.ToDictionary(e => e.Key, e => new { value = ConfigKeyDefinition.Format(e.Value), source = e.Source.ToString().ToLowerInvariant(), origin = e.Origin });
-                Console.WriteLine(JsonSerializer.Serialize(new { config_file = loaded.FilePath, keys = json, warnings = loaded.Warnings }, JsonOptions));
+                Console.WriteLine(JsonSerializer.Serialize(new { config_file = loaded.FilePath, keys = json, warnings = loaded.Warnings }, s_jsonOptions));
                 return 0;
             }
             Console.WriteLine(loaded.FilePath is null ? "# no configuration file (LMCACHE_CONFIG_FILE unset)" : $"# configuration file: {loaded.FilePath}");
@@ -80,5 +80,5 @@ internal static class ConfigCommands
 
     private static bool IsSupported(string key) => ConfigKeys.TryGet(key, out var definition, out _) && definition.IsSupported;
 
-    private static readonly JsonSerializerOptions JsonOptions = new() { WriteIndented = true };
+    private static readonly JsonSerializerOptions s_jsonOptions = new() { WriteIndented = true };
 }

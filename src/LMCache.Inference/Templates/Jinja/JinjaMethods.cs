@@ -57,7 +57,8 @@ internal static class JinjaMethods
                 start = at + ToText(a[1]).Length;
             }
             return result;
-        },
+        }
+        ,
         "find" => (a, _) => (long)s.IndexOf(ToText(a[0]), StringComparison.Ordinal),
         "count" => (a, _) =>
         {
@@ -72,7 +73,8 @@ internal static class JinjaMethods
                 n++;
             }
             return n;
-        },
+        }
+        ,
         "join" => (a, _) => string.Join(s, Iterate(a[0]).Select(ToText)),
         "isdigit" => (_, _) => s.Length > 0 && s.All(char.IsDigit),
         "isspace" => (_, _) => s.Length > 0 && s.All(char.IsWhiteSpace),
@@ -149,7 +151,8 @@ internal static class JinjaMethods
         {
             var i = l.FindIndex(x => AreEqual(x, a[0]));
             return i >= 0 ? (long)i : throw new JinjaException($"{Repr(a[0])} is not in list.");
-        },
+        }
+        ,
         "count" => (a, _) => (long)l.Count(x => AreEqual(x, a[0])),
         "append" or "extend" or "pop" or "insert" or "remove" or "clear" or "sort" or "reverse" =>
             (_, _) => throw new JinjaException($"lists are immutable in chat templates ('{name}' is not allowed)."),
