@@ -32,13 +32,17 @@ internal sealed class RedisConnection : IAsyncDisposable
     private int _authenticationReported;
     private bool _disposed;
 
+    private readonly RedisMetrics _metrics;
+
     /// <summary>Starts connecting to <paramref name="url"/> in the background.</summary>
     /// <param name="url">The parsed URL.</param>
     /// <param name="options">Timeouts and the reconnection interval.</param>
     /// <param name="logger">Logger.</param>
     /// <param name="responseBufferPool">Where the data connection's response buffers come from (chunk memory for payload reads), or null for the client's own.</param>
-    public RedisConnection(RedisUrl url, RedisConnectorOptions options, ILogger logger, System.Buffers.MemoryPool<byte>? responseBufferPool)
+    /// <param name="metrics">The connector's metrics (connection failures are counted here).</param>
+    public RedisConnection(RedisUrl url, RedisConnectorOptions options, ILogger logger, System.Buffers.MemoryPool<byte>? responseBufferPool, RedisMetrics metrics)
     {
+        _metrics = metrics;
         _url = url;
         _options = options;
         _logger = logger;
@@ -338,7 +342,7 @@ internal sealed class RedisConnection : IAsyncDisposable
 
     private void OnConnectionFailed(object? sender, ConnectionFailedEventArgs e)
     {
-        RedisMetrics.ConnectionFailures.Add(1, new KeyValuePair<string, object?>("type", e.FailureType.ToString()));
+        _metrics.ConnectionFailures.Add(1, new KeyValuePair<string, object?>("type", e.FailureType.ToString()));
         if (Interlocked.Exchange(ref _connectionDown, 1) == 1)
         {
             return; // One message per outage; SE.Redis reports every reconnect attempt.

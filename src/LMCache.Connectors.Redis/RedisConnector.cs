@@ -1,3 +1,4 @@
+using System.Diagnostics.Metrics;
 using System.IO.Hashing;
 using System.Net;
 using LMCache.Core.Keys;
@@ -48,13 +49,15 @@ public sealed class RedisConnector : IRemoteConnector, IRemoteKeyspace
     private readonly ChunkLeasePool _leasePool = new();
     private readonly RedisConnection _connection;
     private readonly RedisKeyspace _keyspace;
+    private readonly RedisMetrics _metrics;
     private int _lastPayloadBytes;   // the size the next batch's first payload is claimed with (one model, one chunk size)
 
     /// <summary>Creates the connector and starts connecting in the background.</summary>
     /// <param name="url">The parsed URL.</param>
     /// <param name="options">Timeouts and checksum policy.</param>
     /// <param name="logger">Logger; null for none.</param>
-    public RedisConnector(RedisUrl url, RedisConnectorOptions options, ILogger? logger = null)
+    /// <param name="meterFactory">Where the connector's meter comes from (the engine's); null for a meter of its own.</param>
+    public RedisConnector(RedisUrl url, RedisConnectorOptions options, ILogger? logger = null, IMeterFactory? meterFactory = null)
     {
         ArgumentNullException.ThrowIfNull(url);
         ArgumentNullException.ThrowIfNull(options);
@@ -62,7 +65,8 @@ public sealed class RedisConnector : IRemoteConnector, IRemoteKeyspace
         _url = url;
         _options = options;
         _logger = logger ?? NullLogger.Instance;
-        _connection = new RedisConnection(url, options, _logger, _leasePool);
+        _metrics = new RedisMetrics(meterFactory);
+        _connection = new RedisConnection(url, options, _logger, _leasePool, _metrics);
         _keyspace = new RedisKeyspace(_connection, url.Database);
     }
 
@@ -365,7 +369,7 @@ public sealed class RedisConnector : IRemoteConnector, IRemoteKeyspace
         {
             throw _connection.AuthenticationError(ex);
         }
-        RedisMetrics.BytesWritten.Add(payload.Length);
+        _metrics.BytesWritten.Add(payload.Length);
     }
 
     /// <inheritdoc />
@@ -431,8 +435,8 @@ public sealed class RedisConnector : IRemoteConnector, IRemoteKeyspace
             if (owner.TryAdopt(out var chunk))
             {
                 chunk.Reshape(objectMetadata);
-                RedisMetrics.BytesRead.Add(chunk.Length);
-                RedisMetrics.DirectReads.Add(1);
+                _metrics.BytesRead.Add(chunk.Length);
+                _metrics.DirectReads.Add(1);
                 return chunk;
             }
         }
@@ -469,13 +473,13 @@ public sealed class RedisConnector : IRemoteConnector, IRemoteKeyspace
         {
             lease.Span.CopyTo(item.Span);
         }
-        RedisMetrics.BytesRead.Add(item.Length);
+        _metrics.BytesRead.Add(item.Length);
         return item;
     }
 
     private void Invalid(IDatabase db, string name, string reason, string description, bool deletePayload, bool deleteMetadata)
     {
-        RedisMetrics.InvalidEntries.Add(1, new KeyValuePair<string, object?>("reason", reason));
+        _metrics.InvalidEntries.Add(1, new KeyValuePair<string, object?>("reason", reason));
         RedisLog.InvalidEntry(_logger, Description, name, description);
         try
         {
@@ -517,6 +521,7 @@ public sealed class RedisConnector : IRemoteConnector, IRemoteKeyspace
     public async ValueTask DisposeAsync()
     {
         await _connection.DisposeAsync().ConfigureAwait(false);
+        _metrics.Dispose();
         _leasePool.Dispose();
     }
 }

@@ -23,6 +23,6 @@ public sealed class RedisConnectorFactory : IRemoteConnectorFactory
         ArgumentNullException.ThrowIfNull(context);
         var parsed = RedisUrl.Parse(url);
         var options = RedisConnectorOptions.FromEngineOptions(context.Options);
-        return new RedisConnector(parsed, options, context.LoggerFactory.CreateLogger<RedisConnector>());
+        return new RedisConnector(parsed, options, context.LoggerFactory.CreateLogger<RedisConnector>(), context.MeterFactory);
     }
 }

@@ -134,6 +134,8 @@ public sealed class LMCacheEngine : IAsyncDisposable
                 $"max_local_cpu_size = {options.MaxLocalCpuSizeGib} GiB cannot hold one chunk of this model ({chunkBytes} bytes at chunk_size {options.ChunkSize}).");
         }
 
+        var ownedMeterFactory = services.MeterFactory is null ? new LMCacheMeterFactory() : null;
+        var meterFactory = services.MeterFactory ?? ownedMeterFactory!;
         var cpu = new LocalCpuBackend(options.MaxLocalCpuSizeBytes, options.LocalCpu, options.CachePolicy, loggerFactory.CreateLogger<LocalCpuBackend>());
         var lowerTiers = new List<IStorageBackend>();
         try
@@ -147,7 +149,7 @@ public sealed class LMCacheEngine : IAsyncDisposable
             if (options.RemoteUrl is not null)
             {
                 var connectors = services.Connectors ?? new RemoteConnectorRegistry();
-                var connector = connectors.Create(options.RemoteUrl, new RemoteConnectorContext(options, loggerFactory));
+                var connector = connectors.Create(options.RemoteUrl, new RemoteConnectorContext(options, loggerFactory, meterFactory));
                 lowerTiers.Add(new RemoteBackend(
                     connector, serde, cpu, RemoteBackendOptions.FromEngineOptions(options),
                     loggerFactory.CreateLogger<RemoteBackend>(), services.TimeProvider));
@@ -159,10 +161,9 @@ public sealed class LMCacheEngine : IAsyncDisposable
             // them only stops idle workers: that runs in the background rather than blocking this synchronous factory
             // on a task, and a failure of it is logged.
             _ = DisposeAbandonedTiersAsync([.. lowerTiers], cpu, loggerFactory.CreateLogger<LMCacheEngine>());
+            ownedMeterFactory?.Dispose();
             throw;
         }
-        var ownedMeterFactory = services.MeterFactory is null ? new LMCacheMeterFactory() : null;
-        var meterFactory = services.MeterFactory ?? ownedMeterFactory!;
         var storageMetrics = new StorageMetrics(meterFactory);
         var storage = new StorageManager(
             cpu, lowerTiers, options.StoreLocation, options.RetrieveLocations, storageMetrics, loggerFactory.CreateLogger<StorageManager>());

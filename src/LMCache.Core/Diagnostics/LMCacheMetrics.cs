@@ -52,6 +52,9 @@ public static class LMCacheMetrics
     /// <summary>Meter of the controller (per-worker series tagged <c>model_name</c>, <c>worker_id</c>, <c>instance_id</c>).</summary>
     public const string ControllerMeter = "LMCache.Controller";
 
+    /// <summary>The Redis-family connectors' meter (created from the engine's factory).</summary>
+    public const string RedisMeter = "LMCache.Connectors.Redis";
+
     /// <summary>The original's <c>time_to_retrieve</c>/<c>time_to_store</c> buckets, in seconds.</summary>
     public static readonly IReadOnlyList<double> DurationBuckets = [0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10];
 
@@ -96,6 +99,13 @@ public static class LMCacheMetrics
         new(ServingMeter, "lmcache.serving.generation_tokens", "lmcache_serving_generation_tokens_total", Counter, "Tokens generated."),
         new(ServingMeter, "lmcache.serving.cached_tokens", "lmcache_serving_cached_tokens_total", Counter, "Prompt tokens whose KV came from LMCache."),
         new(ServingMeter, "lmcache.serving.queue_depth", "lmcache_serving_queue_depth", Gauge, "Requests waiting or running."),
+
+        // The Redis-family remote connectors (per engine).
+        new(RedisMeter, "lmcache.redis.invalid_entries", "lmcache_redis_invalid_entries_total", Counter, "Remote entries found invalid on read (treated as misses and removed)."),
+        new(RedisMeter, "lmcache.redis.connection_failures", "lmcache_redis_connection_failures_total", Counter, "Connection failures reported by the Redis client."),
+        new(RedisMeter, "lmcache.redis.bytes_read", "lmcache_redis_read_bytes_total", Counter, "Payload bytes read from Redis and validated."),
+        new(RedisMeter, "lmcache.redis.direct_reads", "lmcache_redis_direct_reads_total", Counter, "Payload reads received straight into chunk memory, without a copy."),
+        new(RedisMeter, "lmcache.redis.bytes_written", "lmcache_redis_written_bytes_total", Counter, "Payload bytes written to Redis."),
 
         // The lm:// cache server.
         new(ServerMeter, "lmcache.server.keys", "lmcache_server_keys", Gauge, "Entries stored."),

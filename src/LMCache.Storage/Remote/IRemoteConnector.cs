@@ -83,7 +83,11 @@ public interface IRemoteConnectorFactory
 /// <summary>What a connector factory may need besides the URL.</summary>
 /// <param name="Options">The engine options (timeouts, <c>extra_config</c>).</param>
 /// <param name="LoggerFactory">Logging.</param>
-public sealed record RemoteConnectorContext(Core.Configuration.LMCacheEngineOptions Options, Microsoft.Extensions.Logging.ILoggerFactory LoggerFactory);
+/// <param name="MeterFactory">Where connectors create their meters (the engine's, so they are exported with it); null: each connector owns one.</param>
+public sealed record RemoteConnectorContext(
+    Core.Configuration.LMCacheEngineOptions Options,
+    Microsoft.Extensions.Logging.ILoggerFactory LoggerFactory,
+    System.Diagnostics.Metrics.IMeterFactory? MeterFactory = null);
 
 /// <summary>Connector factories by URL scheme: the registry that lets more schemes plug in.</summary>
 public sealed class RemoteConnectorRegistry
