@@ -5,10 +5,9 @@ using LMCache.Core.Keys;
 using LMCache.Core.Memory;
 using LMCache.Engine;
 using LMCache.Engine.Adapters;
-using LMCache.Storage.Remote;
+using LMCache.Hosting;
 using LMCache.Testing;
 using LMCache.Testing.Redis;
-using Microsoft.Extensions.Logging.Abstractions;
 
 namespace LMCache.Connectors.Redis.Tests;
 
@@ -39,8 +38,7 @@ public sealed class MixedFleetRedisTests
             RemoteSerde = "naive",
         };
         var scope = new KeyScope("vllm", "fleet/redis-model", 2, 1, layout.DType.ToKeyToken());
-        var services = new LMCacheEngineServices(new RemoteConnectorRegistry().Add(new RedisConnectorFactory()), LoggerFactory: NullLoggerFactory.Instance);
-        await using var engine = LMCacheEngine.Create(options, scope, layout, services);
+        await using var engine = new LMCacheEngineBuilder(options, scope, layout).Build();
 
         // A prompt one of whose chunk hashes starts with a zero nibble: the one-in-16 case where a fixed-width
         // spelling and the original's differ.

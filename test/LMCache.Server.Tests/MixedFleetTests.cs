@@ -5,9 +5,9 @@ using LMCache.Core.Keys;
 using LMCache.Core.Memory;
 using LMCache.Engine;
 using LMCache.Engine.Adapters;
+using LMCache.Hosting;
 using LMCache.Storage.Remote;
 using LMCache.Testing;
-using Microsoft.Extensions.Logging.Abstractions;
 
 namespace LMCache.Server.Tests;
 
@@ -104,12 +104,11 @@ public sealed class MixedFleetTests
             RemoteSerde = "naive",
         };
         var scope = new KeyScope("vllm", "fleet/engine", DType: s_layout.DType.ToKeyToken());
-        var services = new LMCacheEngineServices(new RemoteConnectorRegistry().Add(new LmConnectorFactory()), LoggerFactory: NullLoggerFactory.Instance);
         var tokens = Enumerable.Range(0, 128).Select(i => (i * 7919) % 32000).ToArray();
         var prefill = new HostKvCache(s_layout, tokens.Length);
         prefill.FillDeterministic(0, tokens.Length, seed: 5);
 
-        await using (var writer = LMCacheEngine.Create(options, scope, s_layout, services))
+        await using (var writer = new LMCacheEngineBuilder(options, scope, s_layout).Build())
         {
             Assert.Equal(8, writer.Store(tokens, prefill).StoredChunks);
             await writer.FlushAsync(ct);
@@ -120,7 +119,7 @@ public sealed class MixedFleetTests
         }
 
         // A fresh engine (empty CPU tier) reads every chunk back from the original's server.
-        await using (var reader = LMCacheEngine.Create(options, scope, s_layout, services))
+        await using (var reader = new LMCacheEngineBuilder(options, scope, s_layout).Build())
         {
             Assert.Equal(tokens.Length, await reader.LookupAsync(tokens, cancellationToken: ct));
             var target = new HostKvCache(s_layout, tokens.Length);
