@@ -171,11 +171,13 @@ public static class DecoderGraphBuilder
             {
                 logits2 = _quantization == WeightQuantization.None
                     ? _g.Op("Gemm", [normed, embed], ("transB", 1L))
-                    : QuantizedLinear(normed, "model.embed_tokens.weight", "lm_head.tied", vocab, h);
+                    : QuantizedLinear(normed, "model.embed_tokens.weight", "lm_head.tied", vocab, h, outputHead: true);
             }
             else
             {
-                logits2 = Linear(normed, "lm_head.weight", null, vocab, h);
+                logits2 = _quantization == WeightQuantization.None
+                    ? Linear(normed, "lm_head.weight", null, vocab, h)
+                    : QuantizedLinear(normed, "lm_head.weight", "lm_head.weight", vocab, h, outputHead: true);
             }
             _g.Node("Unsqueeze", [logits2, _g.Int64s(1)], ["logits"]);
             _scratch = [];
@@ -352,9 +354,11 @@ public static class DecoderGraphBuilder
                 : _g.Op("Gemm", [x, weight, FloatWeight(biasName, outFeatures)], ("transB", 1L));
         }
 
-        private string QuantizedLinear(string x, string sourceName, string name, int n, int k)
+        private string QuantizedLinear(string x, string sourceName, string name, int n, int k, bool outputHead = false)
         {
-            var bits = _quantization == WeightQuantization.Int4 ? 4 : 8;
+            // The output head stays at 8 bits under int4: its error lands directly on the logits (measured in
+            // docs/serving.md), and it is one matrix of many.
+            var bits = _quantization == WeightQuantization.Int4 && !outputHead ? 4 : 8;
             var (file, info) = _weights.Require(sourceName, n, k);
             ReadOnlySpan<float> values;
             if (info.DType == SafetensorsDType.F32 && info.DataOffset % sizeof(float) == 0)
@@ -378,9 +382,19 @@ public static class DecoderGraphBuilder
             var scalesAt = _native.Allocate<float>((long)n * blocks, out var scales);
             _g.Weight(packedName, DataType.Uint8, packedAt.File, packedAt.Offset, packedAt.Bytes, n, blocks, blob);
             _g.Weight(scalesName, DataType.Float, scalesAt.File, scalesAt.Offset, scalesAt.Bytes, (long)n * blocks);
-            WeightQuantizer.Quantize(values, n, k, bits, packed, scales);
+            string[] inputs = [x, packedName, scalesName];
+            Span<byte> zeroPoints = [];
+            if (bits == 4)
+            {
+                var zeroName = name + ".zero_points";
+                var zeroBytes = (long)n * WeightQuantizer.ZeroPointBytesPerRow(k);
+                var zeroAt = _native.Allocate<byte>(zeroBytes, out zeroPoints);
+                _g.Weight(zeroName, DataType.Uint8, zeroAt.File, zeroAt.Offset, zeroAt.Bytes, zeroBytes);
+                inputs = [x, packedName, scalesName, zeroName];
+            }
+            WeightQuantizer.Quantize(values, n, k, bits, packed, scales, zeroPoints);
             var output = _g.Name("matmulnbits");
-            _g.Node("MatMulNBits", "com.microsoft", [x, packedName, scalesName], [output],
+            _g.Node("MatMulNBits", "com.microsoft", inputs, [output],
                 ("K", (long)k), ("N", (long)n), ("bits", (long)bits), ("block_size", (long)WeightQuantizer.BlockSize), ("accuracy_level", (long)QuantizedAccuracyLevel));
             return output;
         }
