@@ -34,12 +34,37 @@ internal static class WeightQuantizer
     /// Quantizes row-major <paramref name="weights"/> <c>[n, k]</c> into <paramref name="packed"/>,
     /// <paramref name="scales"/> and (4 bits only) <paramref name="zeroPoints"/> <c>[n × ZeroPointBytesPerRow]</c>.
     /// </summary>
-    public static void Quantize(ReadOnlySpan<float> weights, int n, int k, int bits, Span<byte> packed, Span<float> scales, Span<byte> zeroPoints)
+    public static unsafe void Quantize(ReadOnlySpan<float> weights, int n, int k, int bits, Span<byte> packed, Span<float> scales, Span<byte> zeroPoints)
     {
         if (bits is not (4 or 8))
         {
             throw new ArgumentOutOfRangeException(nameof(bits), bits, "Only 4 and 8 bits are supported.");
         }
+        // Rows are independent: quantize them in parallel (a 1 B-parameter model has 1 B weights to round).
+        fixed (float* w = weights)
+        fixed (byte* p = packed)
+        fixed (float* sc = scales)
+        fixed (byte* z = zeroPoints)
+        {
+            var (wp, pp, sp, zp) = ((IntPtr)w, (IntPtr)p, (IntPtr)sc, (IntPtr)z);
+            var blocks = BlocksPerRow(k);
+            var rowsPerTask = Math.Max(1, 65536 / k);
+            Parallel.For(0, (n + rowsPerTask - 1) / rowsPerTask, task =>
+            {
+                var first = task * rowsPerTask;
+                var count = Math.Min(rowsPerTask, n - first);
+                var zeroBytes = ZeroPointBytesPerRow(k);
+                QuantizeRows(
+                    new ReadOnlySpan<float>((float*)wp + ((long)first * k), count * k), count, k, bits,
+                    new Span<byte>((byte*)pp + ((long)first * blocks * BlobSize(bits)), count * blocks * BlobSize(bits)),
+                    new Span<float>((float*)sp + ((long)first * blocks), count * blocks),
+                    bits == 4 ? new Span<byte>((byte*)zp + ((long)first * zeroBytes), count * zeroBytes) : []);
+            });
+        }
+    }
+
+    private static void QuantizeRows(ReadOnlySpan<float> weights, int n, int k, int bits, Span<byte> packed, Span<float> scales, Span<byte> zeroPoints)
+    {
         var blocks = BlocksPerRow(k);
         var blob = BlobSize(bits);
         var zeroBytes = ZeroPointBytesPerRow(k);
