@@ -191,24 +191,28 @@ public static class DecoderGraphBuilder
             var positionsU = _g.Op("Unsqueeze", positions, _g.Int64s(-1));                                // [B, T, 1]
             var inv = _g.Floats("rope_inv_freq", _rope.InvFreq, half);
             string invPerPosition = inv;
-            if (_rope.LongInvFreq is { } longInv)
+            if (_rope.LongInvFreq is not null || _rope.Dynamic is not null)
             {
-                var isLong = _g.Op("GreaterOrEqual", "position_ids", _g.Int64Scalar(_rope.LongFromPosition));
-                var isLongU = _g.Op("Unsqueeze", isLong, _g.Int64s(-1));
-                invPerPosition = _g.Op("Where", isLongU, _g.Floats("rope_inv_freq_long", longInv, half), inv);
-            }
-            else if (_rope.Dynamic is { } dynamic)
-            {
-                // Base for a sequence of p + 1 tokens: theta * (factor * (p + 1) / max - (factor - 1)) ^ (dim / (dim - 2)).
-                var dim = _rope.RotaryDim;
-                var length = _g.Op("Add", positions, _g.Scalar(1f));
-                var ratio = _g.Op("Sub", _g.Op("Mul", length, _g.Scalar((float)(dynamic.Factor / dynamic.MaxPositions))), _g.Scalar((float)(dynamic.Factor - 1)));
-                var logBase = _g.Op("Add", _g.Op("Mul", _g.Op("Log", _g.Op("Max", ratio, _g.Scalar(1f))), _g.Scalar((float)dim / (dim - 2))),
-                    _g.Scalar((float)Math.Log(dynamic.Theta)));
-                var exponents = _g.Floats("rope_exponents", _rope.Exponents(), half);
-                var dynamicInv = _g.Op("Exp", _g.Op("Neg", _g.Op("Mul", _g.Op("Unsqueeze", logBase, _g.Int64s(-1)), exponents)));
-                var beyond = _g.Op("Unsqueeze", _g.Op("Greater", length, _g.Scalar(dynamic.MaxPositions)), _g.Int64s(-1));
-                invPerPosition = _g.Op("Where", beyond, dynamicInv, inv);
+                // transformers' sequence length of a forward pass: max(position_ids) + 1, here per row (batch invariance).
+                var rowLength = _g.Op("Add", _g.Op("ReduceMax", ["position_ids"], ("axes", new long[] { 1 }), ("keepdims", 1L)), _g.Int64Scalar(1));   // [B, 1]
+                if (_rope.LongInvFreq is { } longInv)
+                {
+                    var isLong = _g.Op("Unsqueeze", _g.Op("Greater", rowLength, _g.Int64Scalar(_rope.LongFromPosition)), _g.Int64s(-1));           // [B, 1, 1]
+                    invPerPosition = _g.Op("Where", isLong, _g.Floats("rope_inv_freq_long", longInv, half), inv);
+                }
+                else if (_rope.Dynamic is { } dynamic)
+                {
+                    // NTK base for the row's length: theta * (factor * len / max - (factor - 1)) ^ (dim / (dim - 2)).
+                    var dim = _rope.RotaryDim;
+                    var length = _g.Op("Cast", [rowLength], ("to", (long)DataType.Float));
+                    var ratio = _g.Op("Sub", _g.Op("Mul", length, _g.Scalar((float)(dynamic.Factor / dynamic.MaxPositions))), _g.Scalar((float)(dynamic.Factor - 1)));
+                    var logBase = _g.Op("Add", _g.Op("Mul", _g.Op("Log", _g.Op("Max", ratio, _g.Scalar(1f))), _g.Scalar((float)dim / (dim - 2))),
+                        _g.Scalar((float)Math.Log(dynamic.Theta)));
+                    var exponents = _g.Floats("rope_exponents", _rope.Exponents(), half);
+                    var dynamicInv = _g.Op("Exp", _g.Op("Neg", _g.Op("Mul", _g.Op("Unsqueeze", logBase, _g.Int64s(-1)), exponents)));              // [B, 1, R/2]
+                    var beyond = _g.Op("Unsqueeze", _g.Op("Greater", rowLength, _g.Int64Scalar(dynamic.MaxPositions)), _g.Int64s(-1));
+                    invPerPosition = _g.Op("Where", beyond, dynamicInv, inv);
+                }
             }
             var angles = _g.Op("Mul", positionsU, invPerPosition);                                             // [B, T, R/2]
             var emb = _g.Op("Concat", [angles, angles], ("axis", -1L));
