@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Text.RegularExpressions;
 using LMCache.Engine;
 using LMCache.Inference.Models;
+using LMCache.Inference.Models.Graph;
 using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
 
@@ -63,15 +64,7 @@ public sealed partial class OnnxDecoder : IDisposable
     /// <exception cref="InvalidDataException">The graph does not follow the decoder-with-past convention.</exception>
     public static OnnxDecoder Load(string path, ModelConfig config, int intraOpThreads = 0)
     {
-        using var sessionOptions = new SessionOptions
-        {
-            GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL,
-            IntraOpNumThreads = intraOpThreads,
-            InterOpNumThreads = 1,
-            ExecutionMode = ExecutionMode.ORT_SEQUENTIAL,
-            // Every run has new shapes (growing past, varying prompt steps): memory-pattern planning would be redone each time.
-            EnableMemoryPattern = false,
-        };
+        using var sessionOptions = CreateSessionOptions(intraOpThreads);
         var session = new InferenceSession(path, sessionOptions);
         try
         {
@@ -83,6 +76,61 @@ public sealed partial class OnnxDecoder : IDisposable
             throw;
         }
     }
+
+    /// <summary>
+    /// Creates a decoder over a graph built in C# (<see cref="DecoderGraphBuilder"/>), giving ONNX Runtime its weights
+    /// as in-memory external-data files. ONNX Runtime copies them into the session, so <paramref name="graph"/> (its
+    /// native buffers and memory maps) is disposed as soon as the session exists, or on failure.
+    /// </summary>
+    /// <param name="graph">The built graph and its weights.</param>
+    /// <param name="config">The model's config.json.</param>
+    /// <param name="intraOpThreads">ONNX Runtime intra-op threads; 0 lets ONNX Runtime choose (one per core).</param>
+    /// <param name="disablePrepacking">Whether ONNX Runtime keeps weights as given instead of re-packing them (see docs/serving.md).</param>
+    public static OnnxDecoder Create(BuiltDecoderGraph graph, ModelConfig config, int intraOpThreads = 0, bool disablePrepacking = DisablePrepackingDefault)
+    {
+        ArgumentNullException.ThrowIfNull(graph);
+        try
+        {
+            using var sessionOptions = CreateSessionOptions(intraOpThreads);
+            if (disablePrepacking)
+            {
+                sessionOptions.AddSessionConfigEntry("session.disable_prepacking", "1");
+            }
+            OrtNativeApi.AddExternalInitializersFromFilesInMemory(sessionOptions, graph.Weights.FileNames, graph.Weights.FileAddresses, graph.Weights.FileLengths);
+            var session = new InferenceSession(graph.Model, sessionOptions);
+            // ONNX Runtime copies initializers out of in-memory external-data files when it creates the session
+            // (measured: poisoning our buffers afterwards leaves the logits unchanged), so ours are released now and
+            // the weights live once, in ONNX Runtime's memory, for the life of the session.
+            graph.Dispose();
+            try
+            {
+                return Create(session, config);
+            }
+            catch
+            {
+                session.Dispose();
+                throw;
+            }
+        }
+        catch
+        {
+            graph.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Whether built graphs run with ONNX Runtime's weight pre-packing off by default (measured: docs/serving.md).</summary>
+    public const bool DisablePrepackingDefault = false;
+
+    private static SessionOptions CreateSessionOptions(int intraOpThreads) => new()
+    {
+        GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL,
+        IntraOpNumThreads = intraOpThreads,
+        InterOpNumThreads = 1,
+        ExecutionMode = ExecutionMode.ORT_SEQUENTIAL,
+        // Every run has new shapes (growing past, varying prompt steps): memory-pattern planning would be redone each time.
+        EnableMemoryPattern = false,
+    };
 
     private static OnnxDecoder Create(InferenceSession session, ModelConfig config)
     {
