@@ -5,6 +5,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using LMCache.Core.Memory;
 using LMCache.Core.Simd;
+using LMCache.Hosting;
 using LMCache.Inference.Models;
 using LMCache.Inference.Onnx;
 using LMCache.Serde.CacheGen;
@@ -29,7 +30,11 @@ internal static class SerdeBench
         var json = BenchOptions.Json();
         var model = new Option<DirectoryInfo?>("--model")
         {
-            Description = "Model folder (config.json, tokenizer.json, onnx/model.onnx) with a reference.json holding the prompt token ids; defaults to the repository's test/fixtures/lmcache-demo-coder (a trained model; else tiny-llama) found upward from the current folder.",
+            Description = "Model folder (a Hugging Face folder: safetensors or an ONNX export); defaults to the built-in trained model lmcache-demo-coder.",
+        };
+        var referenceFile = new Option<FileInfo?>("--reference")
+        {
+            Description = "reference.json holding the prompt token ids (tiny-llama's format); defaults to the model folder's own, else the repository's test/fixtures/lmcache-demo-coder/reference.json found upward from the current folder.",
         };
         var seconds = new Option<double>("--seconds") { Description = "Minimum time per throughput measurement.", DefaultValueFactory = _ => 1.5 };
         var profileChunks = new Option<int>("--profile-chunks") { Description = "Chunks profiled for the shared table (excluded from the shared-table ratio).", DefaultValueFactory = _ => 2 };
@@ -41,18 +46,20 @@ internal static class SerdeBench
         var entropy = new Option<bool>("--entropy") { Description = "Also measure the bits per value the quantized symbols need under richer probability models (context models for the shared-tables mode): the \"entropy\" object." };
         var command = new Command("serde", "cachegen vs naive on real KV from the fixture model: ratio, throughput, error, continuation match.")
         {
-            json, model, seconds, profileChunks, entropy, sweep,
+            json, model, referenceFile, seconds, profileChunks, entropy, sweep,
         };
         command.SetAction(parse =>
         {
-            var folder = parse.GetValue(model)?.FullName ?? FindFixture();
-            if (folder is null)
+            var folder = parse.GetValue(model)?.FullName ?? BuiltInModels.Resolve(BuiltInModel.TrainedDemo);
+            var reference = parse.GetValue(referenceFile)?.FullName
+                ?? (File.Exists(Path.Combine(folder, "reference.json")) ? Path.Combine(folder, "reference.json") : FindReference());
+            if (reference is null)
             {
-                Console.Error.WriteLine("error: no model: pass --model DIR (the fixture lives in test/fixtures/tiny-llama of a checkout).");
+                Console.Error.WriteLine("error: no reference.json: pass --reference FILE (the trained model's lives in test/fixtures/lmcache-demo-coder of a checkout).");
                 return 2;
             }
             var settings = (parse.GetValue(sweep) ?? string.Empty).Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
-            var result = Run(folder, parse.GetValue(seconds), Math.Max(1, parse.GetValue(profileChunks)), parse.GetValue(entropy), settings);
+            var result = Run(folder, reference, parse.GetValue(seconds), Math.Max(1, parse.GetValue(profileChunks)), parse.GetValue(entropy), settings);
             if (parse.GetValue(json))
             {
                 Console.WriteLine(result.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
@@ -69,18 +76,14 @@ internal static class SerdeBench
         return command;
     }
 
-    private static string? FindFixture()
+    private static string? FindReference()
     {
         for (var dir = new DirectoryInfo(Directory.GetCurrentDirectory()); dir is not null; dir = dir.Parent)
         {
-            // The trained model first: its KV is what real models produce (tiny-llama's weights are random).
-            foreach (var name in (string[])["lmcache-demo-coder", "tiny-llama"])
+            var candidate = Path.Combine(dir.FullName, "test", "fixtures", "lmcache-demo-coder", "reference.json");
+            if (File.Exists(candidate))
             {
-                var candidate = Path.Combine(dir.FullName, "test", "fixtures", name);
-                if (File.Exists(Path.Combine(candidate, "onnx", "model.onnx")))
-                {
-                    return candidate;
-                }
+                return candidate;
             }
         }
         return null;
@@ -88,9 +91,9 @@ internal static class SerdeBench
 
     private static void Progress(string text) => Console.Error.WriteLine($"bench: {text}");
 
-    private static JsonObject Run(string folder, double seconds, int profileChunks, bool entropy, string[] sweep)
+    private static JsonObject Run(string folder, string referencePath, double seconds, int profileChunks, bool entropy, string[] sweep)
     {
-        var reference = JsonNode.Parse(File.ReadAllText(Path.Combine(folder, "reference.json")))!;
+        var reference = JsonNode.Parse(File.ReadAllText(referencePath))!;
         var prompt = reference["prompts"]!["long"]!;
         var ids = prompt["input_ids"]!.AsArray().Select(n => (int)n!).ToArray();
         var referenceGreedy = prompt["greedy_16"]?.AsArray().Select(n => (long)n!).ToArray();

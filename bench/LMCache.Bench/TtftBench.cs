@@ -3,7 +3,6 @@ using System.Diagnostics;
 using LMCache.Core.Configuration;
 using LMCache.Core.Diagnostics;
 using LMCache.Hosting;
-using LMCache.Inference.Demo;
 using LMCache.Inference.Generation;
 using LMCache.Inference.Models;
 using Microsoft.Extensions.Logging;
@@ -21,23 +20,30 @@ internal static class TtftBench
     public static Command Create()
     {
         var json = BenchOptions.Json();
-        var model = new Option<DirectoryInfo?>("--model") { Description = "Model folder (default: the built-in demo model)." };
+        var model = new Option<DirectoryInfo?>("--model") { Description = "Model folder (default: the built-in model named by --demo-model)." };
+        var demoModel = new Option<string>("--demo-model")
+        {
+            Description = "Built-in model without --model: 'trained' (lmcache-demo-coder) or 'random' (lmcache-demo-llama, random weights, bigger).",
+            DefaultValueFactory = _ => "trained",
+        };
+        demoModel.AcceptOnlyFromAmong("trained", "random");
         var promptTokens = new Option<int>("--prompt-tokens") { Description = "Prompt length in tokens.", DefaultValueFactory = _ => 4000 };
         var remoteUrl = new Option<string?>("--remote-url") { Description = "Also measure warm TTFT from this remote (e.g. redis://127.0.0.1:6379)." };
         var repeat = new Option<int>("--repeat") { Description = "Measurements per case; the best is reported.", DefaultValueFactory = _ => 2 };
         var threads = new Option<int>("--threads") { Description = "ONNX Runtime intra-op threads (0 = one per core).", DefaultValueFactory = _ => 0 };
         var command = new Command("ttft", "Time to first token of a long prompt: cold versus warm from CPU, disk and remote.")
         {
-            json, model, promptTokens, remoteUrl, repeat, threads,
+            json, model, demoModel, promptTokens, remoteUrl, repeat, threads,
         };
         command.SetAction(async (parse, cancellationToken) =>
         {
             var given = parse.GetValue(model)?.FullName;
-            var folder = given ?? DemoModel.EnsureCreated(progress: step => BenchOutput.Progress($"generating the demo model (first run only): {step}"));
+            var builtIn = BuiltInModels.Parse(parse.GetValue(demoModel)!);
+            var folder = given ?? BuiltInModels.Resolve(builtIn, step => BenchOutput.Progress($"generating the demo model (first run only): {step}"));
             var output = new BenchOutput();
             try
             {
-                await RunAsync(folder, given is null ? "lmcache-demo-llama" : null, Math.Max(2, parse.GetValue(promptTokens)), parse.GetValue(remoteUrl), Math.Max(1, parse.GetValue(repeat)),
+                await RunAsync(folder, given is null ? BuiltInModels.NameOf(builtIn) : null, Math.Max(2, parse.GetValue(promptTokens)), parse.GetValue(remoteUrl), Math.Max(1, parse.GetValue(repeat)),
                     parse.GetValue(threads), output, cancellationToken);
             }
             catch (LMCacheConfigurationException ex)

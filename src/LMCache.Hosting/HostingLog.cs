@@ -8,9 +8,9 @@ internal static partial class HostingLog
     [LoggerMessage(EventId = 8000, Level = LogLevel.Warning, Message = "{Warning}")]
     public static partial void ConfigurationWarning(ILogger logger, string warning);
 
-    [LoggerMessage(EventId = 8001, Level = LogLevel.Warning,
-        Message = "No model folder given: using the built-in demo model (a Llama-architecture model with RANDOM weights; its text is meaningless, its speed is real).")]
-    public static partial void UsingDemoModel(ILogger logger);
+    [LoggerMessage(EventId = 8001, Level = LogLevel.Information,
+        Message = "No model folder given: serving the built-in model {Name} (see docs/serving.md; --demo-model random serves the random-weight speed model).")]
+    public static partial void UsingBuiltInModel(ILogger logger, string name);
 
     [LoggerMessage(EventId = 8002, Level = LogLevel.Information, Message = "Generating the demo model (first run only): {Step}")]
     public static partial void DemoModelProgress(ILogger logger, string step);

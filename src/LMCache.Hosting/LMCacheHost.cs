@@ -1,7 +1,6 @@
 using LMCache.Controller.Worker;
 using LMCache.Core.Diagnostics;
 using LMCache.Engine;
-using LMCache.Inference.Demo;
 using LMCache.Inference.Generation;
 using LMCache.Inference.Models;
 using LMCache.Inference.Models.Graph;
@@ -29,9 +28,6 @@ namespace LMCache.Hosting;
 /// </remarks>
 public sealed partial class LMCacheHost : IAsyncDisposable
 {
-    /// <summary>The served model name of the built-in demo model.</summary>
-    public const string DemoModelName = "lmcache-demo-llama";
-
     private readonly ILogger _logger;
     private LanguageModel? _model;
     private bool _ownsModel;
@@ -175,9 +171,9 @@ public sealed partial class LMCacheHost : IAsyncDisposable
         var name = options.ServedModelName;
         if (folder is null)
         {
-            HostingLog.UsingDemoModel(logger);
-            folder = DemoModel.EnsureCreated(progress: step => HostingLog.DemoModelProgress(logger, step));
-            name ??= DemoModelName;
+            HostingLog.UsingBuiltInModel(logger, BuiltInModels.NameOf(options.BuiltInModel));
+            folder = BuiltInModels.Resolve(options.BuiltInModel, step => HostingLog.DemoModelProgress(logger, step));
+            name ??= BuiltInModels.NameOf(options.BuiltInModel);
         }
         else if (!Directory.Exists(folder))
         {

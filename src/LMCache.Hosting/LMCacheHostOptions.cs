@@ -25,7 +25,8 @@ public sealed class LMCacheHostOptions
 
     /// <summary>
     /// A Hugging Face model folder (config.json, tokenizer.json, and model.safetensors / sharded safetensors or an
-    /// optimum onnx/model.onnx), loaded when <see cref="Model"/> is null. Defaults to null: the built-in demo model (random weights), generated on first use.
+    /// optimum onnx/model.onnx), loaded when <see cref="Model"/> is null. Defaults to null: the built-in model
+    /// <see cref="BuiltInModel"/>.
     /// </summary>
     public string? ModelFolder { get; init; }
 
@@ -36,7 +37,12 @@ public sealed class LMCacheHostOptions
     /// </summary>
     public WeightQuantization Quantization { get; init; }
 
-    /// <summary>The model's name in the API when the host loads it. Defaults to the folder name (lmcache-demo-llama for the demo model).</summary>
+    /// The built-in model served when neither <see cref="Model"/> nor <see cref="ModelFolder"/> is given. Defaults to
+    /// <see cref="Hosting.BuiltInModel.TrainedDemo"/> (the trained <c>lmcache-demo-coder</c> shipped with the program).
+    /// </summary>
+    public BuiltInModel BuiltInModel { get; init; } = BuiltInModel.TrainedDemo;
+
+    /// <summary>The model's name in the API when the host loads it. Defaults to the folder name (the built-in model's own name without a folder).</summary>
     public string? ServedModelName { get; init; }
 
     /// <summary>ONNX Runtime intra-op threads when the host loads the model; 0 = one per core. Defaults to 0.</summary>
@@ -69,6 +75,7 @@ public sealed class LMCacheHostOptions
             Cache = configuration.Options,
             ModelFolder = arguments.ModelFolder,
             Quantization = arguments.Quantize,
+            BuiltInModel = arguments.DemoModel,
             ServedModelName = arguments.ServedModelName,
             IntraOpThreads = arguments.Threads,
             Server = new OpenAiServerOptions { Host = arguments.Host, Port = arguments.Port },
@@ -79,8 +86,11 @@ public sealed class LMCacheHostOptions
 /// <summary>The command-line options of <c>lmcache serve</c>, with the same defaults.</summary>
 public sealed record LMCacheServeArguments
 {
-    /// <summary><c>MODEL_DIR</c>: a Hugging Face model folder; null for the built-in demo model.</summary>
+    /// <summary><c>MODEL_DIR</c>: a Hugging Face model folder; null for the built-in model.</summary>
     public string? ModelFolder { get; init; }
+
+    /// <summary><c>--demo-model trained|random</c>: the built-in model served without MODEL_DIR. Defaults to the trained one.</summary>
+    public BuiltInModel DemoModel { get; init; } = BuiltInModel.TrainedDemo;
 
     /// <summary><c>--host</c>: address to bind. Defaults to 127.0.0.1.</summary>
     public string Host { get; init; } = "127.0.0.1";

@@ -12,7 +12,10 @@ namespace LMCache.Inference.Tests;
 [IntegrationTest]
 public sealed class QuantizationTests
 {
-    private static string DemoCoder => RepositoryFixtures.Folder("test", "fixtures", "lmcache-demo-coder");
+    // The shipped built-in model (models/) and its reference numbers, kept beside the tests.
+    private static string DemoCoder => RepositoryFixtures.Folder("models", "lmcache-demo-coder");
+
+    private static string DemoCoderReference => RepositoryFixtures.File("test", "fixtures", "lmcache-demo-coder", "reference.json");
 
     [Theory]
     [InlineData(WeightQuantization.Int8, 0.5, 8, 3)]
@@ -22,7 +25,7 @@ public sealed class QuantizationTests
         using var fp32 = LanguageModel.Load(DemoCoder, new ModelLoadOptions { IntraOpThreads = 2, GraphSource = ModelGraphSource.Built });
         using var quantized = LanguageModel.Load(DemoCoder, new ModelLoadOptions { IntraOpThreads = 2, Quantization = quantization });
         Assert.True(quantized.IsBuiltGraph);
-        var reference = Reference.Load(Path.Combine(DemoCoder, "reference.json"));
+        var reference = Reference.Load(DemoCoderReference);
         await using var fp32Engine = new InferenceEngine(fp32, cache: null);
         await using var quantizedEngine = new InferenceEngine(quantized, cache: null);
         var worst = 0.0;

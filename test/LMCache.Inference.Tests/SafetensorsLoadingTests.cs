@@ -13,7 +13,10 @@ namespace LMCache.Inference.Tests;
 [IntegrationTest]
 public sealed class SafetensorsLoadingTests
 {
-    private static string DemoCoder => RepositoryFixtures.Folder("test", "fixtures", "lmcache-demo-coder");
+    // The shipped built-in model (models/) and its reference numbers, kept beside the tests.
+    private static string DemoCoder => RepositoryFixtures.Folder("models", "lmcache-demo-coder");
+
+    private static string DemoCoderReference => RepositoryFixtures.File("test", "fixtures", "lmcache-demo-coder", "reference.json");
 
     private static ModelLoadOptions Options(WeightQuantization quantization = WeightQuantization.None) =>
         new() { IntraOpThreads = 2, Quantization = quantization };
@@ -25,7 +28,7 @@ public sealed class SafetensorsLoadingTests
         using var model = LanguageModel.Load(BuiltModelFolders.CopyWithoutOnnx(DemoCoder, folder.Combine("coder")), Options());
         Assert.True(model.IsBuiltGraph);
         Assert.True(model.Config.TieWordEmbeddings);
-        var reference = Reference.Load(Path.Combine(DemoCoder, "reference.json"));
+        var reference = Reference.Load(DemoCoderReference);
         foreach (var prompt in reference.Prompts)
         {
             var logits = BuiltGraphTests.LastLogits(model.Decoder, prompt.InputIds);

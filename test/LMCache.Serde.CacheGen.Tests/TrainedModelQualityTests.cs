@@ -7,7 +7,7 @@ using LMCache.Testing;
 namespace LMCache.Serde.CacheGen.Tests;
 
 /// <summary>
-/// cachegen on a trained model's KV (test/fixtures/lmcache-demo-coder): the prompt's prefix KV goes through a cachegen
+/// cachegen on a trained model's KV (models/lmcache-demo-coder, reference numbers in test/fixtures/lmcache-demo-coder): the prompt's prefix KV goes through a cachegen
 /// round trip (default bins), is restored into a fresh sequence as a retrieve does, and the model continues. The
 /// continuation must stay close to the one from uncompressed KV, so a codec that returns wrong values fails here even
 /// when its bytes round-trip.
@@ -44,8 +44,9 @@ public sealed class TrainedModelQualityTests : IDisposable
     [Fact]
     public void A_cachegen_round_trip_keeps_the_trained_models_continuation()
     {
-        var folder = RepositoryFixtures.Folder("test", "fixtures", "lmcache-demo-coder");
-        var reference = JsonNode.Parse(File.ReadAllText(Path.Combine(folder, "reference.json")))!;
+        // The shipped model (models/, loaded from its safetensors) with the reference numbers kept beside the tests.
+        var folder = RepositoryFixtures.Folder("models", "lmcache-demo-coder");
+        var reference = JsonNode.Parse(File.ReadAllText(RepositoryFixtures.File("test", "fixtures", "lmcache-demo-coder", "reference.json")))!;
         var ids = reference["prompts"]!["long"]!["input_ids"]!.AsArray().Skip(WindowStart).Take(Prefix + Tail).Select(n => (int)n!).ToArray();
         using var model = LanguageModel.Load(folder, intraOpThreads: Environment.ProcessorCount);
         var decoder = model.Decoder;

@@ -9,7 +9,8 @@ namespace LMCache.Cli.Commands;
 /// <c>lmcache serve [MODEL_DIR] [--host 127.0.0.1] [--port 8000] [--config FILE]</c>: the OpenAI-compatible server
 /// over the built-in ONNX Runtime engine with LMCache as its KV connector, configured exactly as the original
 /// (YAML via <c>LMCACHE_CONFIG_FILE</c> or <c>--config</c>, <c>LMCACHE_*</c> variables). Without MODEL_DIR it serves
-/// the built-in demo model (random weights, generated once into a cache folder). The command parses its options and
+/// the built-in trained demo model (<c>lmcache-demo-coder</c>, shipped with the program), or with
+/// <c>--demo-model random</c> the random-weight speed model. The command parses its options and
 /// runs an <see cref="LMCacheHost"/>, which builds and disposes everything.
 /// </summary>
 internal static class ServeCommand
@@ -18,17 +19,23 @@ internal static class ServeCommand
     {
         var model = new Argument<DirectoryInfo?>("MODEL_DIR")
         {
-            Description = "A Hugging Face model folder with config.json, tokenizer.json and model.safetensors (or sharded safetensors; Llama, Mistral, Qwen2, Qwen3, Phi-3), or an optimum onnx/model.onnx export. Omit it to serve the built-in demo model (random weights: its text is meaningless).",
+            Description = "A Hugging Face model folder with config.json, tokenizer.json and model.safetensors (or sharded safetensors; Llama, Mistral, Qwen2, Qwen3, Phi-3), or an optimum onnx/model.onnx export. Omit it to serve the built-in model (see --demo-model).",
             Arity = ArgumentArity.ZeroOrOne,
         };
         var host = new Option<string>("--host") { Description = "Address to bind.", DefaultValueFactory = _ => "127.0.0.1" };
         var port = new Option<int>("--port") { Description = "TCP port.", DefaultValueFactory = _ => 8000 };
         var config = CommonOptions.Config();
-        var servedName = new Option<string?>("--served-model-name") { Description = "Model name in the API (default: the folder name, or lmcache-demo-llama)." };
+        var servedName = new Option<string?>("--served-model-name") { Description = "Model name in the API (default: the folder name, or the built-in model's name)." };
+        var demoModel = new Option<string>("--demo-model")
+        {
+            Description = "Built-in model served without MODEL_DIR: 'trained' (lmcache-demo-coder, 11M parameters trained on Python code) or 'random' (lmcache-demo-llama, random weights: a size/speed model whose text is meaningless).",
+            DefaultValueFactory = _ => "trained",
+        };
+        demoModel.AcceptOnlyFromAmong("trained", "random");
         var threads = new Option<int>("--threads") { Description = "ONNX Runtime intra-op threads (0 = one per core).", DefaultValueFactory = _ => 0 };
         var command = new Command("serve", "Start an OpenAI-compatible LLM server whose KV cache LMCache offloads and reuses.")
         {
-            model, host, port, config, servedName, threads,
+            model, host, port, config, servedName, demoModel, threads,
         };
         var quantize = new Option<string>("--quantize")
         {
@@ -47,6 +54,7 @@ internal static class ServeCommand
                 ConfigFile = parse.GetValue(config)?.FullName,
                 Quantize = Enum.Parse<WeightQuantization>(parse.GetValue(quantize)!, ignoreCase: true),
                 ServedModelName = parse.GetValue(servedName),
+                DemoModel = BuiltInModels.Parse(parse.GetValue(demoModel)!),
                 Threads = parse.GetValue(threads),
             };
             using var loggerFactory = CommonOptions.CreateLoggerFactory();
