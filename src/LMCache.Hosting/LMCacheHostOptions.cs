@@ -37,6 +37,7 @@ public sealed class LMCacheHostOptions
     /// </summary>
     public WeightQuantization Quantization { get; init; }
 
+    /// <summary>
     /// The built-in model served when neither <see cref="Model"/> nor <see cref="ModelFolder"/> is given. Defaults to
     /// <see cref="Hosting.BuiltInModel.TrainedDemo"/> (the trained <c>lmcache-demo-coder</c> shipped with the program).
     /// </summary>
