@@ -2,11 +2,11 @@
 # Sends the same long prompt twice to a running `./lmcache serve` and prints both times to first token.
 # The second request finds the prompt's KV chunks in LMCache and only computes the uncached tail.
 #
-#   ./lmcache serve &                 # the built-in demo model on 127.0.0.1:8000
-#   examples/query_twice.sh           # or: examples/query_twice.sh http://127.0.0.1:8000 4000
+#   ./lmcache serve &                 # the built-in model on 127.0.0.1:8000
+#   examples/query_twice.sh           # or: examples/query_twice.sh http://127.0.0.1:8000 16000
 set -euo pipefail
 base="${1:-http://127.0.0.1:8000}"
-chars="${2:-4000}"   # the demo model's tokenizer is byte-level: about one token per character
+chars="${2:-16000}"   # the built-in model's BPE turns this text into about one token per 4 characters: ~4,000 tokens
 
 for _ in $(seq 1 300); do
     curl -sf "$base/health" >/dev/null && break
