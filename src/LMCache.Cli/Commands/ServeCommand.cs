@@ -79,7 +79,7 @@ internal static class ServeCommand
                 var layout = lmcache.Model.Decoder.Layout;
                 var o = lmcache.Cache.Options;
                 Console.Error.WriteLine($"serve: model '{lmcache.Model.Name}' ({layout.NumLayers} layers, KV {layout.BytesPerToken / 1024.0:0.#} KiB/token, context {lmcache.Model.ContextLength}, " +
-                    (lmcache.Model.IsBuiltGraph ? $"graph built from safetensors, weights {lmcache.Model.Quantization.ToString().ToLowerInvariant()})" : "ONNX export)"));
+                    (lmcache.Model.IsBuiltGraph ? (lmcache.Model.Quantization == WeightQuantization.None ? "graph built from safetensors, fp32 weights)" : $"graph built from safetensors, {lmcache.Model.Quantization.ToString().ToLowerInvariant()} weights)") : "ONNX export)"));
                 Console.Error.WriteLine($"serve: LMCache chunk_size {o.ChunkSize}, CPU {o.MaxLocalCpuSizeGib:0.###} GiB" +
                     (o.LocalDisk is not null && o.MaxLocalDiskSizeGib > 0 ? $", disk {o.MaxLocalDiskSizeGib:0.###} GiB at {o.LocalDisk}" : "") +
                     (o.RemoteUrl is not null ? $", remote {o.RemoteUrl}" : ""));
