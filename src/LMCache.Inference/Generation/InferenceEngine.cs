@@ -499,10 +499,18 @@ public sealed partial class InferenceEngine : IAsyncDisposable
         UpdateKvBytes();
 
         var ran = decoding.Count > 0 || prefillTokens > 0;
-        if (ran)
+        if (ran && StepCompleted is { } observers)
         {
-            StepCompleted?.Invoke(new SchedulerStep(decoding.Count, prefillTokens, Volatile.Read(ref _running), WaitingRequests,
-                Stopwatch.GetElapsedTime(started).TotalSeconds));
+            var step = new SchedulerStep(decoding.Count, prefillTokens, Volatile.Read(ref _running), WaitingRequests, Stopwatch.GetElapsedTime(started).TotalSeconds);
+            try
+            {
+                observers(step);
+            }
+            catch (Exception ex)
+            {
+                // An observer's bug must not end the requests this step served.
+                LogStepObserverFailed(_logger, ex);
+            }
         }
         return ran || !_retrieved.IsEmpty;
     }
@@ -950,6 +958,9 @@ public sealed partial class InferenceEngine : IAsyncDisposable
 
     [LoggerMessage(EventId = 5001, Level = LogLevel.Error, Message = "Generation failed")]
     private static partial void LogGenerationFailed(ILogger logger, Exception exception);
+
+    [LoggerMessage(EventId = 5003, Level = LogLevel.Warning, Message = "A StepCompleted observer failed")]
+    private static partial void LogStepObserverFailed(ILogger logger, Exception exception);
 
     [LoggerMessage(EventId = 5002, Level = LogLevel.Critical, Message = "The inference scheduler failed; the requests it held were ended")]
     private static partial void LogSchedulerFailed(ILogger logger, Exception exception);

@@ -136,15 +136,19 @@ internal sealed class DecodeBatch : IDisposable
         return tensors;
     }
 
-    /// <summary>Takes a step's present tensors (one more column, real for every row), releasing the old past.</summary>
-    internal void Append(OrtValue[] presents)
+    /// <summary>
+    /// Takes a step's present tensors (one more column, real for every row) and the mask the step ran with (this
+    /// batch's mask with a column of ones appended), releasing the old past.
+    /// </summary>
+    internal void Append(OrtValue[] presents, long[] mask)
     {
         var columns = Columns + 1;
-        var mask = new long[Rows * columns];
+        if (mask.Length != Rows * columns)
+        {
+            throw new ArgumentException($"The step's mask has {mask.Length} entries, not {Rows} × {columns}.", nameof(mask));
+        }
         for (var b = 0; b < Rows; b++)
         {
-            _mask.AsSpan(b * Columns, Columns).CopyTo(mask.AsSpan(b * columns));
-            mask[(b * columns) + Columns] = 1;
             _lengths[b]++;
         }
         foreach (var tensor in _tensors)

@@ -346,7 +346,7 @@ public sealed partial class OnnxDecoder : IDisposable
             {
                 throw new NotSupportedException($"logits element type {_logitsType} is not supported.");
             }
-            batch.Append(presents);
+            batch.Append(presents, mask);
             presents = null;
         }
         finally
