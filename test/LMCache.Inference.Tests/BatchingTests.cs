@@ -184,6 +184,33 @@ public sealed class BatchingTests : IClassFixture<TinyLlamaModel>
     }
 
     [Fact]
+    public async Task A_graph_without_attention_mask_decodes_its_rows_one_by_one_and_gives_what_they_give_alone()
+    {
+        using var root = new TempFolder();
+        var spec = new Demo.DemoModelSpec { Hidden = 64, Layers = 2, Heads = 4, KvHeads = 2, Intermediate = 128, MaxPositions = 2048, Seed = 15 };
+        using var model = Models.LanguageModel.Load(Demo.DemoModel.EnsureCreated(spec, root.Path), "demo", intraOpThreads: 2);
+        Assert.False(model.Decoder.SupportsBatching);
+        var random = new Random(3);
+        var requests = new[] { 5, 90, 400, 17, 260 }
+            .Select((n, i) => Request([.. Enumerable.Range(0, n).Select(_ => random.Next(model.Decoder.VocabSize))], 10 + (4 * i))).ToArray();
+
+        var alone = new GenerationResult[requests.Length];
+        await using (var single = new InferenceEngine(model, cache: null, new InferenceEngineOptions { MaxNumSeqs = 1 }))
+        {
+            for (var i = 0; i < requests.Length; i++)
+            {
+                alone[i] = await single.GenerateToEndAsync(requests[i], Ct);
+            }
+        }
+        await using var engine = new InferenceEngine(model, cache: null, new InferenceEngineOptions { MaxNumSeqs = 8 });
+        var steps = new StepLog(engine);
+        var together = await Task.WhenAll(requests.Select(r => engine.GenerateToEndAsync(r, Ct)));
+
+        Assert.True(steps.MaxRows >= 3, $"at most {steps.MaxRows} sequences decoded in one step");
+        AssertSameAsAlone(alone, together);
+    }
+
+    [Fact]
     public async Task Max_num_seqs_one_runs_requests_strictly_in_turn()
     {
         var requests = MixedPrompts().Take(3).Select(p => Request(p, 8)).ToArray();
