@@ -310,6 +310,33 @@ public sealed class BatchingTests : IClassFixture<TinyLlamaModel>
     }
 
     [Fact]
+    public async Task A_request_cancelled_while_queued_leaves_the_queue_at_once()
+    {
+        await using var engine = new InferenceEngine(_fixture.Model, cache: null, new InferenceEngineOptions { MaxNumSeqs = 1, MaxWaitingRequests = 1 });
+        using var stopHog = CancellationTokenSource.CreateLinkedTokenSource(Ct);
+        using var cancelQueued = CancellationTokenSource.CreateLinkedTokenSource(Ct);
+        var endless = Request(TinyLlama.Reference.Prompt("short").InputIds, 100_000);
+        var hog = engine.GenerateToEndAsync(endless, stopHog.Token);
+        var queued = engine.GenerateToEndAsync(endless, cancelQueued.Token);
+        Assert.Equal(1, engine.WaitingRequests);
+        await Assert.ThrowsAsync<EngineOverloadedException>(() => engine.GenerateToEndAsync(endless, Ct));
+
+        // The queued client goes away while the only slot is still busy: its queue place is free again.
+        await cancelQueued.CancelAsync();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => queued.WaitAsync(TimeSpan.FromSeconds(30), Ct));
+        Assert.False(hog.IsCompleted);
+        Assert.Equal(0, engine.WaitingRequests);
+        var next = engine.GenerateToEndAsync(Request(TinyLlama.Reference.Prompt("short").InputIds, 2), Ct);
+        Assert.Equal(1, engine.WaitingRequests);
+
+        await stopHog.CancelAsync();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => hog);
+        Assert.Equal(2, (await next).Tokens.Count);
+        await engine.WhenIdleAsync(Ct);
+        Assert.Equal(0, engine.KvBytes);
+    }
+
+    [Fact]
     public async Task A_full_queue_refuses_new_requests_before_queueing_them()
     {
         await using var engine = new InferenceEngine(_fixture.Model, cache: null, new InferenceEngineOptions { MaxNumSeqs = 1, MaxWaitingRequests = 1 });

@@ -17,8 +17,9 @@ namespace LMCache.Inference.Generation;
 public sealed class InferenceEngineOptions
 {
     /// <summary>
-    /// Most prompt tokens per model run during prefill, in tokens. Bounds the attention scratch memory of long
-    /// prompts (scores are heads × step × context floats). Defaults to 512.
+    /// Most prompt tokens per model run during prefill (one prefill chunk), in tokens. Bounds the attention scratch
+    /// memory of long prompts (scores are heads × step × context floats); a chunk is also bounded by what
+    /// <see cref="MaxNumBatchedTokens"/> leaves after the step's decode rows. Defaults to 512.
     /// </summary>
     public int PrefillStepTokens { get; init; } = 512;
 
@@ -397,7 +398,7 @@ public sealed partial class InferenceEngine : IAsyncDisposable
                 }
                 DropBatch();
                 UpdateKvBytes();
-                ranModel = false;
+                ranModel = true;   // step again: the queue may hold requests that nothing else would wake it for
             }
             // Idle is signalled after the step's accounting, so an idle engine reports no KV held.
             _idleReached?.TrySetResult();
@@ -439,11 +440,22 @@ public sealed partial class InferenceEngine : IAsyncDisposable
             }
         }
 
-        // 2. Admit waiting requests into free slots.
+        // 2. Drop cancelled requests from the queue (their clients are gone: they must not hold a queue place until a
+        // slot frees) and admit waiting requests into free slots.
         List<Sequence>? admitted = null;
         List<Sequence>? dropped = null;
         lock (_lock)
         {
+            if (_waiting.Any(s => s.IsCancelled))
+            {
+                var kept = _waiting.Where(s => !s.IsCancelled).ToArray();
+                dropped = [.. _waiting.Where(s => s.IsCancelled)];
+                _waiting.Clear();
+                foreach (var sequence in kept)
+                {
+                    _waiting.Enqueue(sequence);
+                }
+            }
             while (_running < _options.MaxNumSeqs && _waiting.TryDequeue(out var sequence))
             {
                 if (sequence.IsCancelled)
