@@ -317,6 +317,12 @@ public sealed class BatchingTests : IClassFixture<TinyLlamaModel>
         using var cancelQueued = CancellationTokenSource.CreateLinkedTokenSource(Ct);
         var endless = Request(TinyLlama.Reference.Prompt("short").InputIds, 100_000);
         var hog = engine.GenerateToEndAsync(endless, stopHog.Token);
+        var admitted = Stopwatch.StartNew();
+        while (engine.RunningRequests == 0)
+        {
+            Assert.True(admitted.Elapsed < TimeSpan.FromMinutes(1), "the first request was never admitted");
+            await Task.Delay(5, Ct);
+        }
         var queued = engine.GenerateToEndAsync(endless, cancelQueued.Token);
         Assert.Equal(1, engine.WaitingRequests);
         await Assert.ThrowsAsync<EngineOverloadedException>(() => engine.GenerateToEndAsync(endless, Ct));
