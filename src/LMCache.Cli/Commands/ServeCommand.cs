@@ -33,9 +33,14 @@ internal static class ServeCommand
         };
         demoModel.AcceptOnlyFromAmong("trained", "random");
         var threads = new Option<int>("--threads") { Description = "ONNX Runtime intra-op threads (0 = one per core).", DefaultValueFactory = _ => 0 };
+        var defaults = new LMCacheServeArguments();
+        var maxNumSeqs = new Option<int>("--max-num-seqs") { Description = "Most sequences decoded together in one batched step (1 = one request at a time).", DefaultValueFactory = _ => defaults.MaxNumSeqs };
+        var maxBatchedTokens = new Option<int>("--max-num-batched-tokens") { Description = "Token budget of one scheduler step: one per decoding sequence, the rest for prefill chunks.", DefaultValueFactory = _ => defaults.MaxNumBatchedTokens };
+        var maxModelLen = new Option<int?>("--max-model-len") { Description = "Most tokens (prompt + generated) of one sequence (default: the model's context length)." };
+        var maxQueueLen = new Option<int>("--max-queue-len") { Description = "Most requests waiting for a slot; more are answered 503.", DefaultValueFactory = _ => defaults.MaxQueueLength };
         var command = new Command("serve", "Start an OpenAI-compatible LLM server whose KV cache LMCache offloads and reuses.")
         {
-            model, host, port, config, servedName, demoModel, threads,
+            model, host, port, config, servedName, demoModel, threads, maxNumSeqs, maxBatchedTokens, maxModelLen, maxQueueLen,
         };
         var quantize = new Option<string>("--quantize")
         {
@@ -56,6 +61,10 @@ internal static class ServeCommand
                 ServedModelName = parse.GetValue(servedName),
                 DemoModel = BuiltInModels.Parse(parse.GetValue(demoModel)!),
                 Threads = parse.GetValue(threads),
+                MaxNumSeqs = parse.GetValue(maxNumSeqs),
+                MaxNumBatchedTokens = parse.GetValue(maxBatchedTokens),
+                MaxModelLen = parse.GetValue(maxModelLen),
+                MaxQueueLength = parse.GetValue(maxQueueLen),
             };
             using var loggerFactory = CommonOptions.CreateLoggerFactory();
             LMCacheHost lmcache;
