@@ -64,6 +64,13 @@ public sealed class LMCacheHostOptions
             ServedModelName = arguments.ServedModelName,
             IntraOpThreads = arguments.Threads,
             Server = new OpenAiServerOptions { Host = arguments.Host, Port = arguments.Port },
+            Inference = new InferenceEngineOptions
+            {
+                MaxNumSeqs = arguments.MaxNumSeqs,
+                MaxNumBatchedTokens = arguments.MaxNumBatchedTokens,
+                MaxModelLen = arguments.MaxModelLen,
+                MaxWaitingRequests = arguments.MaxQueueLength,
+            },
         };
     }
 }
@@ -88,4 +95,16 @@ public sealed record LMCacheServeArguments
 
     /// <summary><c>--threads</c>: ONNX Runtime intra-op threads; 0 = one per core. Defaults to 0.</summary>
     public int Threads { get; init; }
+
+    /// <summary><c>--max-num-seqs</c>: most sequences decoded together (1 = one request at a time). Defaults to 8 (<see cref="InferenceEngineOptions.MaxNumSeqs"/>).</summary>
+    public int MaxNumSeqs { get; init; } = new InferenceEngineOptions().MaxNumSeqs;
+
+    /// <summary><c>--max-num-batched-tokens</c>: token budget of one scheduler step (decode rows + prefill chunks). Defaults to 512 (<see cref="InferenceEngineOptions.MaxNumBatchedTokens"/>).</summary>
+    public int MaxNumBatchedTokens { get; init; } = new InferenceEngineOptions().MaxNumBatchedTokens;
+
+    /// <summary><c>--max-model-len</c>: most tokens of one sequence; null = the model's context length. Defaults to null.</summary>
+    public int? MaxModelLen { get; init; }
+
+    /// <summary><c>--max-queue-len</c>: most requests waiting for a slot before new ones get 503. Defaults to 64 (<see cref="InferenceEngineOptions.MaxWaitingRequests"/>).</summary>
+    public int MaxQueueLength { get; init; } = new InferenceEngineOptions().MaxWaitingRequests;
 }

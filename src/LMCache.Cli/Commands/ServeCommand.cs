@@ -25,9 +25,14 @@ internal static class ServeCommand
         var config = CommonOptions.Config();
         var servedName = new Option<string?>("--served-model-name") { Description = "Model name in the API (default: the folder name, or lmcache-demo-llama)." };
         var threads = new Option<int>("--threads") { Description = "ONNX Runtime intra-op threads (0 = one per core).", DefaultValueFactory = _ => 0 };
+        var defaults = new LMCacheServeArguments();
+        var maxNumSeqs = new Option<int>("--max-num-seqs") { Description = "Most sequences decoded together in one batched step (1 = one request at a time).", DefaultValueFactory = _ => defaults.MaxNumSeqs };
+        var maxBatchedTokens = new Option<int>("--max-num-batched-tokens") { Description = "Token budget of one scheduler step: one per decoding sequence, the rest for prefill chunks.", DefaultValueFactory = _ => defaults.MaxNumBatchedTokens };
+        var maxModelLen = new Option<int?>("--max-model-len") { Description = "Most tokens (prompt + generated) of one sequence (default: the model's context length)." };
+        var maxQueueLen = new Option<int>("--max-queue-len") { Description = "Most requests waiting for a slot; more are answered 503.", DefaultValueFactory = _ => defaults.MaxQueueLength };
         var command = new Command("serve", "Start an OpenAI-compatible LLM server whose KV cache LMCache offloads and reuses.")
         {
-            model, host, port, config, servedName, threads,
+            model, host, port, config, servedName, threads, maxNumSeqs, maxBatchedTokens, maxModelLen, maxQueueLen,
         };
         command.SetAction(async (parse, cancellationToken) =>
         {
@@ -39,6 +44,10 @@ internal static class ServeCommand
                 ConfigFile = parse.GetValue(config)?.FullName,
                 ServedModelName = parse.GetValue(servedName),
                 Threads = parse.GetValue(threads),
+                MaxNumSeqs = parse.GetValue(maxNumSeqs),
+                MaxNumBatchedTokens = parse.GetValue(maxBatchedTokens),
+                MaxModelLen = parse.GetValue(maxModelLen),
+                MaxQueueLength = parse.GetValue(maxQueueLen),
             };
             using var loggerFactory = CommonOptions.CreateLoggerFactory();
             LMCacheHost lmcache;

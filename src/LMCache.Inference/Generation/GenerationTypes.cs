@@ -96,3 +96,25 @@ public sealed class InvalidGenerationRequestException : LMCacheException
     {
     }
 }
+
+/// <summary>
+/// The engine's waiting queue is full (<see cref="InferenceEngineOptions.MaxWaitingRequests"/>): the request was not
+/// queued. Servers answer it with HTTP 503; the client may retry later.
+/// </summary>
+public sealed class EngineOverloadedException : LMCacheException
+{
+    /// <summary>Creates the exception.</summary>
+    public EngineOverloadedException(string message) : base(message)
+    {
+    }
+
+    /// <summary>Creates the exception.</summary>
+    public EngineOverloadedException()
+    {
+    }
+
+    /// <summary>Creates the exception.</summary>
+    public EngineOverloadedException(string message, Exception innerException) : base(message, innerException)
+    {
+    }
+}

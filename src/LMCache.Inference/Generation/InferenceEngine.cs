@@ -25,6 +25,34 @@ public sealed class InferenceEngineOptions
     /// configuration's value when a cache is attached, else false.
     /// </summary>
     public bool? SaveDecodeCache { get; init; }
+
+    /// <summary>
+    /// Most sequences running at once (<c>--max-num-seqs</c>, vLLM's <c>max_num_seqs</c>): each step decodes one token
+    /// for every running sequence in one batched model run. A running sequence holds its KV until it finishes.
+    /// 1 is the one-at-a-time mode (requests run strictly in turn). Defaults to 8.
+    /// </summary>
+    public int MaxNumSeqs { get; init; } = 8;
+
+    /// <summary>
+    /// Token budget of one scheduler step (<c>--max-num-batched-tokens</c>, vLLM's <c>max_num_batched_tokens</c>):
+    /// one token per decoding sequence, the rest goes to prefill chunks of the sequences still reading their prompt
+    /// (chunked prefill). A prefill chunk is also at most <see cref="PrefillStepTokens"/>. Must be more than
+    /// <see cref="MaxNumSeqs"/>. Defaults to 512.
+    /// </summary>
+    public int MaxNumBatchedTokens { get; init; } = 512;
+
+    /// <summary>
+    /// Most tokens (prompt + generated) of one sequence (<c>--max-model-len</c>, vLLM's <c>max_model_len</c>): longer
+    /// prompts are refused, generation stops at it. Null or 0 uses the model's context length; larger values are
+    /// capped to it. Defaults to null.
+    /// </summary>
+    public int? MaxModelLen { get; init; }
+
+    /// <summary>
+    /// Most requests waiting for a slot (<c>--max-queue-len</c>); one more is refused with
+    /// <see cref="EngineOverloadedException"/> (HTTP 503) instead of growing an unbounded backlog. Defaults to 64.
+    /// </summary>
+    public int MaxWaitingRequests { get; init; } = 64;
 }
 
 /// <summary>
