@@ -50,9 +50,15 @@ internal static class ServeBench
         var shortChats = new Option<int>("--short-chats") { Description = "Short chats sent during the long prefill.", DefaultValueFactory = _ => defaults.ShortChats };
         var shortChatTokens = new Option<int>("--short-chat-tokens") { Description = "Tokens of each short chat's message.", DefaultValueFactory = _ => defaults.ShortChatTokens };
         var threads = new Option<int>("--threads") { Description = "ONNX Runtime intra-op threads (0 = one per core).", DefaultValueFactory = _ => 0 };
+        var quantize = new Option<string>("--quantize") { Description = "Weight quantization of the model's built graph: none, int8 or int4.", DefaultValueFactory = _ => "none" };
+        quantize.AcceptOnlyFromAmong("none", "int8", "int4");
+        var engineDefaults = new InferenceEngineOptions();
+        var maxNumSeqs = new Option<int>("--max-num-seqs") { Description = "The batched mode's most sequences running at once (the baseline runs 1).", DefaultValueFactory = _ => engineDefaults.MaxNumSeqs };
+        var maxNumBatchedTokens = new Option<int>("--max-num-batched-tokens") { Description = "The batched mode's token budget of one scheduler step.", DefaultValueFactory = _ => engineDefaults.MaxNumBatchedTokens };
         var command = new Command("serve", "The OpenAI server under load: throughput, TTFT, ITL and cached-token share per client count, batched versus one at a time.")
         {
-            json, model, clients, requestsPerClient, maxTokens, prefixTokens, questionTokens, documentMin, documentMax, decodeTokens, longPrompt, shortChats, shortChatTokens, threads,
+            json, model, clients, requestsPerClient, maxTokens, prefixTokens, questionTokens, documentMin, documentMax, decodeTokens, longPrompt, shortChats, shortChatTokens, threads, quantize,
+            maxNumSeqs, maxNumBatchedTokens,
         };
         command.SetAction(async (parse, cancellationToken) =>
         {
@@ -71,6 +77,10 @@ internal static class ServeBench
             };
             var clientCounts = ParseClientCounts(parse.GetValue(clients));
             var problem = clientCounts is null ? $"--clients '{parse.GetValue(clients)}' must be comma-separated positive integers." : Validate(shape);
+            if (parse.GetValue(maxNumSeqs) < 1 || parse.GetValue(maxNumBatchedTokens) <= parse.GetValue(maxNumSeqs))
+            {
+                problem ??= $"--max-num-seqs {parse.GetValue(maxNumSeqs)} must be at least 1 and --max-num-batched-tokens {parse.GetValue(maxNumBatchedTokens)} more than it.";
+            }
             if (problem is not null)
             {
                 Console.Error.WriteLine($"error: {problem}");
@@ -78,14 +88,27 @@ internal static class ServeBench
             }
             var given = parse.GetValue(model)?.FullName;
             var folder = given ?? DemoModel.EnsureCreated(progress: step => BenchOutput.Progress($"generating the demo model (first run only): {step}"));
+            var load = new ModelLoadOptions
+            {
+                ServedName = given is null ? LMCacheHost.DemoModelName : null,
+                IntraOpThreads = parse.GetValue(threads),
+                Quantization = parse.GetValue(quantize) switch { "int8" => WeightQuantization.Int8, "int4" => WeightQuantization.Int4, _ => WeightQuantization.None },
+                Progress = line => BenchOutput.Progress($"loading the model: {line}"),
+            };
+            var batched = new InferenceEngineOptions { MaxNumSeqs = parse.GetValue(maxNumSeqs), MaxNumBatchedTokens = parse.GetValue(maxNumBatchedTokens) };
             JsonObject result;
             try
             {
-                result = await RunAsync(folder, given is null ? LMCacheHost.DemoModelName : null, parse.GetValue(threads), shape, clientCounts!, cancellationToken);
+                result = await RunAsync(folder, load, batched, shape, clientCounts!, cancellationToken);
             }
             catch (LMCacheConfigurationException ex)
             {
                 Console.Error.WriteLine($"error: {ex.Message}");
+                return 2;
+            }
+            catch (Exception ex) when (ex is IOException or InvalidDataException or NotSupportedException)
+            {
+                Console.Error.WriteLine($"error: cannot load the model in '{folder}': {ex.Message}");
                 return 2;
             }
             if (parse.GetValue(json))
@@ -134,17 +157,27 @@ internal static class ServeBench
     }
 
     /// <summary>
-    /// The two modes every run is made in. The batching scheduler's own defaults, and the one-at-a-time baseline.
+    /// The two modes every run is made in: the batching scheduler (<paramref name="batched"/>: its defaults unless
+    /// <c>--max-num-seqs</c> or <c>--max-num-batched-tokens</c> say otherwise) and the one-at-a-time baseline
+    /// (<c>MaxNumSeqs = 1</c>). Both queue every request the bench can have in flight at once, so neither answers 503:
+    /// this bench measures latency and throughput, not overload.
     /// </summary>
-    private static ServeMode[] Modes() =>
-    [
-        new("batched", "the batching scheduler with its default settings", new InferenceEngineOptions()),
-        new("one_at_a_time", "MaxNumSeqs = 1: one request at a time, the baseline", new InferenceEngineOptions()),
-    ];
-
-    private static async Task<JsonObject> RunAsync(string folder, string? servedName, int threads, ServeWorkloadShape shape, int[] clientCounts, CancellationToken cancellationToken)
+    private static ServeMode[] Modes(InferenceEngineOptions batched, int inFlight)
     {
-        using var model = LanguageModel.Load(folder, servedName, threads);
+        var queue = Math.Max(batched.MaxWaitingRequests, inFlight);
+        return
+        [
+            new("batched", $"the batching scheduler: MaxNumSeqs = {batched.MaxNumSeqs}, MaxNumBatchedTokens = {batched.MaxNumBatchedTokens}",
+                new InferenceEngineOptions { MaxNumSeqs = batched.MaxNumSeqs, MaxNumBatchedTokens = batched.MaxNumBatchedTokens, MaxWaitingRequests = queue }),
+            new("one_at_a_time", "MaxNumSeqs = 1: one request at a time, the baseline",
+                new InferenceEngineOptions { MaxNumSeqs = 1, MaxNumBatchedTokens = batched.MaxNumBatchedTokens, MaxWaitingRequests = queue }),
+        ];
+    }
+
+    private static async Task<JsonObject> RunAsync(string folder, ModelLoadOptions load, InferenceEngineOptions batched, ServeWorkloadShape shape, int[] clientCounts, CancellationToken cancellationToken)
+    {
+        using var model = LanguageModel.Load(folder, load);
+        var threads = load.IntraOpThreads;
         // Every prompt fits with its generated tokens and the chat template's few tokens around the messages.
         var longest = shape.LongestPrompt + Math.Max(shape.MaxTokens, shape.DecodeTokens) + 64;
         if (longest > model.ContextLength)
@@ -158,12 +191,13 @@ internal static class ServeBench
         using var loggerFactory = ConsoleLogging.CreateLoggerFactory(LogLevel.Warning);
         BenchOutput.Progress("building the workload");
         var workload = new ServeWorkload(model.Tokenizer, shape);
-        var modes = Modes();
+        var modes = Modes(batched, Math.Max(clientCounts.Max(), shape.ShortChats + 1));
         var clock = Stopwatch.StartNew();
         var result = new JsonObject
         {
             ["model"] = model.Name,
             ["threads"] = threads == 0 ? Environment.ProcessorCount : threads,
+            ["quantization"] = load.Quantization.ToString().ToLowerInvariant(),
             ["cpu_features"] = new JsonArray([.. SimdPaths.CpuFeatures().Select(f => JsonValue.Create(f))]),
             ["load_average_1m_start"] = LoadAverage(),
             ["workload"] = new JsonObject
@@ -422,15 +456,16 @@ internal static class ServeBench
     private static void PrintTable(JsonObject result)
     {
         static string F(JsonNode? node, string format = "0.000") => node is null ? "-" : ((double)node).ToString(format, CultureInfo.InvariantCulture);
-        Console.WriteLine($"model {result["model"]}, {result["threads"]} threads, CPU features {string.Join(",", result["cpu_features"]!.AsArray().Select(f => (string?)f))}");
+        Console.WriteLine($"model {result["model"]} (quantization {result["quantization"]}), {result["threads"]} threads, CPU features {string.Join(",", result["cpu_features"]!.AsArray().Select(f => (string?)f))}");
         Console.WriteLine($"load average (1 min) {result["load_average_1m_start"]} at the start, {result["load_average_1m_end"]} at the end");
         Console.WriteLine();
+        static string Ms(JsonNode? node) => node is null ? "-" : (1000 * (double)node).ToString("0.0", CultureInfo.InvariantCulture);
         Console.WriteLine($"{"mode",-14} {"clients",7} {"reqs",5} {"failed",6} {"out tok/s",10} {"TTFT p50",9} {"TTFT p95",9} {"ITL p50",8} {"ITL p95",8} {"cached",7} {"decode tok/s",12}");
         foreach (var run in result["runs"]!.AsArray())
         {
-            Console.WriteLine($"{(string?)run!["mode"],-14} {(int)run["clients"]!,7} {(int)run["requests"]!,5} {(int)run["failed"]!,6} {F(run["output_tokens_per_s"], "0.0"),10} {F(run["ttft_p50_s"]),9} {F(run["ttft_p95_s"]),9} {F(run["itl_p50_s"], "0.0000"),8} {F(run["itl_p95_s"], "0.0000"),8} {F(run["cached_token_share"], "0.00"),7} {F(run["decode_tokens_per_s"], "0.0"),12}");
+            Console.WriteLine($"{(string?)run!["mode"],-14} {(int)run["clients"]!,7} {(int)run["requests"]!,5} {(int)run["failed"]!,6} {F(run["output_tokens_per_s"], "0.0"),10} {F(run["ttft_p50_s"]),9} {F(run["ttft_p95_s"]),9} {Ms(run["itl_p50_s"]),8} {Ms(run["itl_p95_s"]),8} {F(run["cached_token_share"], "0.00"),7} {F(run["decode_tokens_per_s"], "0.0"),12}");
         }
-        Console.WriteLine("(TTFT and ITL in seconds; out tok/s and cached share over the chats and documents; decode tok/s: one shared-prefix chat per client, all at once)");
+        Console.WriteLine("(TTFT in s, ITL in ms; out tok/s, latencies and cached share over the chats and documents; decode tok/s: one shared-prefix chat per client, all at once)");
         Console.WriteLine();
         foreach (var (mode, node) in result["long_prefill"]!.AsObject())
         {
