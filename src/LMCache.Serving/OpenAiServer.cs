@@ -111,7 +111,8 @@ public sealed partial class OpenAiServer : IAsyncDisposable
         _app = app;
         _options = options;
         _engine = engine;
-        _metrics = new ServingMetrics(meterFactory, () => engine.QueueDepth);
+        _metrics = new ServingMetrics(meterFactory, () => engine.QueueDepth, () => (engine.RunningRequests, engine.WaitingRequests));
+        engine.StepCompleted += OnStep;
         IMeterFactory[] scopes = engine.Cache is { } cache ? [meterFactory, cache.MeterFactory] : [meterFactory];
         _exporter = new PrometheusExporter(scopes, [new("model_name", engine.Model.Name)]);
         _logger = logger;
@@ -161,9 +162,12 @@ public sealed partial class OpenAiServer : IAsyncDisposable
     {
         await _app.StopAsync().ConfigureAwait(false);
         await _app.DisposeAsync().ConfigureAwait(false);
+        _engine.StepCompleted -= OnStep;
         _exporter.Dispose();
         _metrics.Dispose();
     }
+
+    private void OnStep(SchedulerStep step) => _metrics.RecordBatch(step.DecodeRows);
 
     private void Map(WebApplication app)
     {
@@ -181,7 +185,7 @@ public sealed partial class OpenAiServer : IAsyncDisposable
                     ["created"] = _created,
                     ["owned_by"] = "lmcache",
                     ["root"] = _engine.Model.Folder,
-                    ["max_model_len"] = _engine.Model.ContextLength,
+                    ["max_model_len"] = _engine.MaxModelLength,
                 }),
             });
         });
@@ -204,7 +208,7 @@ public sealed partial class OpenAiServer : IAsyncDisposable
             {
                 throw new OpenAiRequestException($"The model '{common.Model}' does not exist; this server serves '{_engine.Model.Name}'.", "model", 404, "NotFoundError", "model_not_found");
             }
-            var contextLength = _engine.Model.ContextLength;
+            var contextLength = _engine.MaxModelLength;
             // At least one token must be left to generate: a prompt may hold ContextLength - 1 tokens at most.
             var maxPromptTokens = contextLength - 1;
             var param = chat ? "messages" : "prompt";
@@ -294,7 +298,7 @@ public sealed partial class OpenAiServer : IAsyncDisposable
             }
             else
             {
-                var result = await _engine.GenerateToEndAsync(request, context.RequestAborted).ConfigureAwait(false);
+                var result = await CollectAsync(request, context.RequestAborted).ConfigureAwait(false);
                 RecordGeneration(result.Completed, result.Tokens.Count, arrived);
                 await WriteJsonAsync(context, 200, BuildResponse(result, id, chat)).ConfigureAwait(false);
             }
@@ -306,6 +310,17 @@ public sealed partial class OpenAiServer : IAsyncDisposable
             if (!context.Response.HasStarted)
             {
                 await WriteJsonAsync(context, ex.Status, OpenAiRequestException.Body(ex.Message, ex.Type, ex.Param, ex.Code)).ConfigureAwait(false);
+            }
+        }
+        catch (EngineOverloadedException ex)
+        {
+            // A full waiting queue: OpenAI's answer to an overloaded engine, so clients back off and retry.
+            status = 503;
+            LogRequestRejected(_logger, endpoint, status, ex.Message);
+            if (!context.Response.HasStarted)
+            {
+                context.Response.Headers.RetryAfter = "1";
+                await WriteJsonAsync(context, status, OpenAiRequestException.Body(ex.Message, "server_error", null, null)).ConfigureAwait(false);
             }
         }
         catch (OperationCanceledException) when (context.RequestAborted.IsCancellationRequested)
@@ -332,7 +347,46 @@ public sealed partial class OpenAiServer : IAsyncDisposable
     {
         var s = completed.Stats;
         _metrics.RecordGeneration(s.PromptTokens, tokens, s.CachedTokens, s.QueueSeconds + s.TimeToFirstTokenSeconds);
-        _ = arrived;
+        _metrics.RecordRequestLatency(Stopwatch.GetElapsedTime(arrived).TotalSeconds);
+    }
+
+    /// <summary>A non-streaming generation, collected as the engine produces it, timing its tokens like a stream.</summary>
+    private async Task<GenerationResult> CollectAsync(GenerationRequest request, CancellationToken cancellationToken)
+    {
+        var tokens = new List<TokenEvent>();
+        var text = new System.Text.StringBuilder();
+        var timer = new TokenTimer(_metrics);
+        await foreach (var e in _engine.GenerateAsync(request, cancellationToken).ConfigureAwait(false))
+        {
+            switch (e)
+            {
+                case TokenEvent t:
+                    timer.Token();
+                    tokens.Add(t);
+                    text.Append(t.TextDelta);
+                    break;
+                case CompletedEvent c:
+                    text.Append(c.TrailingText);
+                    return new GenerationResult(text.ToString(), tokens, c);
+            }
+        }
+        throw new InvalidOperationException("Generation ended without a completion event.");
+    }
+
+    /// <summary>Records the inter-token latency of one request's tokens as the server receives them.</summary>
+    private struct TokenTimer(ServingMetrics metrics)
+    {
+        private long _last;
+
+        public void Token()
+        {
+            var now = Stopwatch.GetTimestamp();
+            if (_last != 0)
+            {
+                metrics.RecordInterTokenLatency(Stopwatch.GetElapsedTime(_last, now).TotalSeconds);
+            }
+            _last = now;
+        }
     }
 
     private JsonObject BuildResponse(GenerationResult result, string id, bool chat)
@@ -415,6 +469,7 @@ public sealed partial class OpenAiServer : IAsyncDisposable
         var response = context.Response;
         var started = false;
         var count = 0;
+        var timer = new TokenTimer(_metrics);
         var textOffset = 0;
 
         JsonObject Chunk(JsonObject choice) => new()
@@ -454,6 +509,7 @@ public sealed partial class OpenAiServer : IAsyncDisposable
             switch (e)
             {
                 case TokenEvent t:
+                    timer.Token();
                     count++;
                     if (t.TextDelta.Length == 0 && t.LogProb is null)
                     {

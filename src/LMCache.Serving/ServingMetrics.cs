@@ -18,11 +18,15 @@ public sealed class ServingMetrics : IDisposable
     private readonly Counter<long> _promptTokens;
     private readonly Counter<long> _generationTokens;
     private readonly Counter<long> _cachedTokens;
+    private readonly Histogram<double> _interTokenLatency;
+    private readonly Histogram<double> _e2eLatency;
+    private readonly Histogram<int> _batchSize;
 
     /// <summary>Creates the instruments on a meter from <paramref name="meterFactory"/>.</summary>
     /// <param name="meterFactory">Where the meter comes from (its scope is what an exporter listens to).</param>
     /// <param name="queueDepth">Reads the requests waiting or running (the <c>queue_depth</c> gauge); null for none.</param>
-    public ServingMetrics(IMeterFactory meterFactory, Func<int>? queueDepth = null)
+    /// <param name="scheduler">Reads the engine's running and waiting requests (the <c>num_requests_running</c> and <c>num_requests_waiting</c> gauges); null for none.</param>
+    public ServingMetrics(IMeterFactory meterFactory, Func<int>? queueDepth = null, Func<(int Running, int Waiting)>? scheduler = null)
     {
         ArgumentNullException.ThrowIfNull(meterFactory);
         _meter = meterFactory.Create(MeterName);
@@ -35,6 +39,32 @@ public sealed class ServingMetrics : IDisposable
         if (queueDepth is not null)
         {
             _meter.CreateObservableGauge("lmcache.serving.queue_depth", queueDepth, "{request}", "Requests waiting or running.");
+        }
+        if (scheduler is not null)
+        {
+            _meter.CreateObservableGauge("lmcache.serving.num_requests_running", () => scheduler().Running, "{request}", "Requests holding a scheduler slot (vllm:num_requests_running).");
+            _meter.CreateObservableGauge("lmcache.serving.num_requests_waiting", () => scheduler().Waiting, "{request}", "Requests waiting for a slot (vllm:num_requests_waiting).");
+        }
+        _interTokenLatency = _meter.CreateHistogram<double>("lmcache.serving.inter_token_latency", "s", "Time between two consecutive tokens of a request (vllm:inter_token_latency_seconds).",
+            advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = LMCacheMetrics.InterTokenLatencyBuckets });
+        _e2eLatency = _meter.CreateHistogram<double>("lmcache.serving.e2e_request_latency", "s", "Time from request arrival to its last token (vllm:e2e_request_latency_seconds).",
+            advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = LMCacheMetrics.RequestLatencyBuckets });
+        _batchSize = _meter.CreateHistogram<int>("lmcache.serving.batch_size", "{sequence}", "Sequences decoded together per scheduler step.",
+            advice: new InstrumentAdvice<int> { HistogramBucketBoundaries = [.. LMCacheMetrics.BatchSizeBuckets.Select(b => (int)b)] });
+    }
+
+    /// <summary>Records the time between two consecutive tokens of one request.</summary>
+    public void RecordInterTokenLatency(double seconds) => _interTokenLatency.Record(seconds);
+
+    /// <summary>Records a finished request's time from arrival to its last token.</summary>
+    public void RecordRequestLatency(double seconds) => _e2eLatency.Record(seconds);
+
+    /// <summary>Records one scheduler step that decoded <paramref name="decodeRows"/> sequences together (steps that only prefilled are not counted).</summary>
+    public void RecordBatch(int decodeRows)
+    {
+        if (decodeRows > 0)
+        {
+            _batchSize.Record(decodeRows);
         }
     }
 

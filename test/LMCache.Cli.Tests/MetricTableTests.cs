@@ -46,7 +46,7 @@ public sealed class MetricTableTests
         await using (var controller = new LMCacheController(new ControllerOptions(), meterFactory: factory))
         await using (var server = new LmServer(new LmServerOptions { CapacityBytes = 1 << 20 }, meterFactory: factory))
         await using (var redis = new RedisConnector(RedisUrl.Parse("redis://127.0.0.1:1"), new RedisConnectorOptions(), logger: null, meterFactory: factory))
-        using (var serving = new ServingMetrics(factory, () => 0))
+        using (var serving = new ServingMetrics(factory, () => 0, () => (0, 0)))
         {
             var exported = LMCacheMetrics.Table.Select(m => (m.Meter, m.Instrument)).ToHashSet();
             var meters = LMCacheMetrics.Table.Select(m => m.Meter).ToHashSet();

@@ -61,6 +61,15 @@ public static class LMCacheMetrics
     /// <summary>Time-to-first-token buckets of the serving histogram, in seconds.</summary>
     public static readonly IReadOnlyList<double> TtftBuckets = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80];
 
+    /// <summary>Inter-token latency buckets, in seconds (vLLM's <c>inter_token_latency_seconds</c> buckets).</summary>
+    public static readonly IReadOnlyList<double> InterTokenLatencyBuckets = [0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1, 2.5, 5, 7.5, 10, 20, 40, 80];
+
+    /// <summary>End-to-end request latency buckets, in seconds (vLLM's <c>e2e_request_latency_seconds</c> buckets up to 960 s).</summary>
+    public static readonly IReadOnlyList<double> RequestLatencyBuckets = [0.3, 0.5, 0.8, 1, 1.5, 2, 2.5, 5, 10, 15, 20, 30, 40, 50, 60, 120, 240, 480, 960];
+
+    /// <summary>Batch-size buckets (sequences per scheduler step).</summary>
+    public static readonly IReadOnlyList<double> BatchSizeBuckets = [1, 2, 4, 8, 16, 32, 64, 128, 256];
+
     private const LMCacheMetricType Counter = LMCacheMetricType.Counter;
     private const LMCacheMetricType Gauge = LMCacheMetricType.Gauge;
 
@@ -99,6 +108,11 @@ public static class LMCacheMetrics
         new(ServingMeter, "lmcache.serving.generation_tokens", "lmcache_serving_generation_tokens_total", Counter, "Tokens generated."),
         new(ServingMeter, "lmcache.serving.cached_tokens", "lmcache_serving_cached_tokens_total", Counter, "Prompt tokens whose KV came from LMCache."),
         new(ServingMeter, "lmcache.serving.queue_depth", "lmcache_serving_queue_depth", Gauge, "Requests waiting or running."),
+        new(ServingMeter, "lmcache.serving.num_requests_running", "lmcache_serving_num_requests_running", Gauge, "Requests holding a scheduler slot (as vllm:num_requests_running)."),
+        new(ServingMeter, "lmcache.serving.num_requests_waiting", "lmcache_serving_num_requests_waiting", Gauge, "Requests waiting for a scheduler slot (as vllm:num_requests_waiting)."),
+        new(ServingMeter, "lmcache.serving.batch_size", "lmcache_serving_batch_size", LMCacheMetricType.Histogram, "Sequences decoded together per scheduler step.", BatchSizeBuckets),
+        new(ServingMeter, "lmcache.serving.inter_token_latency", "lmcache_serving_inter_token_latency_seconds", LMCacheMetricType.Histogram, "Time between consecutive tokens of a request (as vllm:inter_token_latency_seconds).", InterTokenLatencyBuckets),
+        new(ServingMeter, "lmcache.serving.e2e_request_latency", "lmcache_serving_e2e_request_latency_seconds", LMCacheMetricType.Histogram, "Time from request arrival to its last token (as vllm:e2e_request_latency_seconds).", RequestLatencyBuckets),
 
         // The Redis-family remote connectors (per engine).
         new(RedisMeter, "lmcache.redis.invalid_entries", "lmcache_redis_invalid_entries_total", Counter, "Remote entries found invalid on read (treated as misses and removed)."),

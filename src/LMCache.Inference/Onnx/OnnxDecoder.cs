@@ -266,6 +266,112 @@ public sealed partial class OnnxDecoder : IDisposable
         }
     }
 
+    /// <summary>
+    /// Whether several sequences can decode in one run: the graph takes <c>attention_mask</c> and <c>position_ids</c>,
+    /// so padded rows are exact (the decoder graph contract). Without them (the random-weight demo graph) the
+    /// scheduler runs each row on its own.
+    /// </summary>
+    public bool SupportsBatching => _hasAttentionMask && _hasPositionIds;
+
+    /// <summary>
+    /// One decode step for every row of <paramref name="batch"/>: row b's token <paramref name="tokens"/>[b] at
+    /// position <see cref="DecodeBatch.Length"/>(b), attending to its own real tokens only (the mask hides the
+    /// padding). Appends the new KV column to the batch and writes row b's logits to
+    /// <paramref name="logits"/>[b × <see cref="VocabSize"/> ..].
+    /// </summary>
+    internal void ForwardBatch(DecodeBatch batch, ReadOnlySpan<int> tokens, Span<float> logits)
+    {
+        if (!SupportsBatching)
+        {
+            throw new InvalidOperationException("This graph has no attention_mask/position_ids input: it cannot decode several sequences in one run.");
+        }
+        var rows = batch.Rows;
+        if (tokens.Length != rows || logits.Length < rows * VocabSize)
+        {
+            throw new ArgumentException($"Expected {rows} tokens and {rows * VocabSize} logits.", nameof(tokens));
+        }
+        var columns = batch.Columns + 1;
+        var ids = new long[rows];
+        var positions = new long[rows];
+        var mask = new long[rows * columns];
+        var pastMask = batch.Mask;
+        for (var b = 0; b < rows; b++)
+        {
+            ids[b] = tokens[b];
+            positions[b] = batch.Length(b);
+            pastMask.Slice(b * batch.Columns, batch.Columns).CopyTo(mask.AsSpan(b * columns));
+            mask[(b * columns) + columns - 1] = 1;
+        }
+        var inputNames = new List<string>(4 + _pastNames.Length);
+        var inputValues = new List<OrtValue>(4 + _pastNames.Length);
+        var owned = new List<OrtValue>(5);
+        OrtValue[]? presents = null;
+        try
+        {
+            Add("input_ids", OrtValue.CreateTensorValueFromMemory(ids, [rows, 1]));
+            Add("attention_mask", OrtValue.CreateTensorValueFromMemory(mask, [rows, columns]));
+            Add("position_ids", OrtValue.CreateTensorValueFromMemory(positions, [rows, 1]));
+            if (_logitsToKeepName is not null)
+            {
+                Add(_logitsToKeepName, OrtValue.CreateTensorValueFromMemory(new long[] { 1 }, []));
+            }
+            for (var i = 0; i < _pastNames.Length; i++)
+            {
+                inputNames.Add(_pastNames[i]);
+                inputValues.Add(batch.Tensor(i));
+            }
+            var output = OrtValue.CreateAllocatedTensorValue(OrtAllocator.DefaultInstance, _logitsType, [rows, 1, VocabSize]);
+            owned.Add(output);
+            presents = batch.Allocate(columns);
+            var outputNames = new List<string>(1 + _presentNames.Length) { "logits" };
+            outputNames.AddRange(_presentNames);
+            var outputValues = new List<OrtValue>(1 + _presentNames.Length) { output };
+            outputValues.AddRange(presents);
+
+            _session.Run(_runOptions, inputNames, inputValues, outputNames, outputValues);
+
+            if (_logitsType == TensorElementType.Float)
+            {
+                output.GetTensorDataAsSpan<float>()[..(rows * VocabSize)].CopyTo(logits);
+            }
+            else if (_logitsType == TensorElementType.Float16)
+            {
+                var half = output.GetTensorDataAsSpan<Float16>();
+                for (var i = 0; i < rows * VocabSize; i++)
+                {
+                    logits[i] = (float)half[i];
+                }
+            }
+            else
+            {
+                throw new NotSupportedException($"logits element type {_logitsType} is not supported.");
+            }
+            batch.Append(presents);
+            presents = null;
+        }
+        finally
+        {
+            foreach (var value in owned)
+            {
+                value.Dispose();
+            }
+            if (presents is not null)
+            {
+                foreach (var value in presents)
+                {
+                    value.Dispose();
+                }
+            }
+        }
+
+        void Add(string name, OrtValue value)
+        {
+            inputNames.Add(name);
+            inputValues.Add(value);
+            owned.Add(value);
+        }
+    }
+
     /// <inheritdoc />
     public void Dispose()
     {
