@@ -239,6 +239,8 @@ internal static class ServeBench
                 BenchOutput.Progress($"{mode.Name}, {clients} client(s): decode phase, {clients} requests at once");
                 var decode = await RunDecodePhaseAsync(client, workload, clients, clock, cancellationToken);
                 summaries[(mode.Name, clients)] = (mixed, decode);
+                BenchOutput.Progress(FormattableString.Invariant(
+                    $"{mode.Name}, {clients} client(s): {mixed.OutputTokensPerSecond:0.0} tok/s, TTFT p95 {mixed.TtftP95:0.000} s, ITL p95 {1000 * mixed.ItlP95:0.0} ms, decode {decode.OutputTokensPerSecond:0.0} tok/s, {mixed.Failed + decode.Failed} failed"));
                 runs.Add(new JsonObject
                 {
                     ["mode"] = mode.Name,
@@ -329,7 +331,10 @@ internal static class ServeBench
     {
         BenchOutput.Progress($"{modeName}: long prefill alone ({workload.Shape.LongPromptTokens} tokens)");
         var alone = await SendAsync(client, workload.LongPrompt(0), clock, cancellationToken);
-        var prefill = alone.TimeToFirstToken ?? throw new InvalidOperationException($"The long prompt alone failed: {alone.Error}");
+        if (alone.TimeToFirstToken is not { } prefill)
+        {
+            return new JsonObject { ["error"] = $"the long prompt alone failed: {alone.Error}" };
+        }
         BenchOutput.Progress($"{modeName}: {workload.Shape.ShortChats} short chats during a {prefill:0.00} s prefill");
         var longTask = SendAsync(client, workload.LongPrompt(1), clock, cancellationToken);
         var sent = clock.Elapsed.TotalSeconds;
@@ -448,9 +453,10 @@ internal static class ServeBench
 
     private static string LoadAverage() => File.Exists("/proc/loadavg") ? File.ReadAllText("/proc/loadavg").Split(' ')[0] : "unknown";
 
-    private static double? Round(double? value) => value is { } v ? Math.Round(v, 4) : null;
+    // Six decimals: microseconds for the latencies, which the tiny models' inter-token gaps need.
+    private static double? Round(double? value) => value is { } v ? Math.Round(v, 6) : null;
 
-    private static double Round(double value) => Math.Round(value, 4);
+    private static double Round(double value) => Math.Round(value, 6);
 
     /// <summary>The human table: one row per mode and client count, then the long-prefill scenario and the targets.</summary>
     private static void PrintTable(JsonObject result)
@@ -469,6 +475,11 @@ internal static class ServeBench
         Console.WriteLine();
         foreach (var (mode, node) in result["long_prefill"]!.AsObject())
         {
+            if (node!["error"] is { } error)
+            {
+                Console.WriteLine($"long prefill, {mode}: {error}");
+                continue;
+            }
             Console.WriteLine($"long prefill, {mode}: {node!["short_chats"]} short chats during a {node["long_prompt_tokens"]}-token prefill ({F(node["long_prefill_alone_s"])} s alone, {F(node["long_ttft_s"])} s with them): "
                 + $"short TTFT p50 {F(node["short_ttft_p50_s"])} s, p95 {F(node["short_ttft_p95_s"])} s; {node["short_first_token_before_long"]} got their first token before the long prompt");
         }
