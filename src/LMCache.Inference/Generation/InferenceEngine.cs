@@ -108,6 +108,8 @@ public sealed partial class InferenceEngine : IAsyncDisposable
     private DecodeBatch? _batch;
     private float[] _logits = [];
     private int[] _tokens = [];
+    private long _kvBytes;
+    private TaskCompletionSource? _idleReached;
 
     /// <summary>Creates an engine; <paramref name="cache"/> null runs without a KV cache (every prompt recomputed).</summary>
     /// <param name="model">The model (owned by the caller).</param>
@@ -186,6 +188,12 @@ public sealed partial class InferenceEngine : IAsyncDisposable
             }
         }
     }
+
+    /// <summary>
+    /// Bytes of KV the scheduler holds (every slot's own KV plus the decode batch, padding included), as of the end of
+    /// its last step: 0 once every request has been released.
+    /// </summary>
+    public long KvBytes => Interlocked.Read(ref _kvBytes);
 
     /// <summary>Raised on the scheduler thread after every step that ran the model (keep handlers short).</summary>
     public event Action<SchedulerStep>? StepCompleted;
@@ -388,8 +396,12 @@ public sealed partial class InferenceEngine : IAsyncDisposable
                     }
                 }
                 DropBatch();
+                UpdateKvBytes();
                 ranModel = false;
             }
+            // Idle is signalled after the step's accounting, so an idle engine reports no KV held.
+            _idleReached?.TrySetResult();
+            _idleReached = null;
             if (!ranModel)
             {
                 _wake.Wait();
@@ -484,6 +496,8 @@ public sealed partial class InferenceEngine : IAsyncDisposable
             DropBatch();
         }
 
+        UpdateKvBytes();
+
         var ran = decoding.Count > 0 || prefillTokens > 0;
         if (ran)
         {
@@ -491,6 +505,19 @@ public sealed partial class InferenceEngine : IAsyncDisposable
                 Stopwatch.GetElapsedTime(started).TotalSeconds));
         }
         return ran || !_retrieved.IsEmpty;
+    }
+
+    private void UpdateKvBytes()
+    {
+        var kvBytes = _batch?.ByteCount ?? 0;
+        foreach (var sequence in _slots)
+        {
+            if (sequence.Phase != Phase.Retrieving)
+            {
+                kvBytes += sequence.Kv.ByteCount;
+            }
+        }
+        Interlocked.Exchange(ref _kvBytes, kvBytes);
     }
 
     private void Admit(Sequence sequence)
@@ -788,7 +815,10 @@ public sealed partial class InferenceEngine : IAsyncDisposable
             }
         }
         sequence.MarkReleased();
-        idle?.TrySetResult();
+        if (idle is not null)
+        {
+            _idleReached = idle;
+        }
     }
 
     private enum Phase
