@@ -40,6 +40,7 @@ internal static class BenchCommands
         yield return StorageBench.Create();
         yield return RemoteBench.Create();
         yield return TtftBench.Create();
+        yield return ServeBench.Create();
         yield return SerdeBench.Create();
     }
 }
