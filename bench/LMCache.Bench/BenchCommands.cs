@@ -41,5 +41,7 @@ internal static class BenchCommands
         yield return RemoteBench.Create();
         yield return TtftBench.Create();
         yield return SerdeBench.Create();
+        yield return EngineBench.Create();
+        yield return MakeModelCommand.Create();
     }
 }
