@@ -43,13 +43,19 @@ internal static class EngineBench
         {
             Description = "Also run prefill and decode on the folder's optimum export (onnx/model.onnx) and print built ÷ export; needs both an export and safetensors.",
         };
+        var graph = new Option<string>("--graph")
+        {
+            Description = "Decoder graph measured: auto (the export when the folder has one, else built; built with --compare-onnx or --quantize), onnx or built.",
+            DefaultValueFactory = _ => "auto",
+        };
+        graph.AcceptOnlyFromAmong("auto", "onnx", "built");
         var prefill = new Option<string>("--prefill-tokens") { Description = "Prompt lengths to prefill, comma-separated (capped by the model's context).", DefaultValueFactory = _ => "512,2048,4096" };
         var decodePrompt = new Option<int>("--decode-prompt") { Description = "Prompt length before the decode measurement.", DefaultValueFactory = _ => 512 };
         var decodeTokens = new Option<int>("--decode-tokens") { Description = "Tokens generated in the decode measurement.", DefaultValueFactory = _ => 64 };
         var threads = new Option<int>("--threads") { Description = "ONNX Runtime intra-op threads for the model and the GEMM baseline (0 = one per core).", DefaultValueFactory = _ => 0 };
         var command = new Command("engine", "Model load, RSS, prefill and decode speed beside file reads, memcpy bandwidth and a plain GEMM measured in the same run.")
         {
-            json, model, quantize, compareOnnx, prefill, decodePrompt, decodeTokens, threads,
+            json, model, quantize, graph, compareOnnx, prefill, decodePrompt, decodeTokens, threads,
         };
         command.SetAction(async (parse, cancellationToken) =>
         {
@@ -67,6 +73,7 @@ internal static class EngineBench
             }
             var settings = new Settings(folder, given is null ? "lmcache-demo-llama" : null,
                 parse.GetValue(quantize) switch { "int8" => WeightQuantization.Int8, "int4" => WeightQuantization.Int4, _ => WeightQuantization.None },
+                parse.GetValue(graph) switch { "onnx" => ModelGraphSource.OnnxExport, "built" => ModelGraphSource.Built, _ => ModelGraphSource.Auto },
                 parse.GetValue(compareOnnx), lengths, Math.Max(1, parse.GetValue(decodePrompt)), Math.Max(2, parse.GetValue(decodeTokens)), Math.Max(0, parse.GetValue(threads)));
             var output = new BenchOutput();
             try
@@ -84,7 +91,7 @@ internal static class EngineBench
         return command;
     }
 
-    private sealed record Settings(string Folder, string? ServedName, WeightQuantization Quantization, bool CompareOnnx, IReadOnlyList<int> PrefillLengths,
+    private sealed record Settings(string Folder, string? ServedName, WeightQuantization Quantization, ModelGraphSource Graph, bool CompareOnnx, IReadOnlyList<int> PrefillLengths,
         int DecodePrompt, int DecodeTokens, int Threads);
 
     private static async Task RunAsync(Settings settings, BenchOutput output, CancellationToken cancellationToken)
@@ -96,7 +103,12 @@ internal static class EngineBench
             throw new ArgumentException($"--compare-onnx needs a folder with both onnx/model.onnx and safetensors weights; '{settings.Folder}' has {(hasExport ? "no safetensors" : "no ONNX export")}.");
         }
         // The graph measured: built from safetensors when asked to compare or quantize, or when there is no export.
-        var source = settings.CompareOnnx || settings.Quantization != WeightQuantization.None || !hasExport ? ModelGraphSource.Built : ModelGraphSource.OnnxExport;
+        var source = settings.Graph != ModelGraphSource.Auto ? settings.Graph
+            : settings.CompareOnnx || settings.Quantization != WeightQuantization.None || !hasExport ? ModelGraphSource.Built : ModelGraphSource.OnnxExport;
+        if (settings.CompareOnnx && source != ModelGraphSource.Built)
+        {
+            throw new ArgumentException("--compare-onnx measures the built graph against the export; leave --graph at auto or built.");
+        }
         var threads = settings.Threads == 0 ? Environment.ProcessorCount : settings.Threads;
         output.Add("folder", settings.Folder);
         output.Add("graph_source", source == ModelGraphSource.Built ? "built" : "onnx_export");
