@@ -102,14 +102,14 @@ public sealed class SafetensorsWriterTests
     [Fact]
     public void Mixed_dtypes_are_laid_out_widest_first_with_an_aligned_header_and_exact_offsets()
     {
-        var tensors = new SafetensorsTensorInfo[]
+        var tensors = new SafetensorsTensorSpec[]
         {
             new("b.half", SafetensorsDType.F16, [3]),
             new("a.bf16", SafetensorsDType.BF16, [2, 3]),
             new("z.float", SafetensorsDType.F32, [5]),
             new("c.scalar", SafetensorsDType.F32, []),
         };
-        static void Fill(SafetensorsTensorInfo tensor, long first, Span<float> values)
+        static void Fill(SafetensorsTensorSpec tensor, long first, Span<float> values)
         {
             for (var i = 0; i < values.Length; i++)
             {
@@ -142,7 +142,7 @@ public sealed class SafetensorsWriterTests
             Assert.Equal(expectedOffset, offsets[0]);
             Assert.Equal(tensor.ByteLength, offsets[1] - offsets[0]);
             Assert.Equal(tensor.Shape, entry.GetProperty("shape").EnumerateArray().Select(d => d.GetInt64()).ToArray());
-            Assert.Equal(SafetensorsTensorInfo.Token(tensor.DType), entry.GetProperty("dtype").GetString());
+            Assert.Equal(SafetensorsTensorSpec.Token(tensor.DType), entry.GetProperty("dtype").GetString());
             var slice = data.Slice((int)offsets[0], (int)(offsets[1] - offsets[0]));
             for (var i = 0; i < tensor.ElementCount; i++)
             {
@@ -169,7 +169,7 @@ public sealed class SafetensorsWriterTests
     [Fact]
     public void Shards_split_as_huggingface_hub_splits_them()
     {
-        SafetensorsTensorInfo T(string name, long elements) => new(name, SafetensorsDType.F32, [elements]);
+        SafetensorsTensorSpec T(string name, long elements) => new(name, SafetensorsDType.F32, [elements]);
         var tensors = new[] { T("a", 10), T("b", 10), T("big", 40), T("c", 15), T("d", 5) };   // 40, 40, 160, 60, 20 bytes
 
         var shards = SafetensorsWriter.PlanShards(tensors, maxShardBytes: 100);
@@ -185,9 +185,9 @@ public sealed class SafetensorsWriterTests
     public void Duplicate_or_reserved_tensor_names_are_refused()
     {
         using var folder = new TempFolder();
-        var twice = new SafetensorsTensorInfo[] { new("w", SafetensorsDType.F32, [1]), new("w", SafetensorsDType.F16, [1]) };
+        var twice = new SafetensorsTensorSpec[] { new("w", SafetensorsDType.F32, [1]), new("w", SafetensorsDType.F16, [1]) };
         Assert.Throws<ArgumentException>(() => SafetensorsWriter.WriteModel(folder.Path, twice, (_, _, v) => v.Clear()));
-        var reserved = new SafetensorsTensorInfo[] { new("__metadata__", SafetensorsDType.F32, [1]) };
+        var reserved = new SafetensorsTensorSpec[] { new("__metadata__", SafetensorsDType.F32, [1]) };
         Assert.Throws<ArgumentException>(() => SafetensorsWriter.WriteFile(folder.Combine("x.safetensors"), reserved, (_, _, v) => v.Clear()));
     }
 
@@ -222,7 +222,7 @@ public sealed class SafetensorsWriterTests
             return parsed;
         }
 
-        public void Fill(SafetensorsTensorInfo tensor, long first, Span<float> values) =>
+        public void Fill(SafetensorsTensorSpec tensor, long first, Span<float> values) =>
             _tensors[tensor.Name].AsSpan((int)first, values.Length).CopyTo(values);
     }
 }

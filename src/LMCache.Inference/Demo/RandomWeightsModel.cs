@@ -139,10 +139,10 @@ public static class RandomWeightsModel
     /// </summary>
     /// <exception cref="NotSupportedException">The architecture is not Llama/Mistral, or the config asks for biases.</exception>
     /// <exception cref="InvalidDataException">A size is missing or inconsistent.</exception>
-    public static IReadOnlyList<SafetensorsTensorInfo> LlamaTensors(string configJson, SafetensorsDType dtype)
+    public static IReadOnlyList<SafetensorsTensorSpec> LlamaTensors(string configJson, SafetensorsDType dtype)
     {
         var shape = LlamaShape.Parse(configJson);
-        var tensors = new List<SafetensorsTensorInfo>
+        var tensors = new List<SafetensorsTensorSpec>
         {
             new("model.embed_tokens.weight", dtype, [shape.Vocab, shape.Hidden]),
         };
@@ -200,13 +200,13 @@ public static class RandomWeightsModel
         File.WriteAllText(Path.Combine(folder, "chat_template.jinja"), DemoModel.ChatTemplateText);
         DemoModel.WriteTokenizer(Path.Combine(folder, "tokenizer.json"));
         File.WriteAllText(Path.Combine(folder, "README.md"), string.Create(CultureInfo.InvariantCulture,
-            $"# Random weights\n\nWritten by LMCache.NET's `RandomWeightsModel` (seed {options.Seed}, {SafetensorsTensorInfo.Token(options.DType)}): the weights are random, the text this model produces is meaningless. It exists to measure the engine on a real-size shape. The tokenizer is LMCache.NET's byte-level demo tokenizer (261 ids), not the original model's.\n"));
+            $"# Random weights\n\nWritten by LMCache.NET's `RandomWeightsModel` (seed {options.Seed}, {SafetensorsTensorSpec.Token(options.DType)}): the weights are random, the text this model produces is meaningless. It exists to measure the engine on a real-size shape. The tokenizer is LMCache.NET's byte-level demo tokenizer (261 ids), not the original model's.\n"));
 
         var total = tensors.Sum(t => t.ByteLength);
         long done = 0;
         var reported = 0;
         var bound = shape.InitializerRange * MathF.Sqrt(3f);
-        void Fill(SafetensorsTensorInfo tensor, long first, Span<float> values)
+        void Fill(SafetensorsTensorSpec tensor, long first, Span<float> values)
         {
             if (tensor.Shape.Count == 1)
             {
@@ -216,7 +216,7 @@ public static class RandomWeightsModel
             {
                 FillUniform(TensorSeed(options.Seed, tensor.Name), first, values, bound);
             }
-            done += (long)values.Length * SafetensorsTensorInfo.ElementSize(tensor.DType);
+            done += (long)values.Length * SafetensorsTensorSpec.ElementSize(tensor.DType);
             var percent = (int)(done * 10 / Math.Max(1, total)) * 10;
             if (percent > reported)
             {

@@ -15,7 +15,7 @@ namespace LMCache.Inference.Models.Safetensors;
 /// <param name="tensor">The tensor being written.</param>
 /// <param name="firstElement">Index of the first element to produce.</param>
 /// <param name="destination">Where to write the next <c>destination.Length</c> values.</param>
-public delegate void TensorValueSource(SafetensorsTensorInfo tensor, long firstElement, Span<float> destination);
+public delegate void TensorValueSource(SafetensorsTensorSpec tensor, long firstElement, Span<float> destination);
 
 /// <summary>Options of <see cref="SafetensorsWriter.WriteModel"/>; every default is the one stated.</summary>
 public sealed record SafetensorsWriteOptions
@@ -77,12 +77,12 @@ public static class SafetensorsWriter
     /// Splits <paramref name="tensors"/> (in module order) into shards of at most <paramref name="maxShardBytes"/>
     /// bytes of data, as huggingface_hub does (see the class remarks).
     /// </summary>
-    public static IReadOnlyList<IReadOnlyList<SafetensorsTensorInfo>> PlanShards(IReadOnlyList<SafetensorsTensorInfo> tensors, long maxShardBytes)
+    public static IReadOnlyList<IReadOnlyList<SafetensorsTensorSpec>> PlanShards(IReadOnlyList<SafetensorsTensorSpec> tensors, long maxShardBytes)
     {
         ArgumentNullException.ThrowIfNull(tensors);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(maxShardBytes);
-        var shards = new List<IReadOnlyList<SafetensorsTensorInfo>>();
-        var current = new List<SafetensorsTensorInfo>();
+        var shards = new List<IReadOnlyList<SafetensorsTensorSpec>>();
+        var current = new List<SafetensorsTensorSpec>();
         long currentBytes = 0;
         foreach (var tensor in tensors)
         {
@@ -117,7 +117,7 @@ public static class SafetensorsWriter
     /// <param name="source">Produces each tensor's values.</param>
     /// <param name="options">Shard size, metadata, progress; null for the defaults.</param>
     /// <exception cref="ArgumentException">Two tensors share a name, or a name is empty or <c>__metadata__</c>.</exception>
-    public static SafetensorsWriteResult WriteModel(string folder, IReadOnlyList<SafetensorsTensorInfo> tensors, TensorValueSource source, SafetensorsWriteOptions? options = null)
+    public static SafetensorsWriteResult WriteModel(string folder, IReadOnlyList<SafetensorsTensorSpec> tensors, TensorValueSource source, SafetensorsWriteOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(folder);
         ArgumentNullException.ThrowIfNull(source);
@@ -155,7 +155,7 @@ public static class SafetensorsWriter
     /// <param name="metadata">The <c>__metadata__</c> map, or null for none.</param>
     /// <param name="progress">Receives a line per tensor larger than 64 MiB, or null.</param>
     /// <returns>The file's length in bytes.</returns>
-    public static long WriteFile(string path, IReadOnlyList<SafetensorsTensorInfo> tensors, TensorValueSource source, IReadOnlyDictionary<string, string>? metadata = null,
+    public static long WriteFile(string path, IReadOnlyList<SafetensorsTensorSpec> tensors, TensorValueSource source, IReadOnlyDictionary<string, string>? metadata = null,
         Action<string>? progress = null)
     {
         ArgumentNullException.ThrowIfNull(path);
@@ -176,10 +176,10 @@ public static class SafetensorsWriter
             {
                 if (tensor.ByteLength > 64L << 20)
                 {
-                    progress?.Invoke($"  {tensor.Name} [{string.Join(", ", tensor.Shape)}] {SafetensorsTensorInfo.Token(tensor.DType)}");
+                    progress?.Invoke($"  {tensor.Name} [{string.Join(", ", tensor.Shape)}] {SafetensorsTensorSpec.Token(tensor.DType)}");
                 }
                 var count = tensor.ElementCount;
-                var elementSize = SafetensorsTensorInfo.ElementSize(tensor.DType);
+                var elementSize = SafetensorsTensorSpec.ElementSize(tensor.DType);
                 for (long start = 0; start < count; start += BlockElements)
                 {
                     var n = (int)Math.Min(BlockElements, count - start);
@@ -203,7 +203,7 @@ public static class SafetensorsWriter
     /// The header bytes for <paramref name="ordered"/> in exactly that order: compact JSON, <c>__metadata__</c> first
     /// when present, padded with spaces to a multiple of 8 bytes (the 8-byte length prefix is not included).
     /// </summary>
-    internal static byte[] BuildHeader(IReadOnlyList<SafetensorsTensorInfo> ordered, IReadOnlyDictionary<string, string>? metadata)
+    internal static byte[] BuildHeader(IReadOnlyList<SafetensorsTensorSpec> ordered, IReadOnlyDictionary<string, string>? metadata)
     {
         var buffer = new ArrayBufferWriter<byte>();
         using (var json = new Utf8JsonWriter(buffer, new JsonWriterOptions { Indented = false }))
@@ -222,7 +222,7 @@ public static class SafetensorsWriter
             foreach (var tensor in ordered)
             {
                 json.WriteStartObject(tensor.Name);
-                json.WriteString("dtype", SafetensorsTensorInfo.Token(tensor.DType));
+                json.WriteString("dtype", SafetensorsTensorSpec.Token(tensor.DType));
                 json.WriteStartArray("shape");
                 foreach (var dim in tensor.Shape)
                 {
@@ -246,13 +246,13 @@ public static class SafetensorsWriter
     }
 
     /// <summary>The order tensors take inside one file: wider dtypes first (F32, BF16, F16, as the Rust serializer's dtype order), then by name.</summary>
-    internal static IReadOnlyList<SafetensorsTensorInfo> FileOrder(IReadOnlyList<SafetensorsTensorInfo> tensors) =>
+    internal static IReadOnlyList<SafetensorsTensorSpec> FileOrder(IReadOnlyList<SafetensorsTensorSpec> tensors) =>
         [.. tensors.OrderBy(t => t.DType switch { SafetensorsDType.F32 => 0, SafetensorsDType.BF16 => 1, _ => 2 }).ThenBy(t => t.Name, StringComparer.Ordinal)];
 
     /// <summary>Converts <paramref name="values"/> to <paramref name="dtype"/>'s little-endian bytes.</summary>
     public static void Encode(ReadOnlySpan<float> values, SafetensorsDType dtype, Span<byte> destination)
     {
-        var needed = values.Length * SafetensorsTensorInfo.ElementSize(dtype);
+        var needed = values.Length * SafetensorsTensorSpec.ElementSize(dtype);
         if (destination.Length < needed)
         {
             throw new ArgumentException($"destination holds {destination.Length} bytes; {needed} are needed.", nameof(destination));
@@ -353,7 +353,7 @@ public static class SafetensorsWriter
         File.WriteAllText(path, text.ToString(), new UTF8Encoding(encoderShouldEmitUTF8Identifier: false));
     }
 
-    private static void CheckNames(IReadOnlyList<SafetensorsTensorInfo> tensors)
+    private static void CheckNames(IReadOnlyList<SafetensorsTensorSpec> tensors)
     {
         ArgumentNullException.ThrowIfNull(tensors);
         var seen = new HashSet<string>(StringComparer.Ordinal);

@@ -13,11 +13,11 @@ public enum SafetensorsDType
     BF16,
 }
 
-/// <summary>One tensor of a safetensors file: its name, element type and shape (row-major, C order).</summary>
+/// <summary>One tensor to write into a safetensors file: its name, element type and shape (row-major, C order).</summary>
 /// <param name="Name">The tensor name, e.g. <c>model.layers.0.self_attn.q_proj.weight</c>.</param>
 /// <param name="DType">The element type it is stored as.</param>
 /// <param name="Shape">The dimensions; an empty list is a scalar (one element).</param>
-public sealed record SafetensorsTensorInfo(string Name, SafetensorsDType DType, IReadOnlyList<long> Shape)
+public sealed record SafetensorsTensorSpec(string Name, SafetensorsDType DType, IReadOnlyList<long> Shape)
 {
     /// <summary>Number of elements (the product of <see cref="Shape"/>).</summary>
     public long ElementCount
