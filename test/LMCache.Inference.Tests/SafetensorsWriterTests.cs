@@ -55,6 +55,70 @@ public sealed class SafetensorsWriterTests
     }
 
     [Fact]
+    public void Sharded_bf16_f16_and_f32_tensors_round_trip_through_the_reader()
+    {
+        // Values that exercise rounding: halfway cases of bf16 (ties to even), values beyond fp16's range, subnormals.
+        float Value(string name, long i) => name switch
+        {
+            "ties.bf16" => BitConverter.UInt32BitsToSingle(0x3F80_8000u + ((uint)(i % 4) << 16)),   // 1.0039.., 1.0117.., …: exact halves
+            "wide.f16" => (i % 3) switch { 0 => 70000f, 1 => -1e-6f, _ => (i * 0.37f) - 40f },
+            _ => (float)(Math.Sin(i + name.Length) * 3),
+        };
+        var tensors = new SafetensorsTensorSpec[]
+        {
+            new("model.embed_tokens.weight", SafetensorsDType.BF16, [64, 48]),
+            new("ties.bf16", SafetensorsDType.BF16, [37]),
+            new("wide.f16", SafetensorsDType.F16, [5, 7]),
+            new("exact.f32", SafetensorsDType.F32, [3, 100]),
+            new("model.norm.weight", SafetensorsDType.BF16, [48]),
+        };
+        void Fill(SafetensorsTensorSpec tensor, long first, Span<float> values)
+        {
+            for (var i = 0; i < values.Length; i++)
+            {
+                values[i] = Value(tensor.Name, first + i);
+            }
+        }
+        using var folder = new TempFolder();
+        // 1,000-byte shards: the embedding (6,144 B) and exact.f32 (1,200 B) alone, the three small tensors together.
+        var result = SafetensorsWriter.WriteModel(folder.Path, tensors, Fill, new SafetensorsWriteOptions { MaxShardBytes = 1000 });
+        Assert.Equal(3, result.Files.Count);
+
+        using var weights = SafetensorsWeights.Open(folder.Path);
+        Assert.Equal(folder.Combine(SafetensorsWriter.IndexFileName), weights.IndexPath);
+        Assert.Equal(tensors.Select(t => t.Name).Order(StringComparer.Ordinal), weights.Tensors.Select(t => t.Name).Order(StringComparer.Ordinal));
+        foreach (var tensor in tensors)
+        {
+            var read = new float[tensor.ElementCount];
+            weights.ReadFloat32(tensor.Name, read, [.. tensor.Shape]);
+            for (var i = 0; i < read.Length; i++)
+            {
+                var value = Value(tensor.Name, i);
+                var expected = tensor.DType switch
+                {
+                    SafetensorsDType.F32 => value,
+                    SafetensorsDType.F16 => (float)(Half)value,   // 70000 → +infinity, -1e-6 → the nearest fp16 subnormal
+                    _ => BitConverter.UInt32BitsToSingle((uint)SafetensorsWriter.ToBFloat16Bits(value) << 16),
+                };
+                Assert.True(expected.Equals(read[i]), $"{tensor.Name}[{i}]: wrote {value}, read {read[i]}, expected {expected}");
+            }
+        }
+        // Ties to even, seen through the reader: 1 + 2^-8 → 1.0; 1 + 3·2^-8 → 1 + 2^-6 (the even neighbour above).
+        var ties = new float[37];
+        weights.ReadFloat32("ties.bf16", ties, 37);
+        Assert.Equal(1.0f, ties[0]);
+        Assert.Equal(1.015625f, ties[1]);
+        Assert.True(float.IsPositiveInfinity(ReadOne(weights, "wide.f16", 0, [5, 7])));
+    }
+
+    private static float ReadOne(SafetensorsWeights weights, string name, int index, long[] shape)
+    {
+        var values = new float[shape.Aggregate(1L, (a, b) => a * b)];
+        weights.ReadFloat32(name, values, shape);
+        return values[index];
+    }
+
+    [Fact]
     public void Bf16_rounds_to_nearest_even_and_keeps_nan_and_infinity()
     {
         (uint Float, ushort BFloat)[] cases =

@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Text.RegularExpressions;
 using LMCache.Engine;
 using LMCache.Inference.Models;
+using LMCache.Inference.Models.Graph;
 using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
 
@@ -26,6 +27,7 @@ public sealed partial class OnnxDecoder : IDisposable
     private readonly string? _logitsToKeepName;
     private readonly bool _lastLogitsOnly;
     private readonly TensorElementType _logitsType;
+    private IDisposable? _weights;   // a built graph's injected weights: freed after the session
 
     private OnnxDecoder(InferenceSession session, KvLayout layout, TensorElementType kvType, int vocabSize,
         string[] pastNames, string[] presentNames, bool hasAttentionMask, bool hasPositionIds, string? logitsToKeepName,
@@ -63,15 +65,7 @@ public sealed partial class OnnxDecoder : IDisposable
     /// <exception cref="InvalidDataException">The graph does not follow the decoder-with-past convention.</exception>
     public static OnnxDecoder Load(string path, ModelConfig config, int intraOpThreads = 0)
     {
-        using var sessionOptions = new SessionOptions
-        {
-            GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL,
-            IntraOpNumThreads = intraOpThreads,
-            InterOpNumThreads = 1,
-            ExecutionMode = ExecutionMode.ORT_SEQUENTIAL,
-            // Every run has new shapes (growing past, varying prompt steps): memory-pattern planning would be redone each time.
-            EnableMemoryPattern = false,
-        };
+        using var sessionOptions = CreateSessionOptions(intraOpThreads);
         var session = new InferenceSession(path, sessionOptions);
         try
         {
@@ -83,6 +77,59 @@ public sealed partial class OnnxDecoder : IDisposable
             throw;
         }
     }
+
+    /// <summary>
+    /// Creates a decoder over a graph built in C# (<see cref="DecoderGraphBuilder"/>), giving ONNX Runtime its weights
+    /// as external initializers (no copy of them is made here). The decoder takes over <paramref name="graph"/> and
+    /// disposes it after its session.
+    /// </summary>
+    /// <param name="graph">The built graph and its weights.</param>
+    /// <param name="config">The model's config.json.</param>
+    /// <param name="intraOpThreads">ONNX Runtime intra-op threads; 0 lets ONNX Runtime choose (one per core).</param>
+    /// <param name="disablePrepacking">Whether ONNX Runtime keeps weights as given instead of re-packing them (see docs/serving.md).</param>
+    public static OnnxDecoder Create(BuiltDecoderGraph graph, ModelConfig config, int intraOpThreads = 0, bool disablePrepacking = DisablePrepackingDefault)
+    {
+        ArgumentNullException.ThrowIfNull(graph);
+        try
+        {
+            using var sessionOptions = CreateSessionOptions(intraOpThreads);
+            if (disablePrepacking)
+            {
+                sessionOptions.AddSessionConfigEntry("session.disable_prepacking", "1");
+            }
+            OrtNativeApi.AddExternalInitializersFromFilesInMemory(sessionOptions, graph.Weights.FileNames, graph.Weights.FileAddresses, graph.Weights.FileLengths);
+            var session = new InferenceSession(graph.Model, sessionOptions);
+            try
+            {
+                var decoder = Create(session, config);
+                decoder._weights = graph;
+                return decoder;
+            }
+            catch
+            {
+                session.Dispose();
+                throw;
+            }
+        }
+        catch
+        {
+            graph.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Whether built graphs run with ONNX Runtime's weight pre-packing off by default (measured: docs/serving.md).</summary>
+    public const bool DisablePrepackingDefault = false;
+
+    private static SessionOptions CreateSessionOptions(int intraOpThreads) => new()
+    {
+        GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL,
+        IntraOpNumThreads = intraOpThreads,
+        InterOpNumThreads = 1,
+        ExecutionMode = ExecutionMode.ORT_SEQUENTIAL,
+        // Every run has new shapes (growing past, varying prompt steps): memory-pattern planning would be redone each time.
+        EnableMemoryPattern = false,
+    };
 
     private static OnnxDecoder Create(InferenceSession session, ModelConfig config)
     {
@@ -271,6 +318,7 @@ public sealed partial class OnnxDecoder : IDisposable
     {
         _session.Dispose();
         _runOptions.Dispose();
+        Interlocked.Exchange(ref _weights, null)?.Dispose();
     }
 
     [GeneratedRegex(@"^past_key_values\.(\d+)\.key$", RegexOptions.CultureInvariant)]

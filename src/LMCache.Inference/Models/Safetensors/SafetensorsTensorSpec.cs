@@ -1,18 +1,5 @@
 namespace LMCache.Inference.Models.Safetensors;
 
-/// <summary>Element types the safetensors writer stores (the format's <c>dtype</c> strings: <c>F32</c>, <c>F16</c>, <c>BF16</c>).</summary>
-public enum SafetensorsDType
-{
-    /// <summary>IEEE 754 binary32 (<c>F32</c>), 4 bytes.</summary>
-    F32,
-
-    /// <summary>IEEE 754 binary16 (<c>F16</c>), 2 bytes; converted from fp32 with round-to-nearest-even.</summary>
-    F16,
-
-    /// <summary>bfloat16 (<c>BF16</c>, the upper half of an fp32), 2 bytes; converted from fp32 with round-to-nearest-even.</summary>
-    BF16,
-}
-
 /// <summary>One tensor to write into a safetensors file: its name, element type and shape (row-major, C order).</summary>
 /// <param name="Name">The tensor name, e.g. <c>model.layers.0.self_attn.q_proj.weight</c>.</param>
 /// <param name="DType">The element type it is stored as.</param>
