@@ -11,17 +11,22 @@ public sealed class BenchEngineCommandTests
     public async Task Bench_engine_measures_the_model_beside_its_same_run_baselines()
     {
         var result = await CliRunner.RunJsonAsync(
-            "bench", "engine", "--model", RepositoryFixtures.TinyLlama, "--prefill-tokens", "64,128,99999", "--decode-prompt", "32", "--decode-tokens", "8", "--json");
+            "bench", "engine", "--model", RepositoryFixtures.TinyLlama, "--compare-onnx", "--prefill-tokens", "64,128,99999", "--decode-prompt", "32", "--decode-tokens", "8", "--json");
         var output = result.GetRawText();
         foreach (var field in new[]
                  {
                      "read_s", "load_s", "rss_after_load_bytes", "hwm_after_runs_bytes", "weights_compute_bytes", "weights_read_per_token_bytes",
                      "prefill_64_tokens_per_s", "prefill_128_tokens_per_s", "prefill_128_gflops", "decode_tokens_per_s",
                      "memcpy_1_thread_gbps", "memcpy_all_cores_gbps", "gemm_gflops",
+                     "onnx_prefill_128_tokens_per_s", "onnx_decode_tokens_per_s", "built_vs_onnx_prefill_128", "built_vs_onnx_decode",
                  })
         {
             Assert.True(result.GetProperty(field).GetDouble() > 0, $"{field} is not positive: {output}");
         }
+        // --compare-onnx: the built graph (from safetensors) is what the main fields measure, the export beside it.
+        Assert.Equal("built", result.GetProperty("graph_source").GetString());
+        AssertRatio(result.GetProperty("prefill_128_tokens_per_s").GetDouble() / result.GetProperty("onnx_prefill_128_tokens_per_s").GetDouble(),
+            result.GetProperty("built_vs_onnx_prefill_128").GetDouble());
         // 99,999 tokens do not fit tiny-llama's 8,192 positions: skipped, and the cap is reported.
         Assert.False(result.TryGetProperty("prefill_99999_tokens_per_s", out _), output);
         Assert.Equal(8192, result.GetProperty("prefill_capped_by_context").GetInt32());
