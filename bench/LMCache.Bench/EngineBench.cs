@@ -30,7 +30,7 @@ namespace LMCache.Bench;
 /// </remarks>
 internal static class EngineBench
 {
-    // MatMulNBits' default block: one fp32 scale per 32 weights (the byte count below assumes it).
+    // The built graph's MatMulNBits block (WeightQuantizer.BlockSize): one fp32 scale per 32 weights.
     private const int QuantBlock = 32;
 
     public static Command Create()
@@ -165,7 +165,9 @@ internal static class EngineBench
         output.Add("weights_read_per_token_bytes", weights.ReadPerToken, "B");
         output.Add("weights_accounting", (settings.Quantization == WeightQuantization.None
             ? "fp32: 4 bytes per stored parameter (tied embeddings once)"
-            : $"linear layers and the LM head at {(settings.Quantization == WeightQuantization.Int8 ? 1 : 0.5)} byte per weight + one fp32 scale per {QuantBlock}; embeddings and norms fp32")
+            : settings.Quantization == WeightQuantization.Int8
+                ? $"linear layers and the LM head at 1 byte per weight + one fp32 scale per {QuantBlock}; embeddings and norms fp32"
+                : $"linear layers at 4 bits + one fp32 scale and a 4-bit zero point per {QuantBlock}, the LM head at 8 bits + scales; embeddings and norms fp32")
             + (inventory.Approximate ? "; approximate: no safetensors, sizes from the ONNX files" : ""));
 
         // (3) Prefill and decode through the serving engine.
@@ -500,8 +502,13 @@ internal static class EngineBench
             {
                 return (4 * Parameters, 4 * (Linear + head + Other));
             }
-            var bytesPerWeight = (quantization == WeightQuantization.Int8 ? 1.0 : 0.5) + (4.0 / QuantBlock);
-            var quantized = (long)((Linear + head) * bytesPerWeight);
+            // MatMulNBits blocks: 8 or 4 bits per weight + one fp32 scale per block; int4 adds a 4-bit zero point per
+            // block, and keeps the output head at 8 bits (the built graph's choice: its error lands on the logits).
+            const double Int8PerWeight = 1.0 + (4.0 / QuantBlock);
+            const double Int4PerWeight = 0.5 + (4.0 / QuantBlock) + (0.5 / QuantBlock);
+            var quantized = quantization == WeightQuantization.Int8
+                ? (long)((Linear + head) * Int8PerWeight)
+                : (long)((Linear * Int4PerWeight) + (head * Int8PerWeight));
             return ((4 * (Embedding + Other)) + quantized, quantized + (4 * Other));
         }
 

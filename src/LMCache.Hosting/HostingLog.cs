@@ -15,6 +15,9 @@ internal static partial class HostingLog
     [LoggerMessage(EventId = 8002, Level = LogLevel.Information, Message = "Generating the demo model (first run only): {Step}")]
     public static partial void DemoModelProgress(ILogger logger, string step);
 
+    [LoggerMessage(EventId = 8010, Level = LogLevel.Information, Message = "Loading the model: {Step}")]
+    public static partial void ModelLoadProgress(ILogger logger, string step);
+
     // Debug: the exception is rethrown to the caller, which reports it (the CLI prints one line).
     [LoggerMessage(EventId = 8003, Level = LogLevel.Debug, Message = "The LMCache host failed to start; disposing what was built")]
     public static partial void StartFailed(ILogger logger, Exception exception);

@@ -4,6 +4,8 @@ using LMCache.Engine;
 using LMCache.Inference.Demo;
 using LMCache.Inference.Generation;
 using LMCache.Inference.Models;
+using LMCache.Inference.Models.Graph;
+using LMCache.Inference.Models.Safetensors;
 using LMCache.Inference.Templates.Jinja;
 using LMCache.Serving;
 using Microsoft.Extensions.Logging;
@@ -183,9 +185,16 @@ public sealed partial class LMCacheHost : IAsyncDisposable
         }
         try
         {
-            return LanguageModel.Load(folder, name, options.IntraOpThreads);
+            return LanguageModel.Load(folder, new ModelLoadOptions
+            {
+                ServedName = name,
+                IntraOpThreads = options.IntraOpThreads,
+                Quantization = options.Quantization,
+                Progress = line => HostingLog.ModelLoadProgress(logger, line),
+            });
         }
-        catch (Exception ex) when (ex is IOException or InvalidDataException or NotSupportedException or JinjaException or OnnxRuntimeException)
+        catch (Exception ex) when (ex is IOException or InvalidDataException or NotSupportedException or JinjaException or OnnxRuntimeException
+            or SafetensorsException or ModelArchitectureException)
         {
             throw new LMCacheException($"Cannot load the model in '{folder}': {ex.Message}", ex);
         }

@@ -24,10 +24,17 @@ public sealed class LMCacheHostOptions
     public LanguageModel? Model { get; init; }
 
     /// <summary>
-    /// A Hugging Face model folder (config.json, tokenizer.json, onnx/model.onnx), loaded when <see cref="Model"/> is
-    /// null. Defaults to null: the built-in demo model (random weights), generated on first use.
+    /// A Hugging Face model folder (config.json, tokenizer.json, and model.safetensors / sharded safetensors or an
+    /// optimum onnx/model.onnx), loaded when <see cref="Model"/> is null. Defaults to null: the built-in demo model (random weights), generated on first use.
     /// </summary>
     public string? ModelFolder { get; init; }
+
+    /// <summary>
+    /// Weight-only quantization when the host loads <see cref="ModelFolder"/>: int8 / int4 build the decoder graph from
+    /// the safetensors weights with ONNX Runtime's <c>MatMulNBits</c> (docs/serving.md has the measured accuracy).
+    /// Defaults to <see cref="WeightQuantization.None"/> (fp32 compute).
+    /// </summary>
+    public WeightQuantization Quantization { get; init; }
 
     /// <summary>The model's name in the API when the host loads it. Defaults to the folder name (lmcache-demo-llama for the demo model).</summary>
     public string? ServedModelName { get; init; }
@@ -61,6 +68,7 @@ public sealed class LMCacheHostOptions
         {
             Cache = configuration.Options,
             ModelFolder = arguments.ModelFolder,
+            Quantization = arguments.Quantize,
             ServedModelName = arguments.ServedModelName,
             IntraOpThreads = arguments.Threads,
             Server = new OpenAiServerOptions { Host = arguments.Host, Port = arguments.Port },
@@ -82,6 +90,9 @@ public sealed record LMCacheServeArguments
 
     /// <summary><c>--config</c>: configuration file (YAML or JSON) instead of <c>LMCACHE_CONFIG_FILE</c>. Defaults to none.</summary>
     public string? ConfigFile { get; init; }
+
+    /// <summary><c>--quantize none|int8|int4</c>: weight-only quantization of a model built from safetensors. Defaults to none.</summary>
+    public WeightQuantization Quantize { get; init; }
 
     /// <summary><c>--served-model-name</c>: the model's name in the API. Defaults to the folder name.</summary>
     public string? ServedModelName { get; init; }

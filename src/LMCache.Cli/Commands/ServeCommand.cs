@@ -1,6 +1,7 @@
 using System.CommandLine;
 using LMCache.Core.Diagnostics;
 using LMCache.Hosting;
+using LMCache.Inference.Models;
 
 namespace LMCache.Cli.Commands;
 
@@ -17,7 +18,7 @@ internal static class ServeCommand
     {
         var model = new Argument<DirectoryInfo?>("MODEL_DIR")
         {
-            Description = "A Hugging Face model folder with config.json, tokenizer.json and onnx/model.onnx (optimum decoder-with-past export). Omit it to serve the built-in demo model (random weights: its text is meaningless).",
+            Description = "A Hugging Face model folder with config.json, tokenizer.json and model.safetensors (or sharded safetensors; Llama, Mistral, Qwen2, Qwen3, Phi-3), or an optimum onnx/model.onnx export. Omit it to serve the built-in demo model (random weights: its text is meaningless).",
             Arity = ArgumentArity.ZeroOrOne,
         };
         var host = new Option<string>("--host") { Description = "Address to bind.", DefaultValueFactory = _ => "127.0.0.1" };
@@ -29,6 +30,13 @@ internal static class ServeCommand
         {
             model, host, port, config, servedName, threads,
         };
+        var quantize = new Option<string>("--quantize")
+        {
+            Description = "Weight-only quantization of a model built from safetensors: none (fp32), int8 or int4 (ONNX Runtime MatMulNBits, blocks of 32).",
+            DefaultValueFactory = _ => "none",
+        };
+        quantize.AcceptOnlyFromAmong("none", "int8", "int4");
+        command.Options.Add(quantize);
         command.SetAction(async (parse, cancellationToken) =>
         {
             var arguments = new LMCacheServeArguments
@@ -37,6 +45,7 @@ internal static class ServeCommand
                 Host = parse.GetValue(host)!,
                 Port = parse.GetValue(port),
                 ConfigFile = parse.GetValue(config)?.FullName,
+                Quantize = Enum.Parse<WeightQuantization>(parse.GetValue(quantize)!, ignoreCase: true),
                 ServedModelName = parse.GetValue(servedName),
                 Threads = parse.GetValue(threads),
             };
@@ -61,7 +70,8 @@ internal static class ServeCommand
             {
                 var layout = lmcache.Model.Decoder.Layout;
                 var o = lmcache.Cache.Options;
-                Console.Error.WriteLine($"serve: model '{lmcache.Model.Name}' ({layout.NumLayers} layers, KV {layout.BytesPerToken / 1024.0:0.#} KiB/token, context {lmcache.Model.ContextLength})");
+                Console.Error.WriteLine($"serve: model '{lmcache.Model.Name}' ({layout.NumLayers} layers, KV {layout.BytesPerToken / 1024.0:0.#} KiB/token, context {lmcache.Model.ContextLength}, " +
+                    (lmcache.Model.IsBuiltGraph ? $"graph built from safetensors, weights {lmcache.Model.Quantization.ToString().ToLowerInvariant()})" : "ONNX export)"));
                 Console.Error.WriteLine($"serve: LMCache chunk_size {o.ChunkSize}, CPU {o.MaxLocalCpuSizeGib:0.###} GiB" +
                     (o.LocalDisk is not null && o.MaxLocalDiskSizeGib > 0 ? $", disk {o.MaxLocalDiskSizeGib:0.###} GiB at {o.LocalDisk}" : "") +
                     (o.RemoteUrl is not null ? $", remote {o.RemoteUrl}" : ""));

@@ -27,7 +27,6 @@ public sealed partial class OnnxDecoder : IDisposable
     private readonly string? _logitsToKeepName;
     private readonly bool _lastLogitsOnly;
     private readonly TensorElementType _logitsType;
-    private IDisposable? _weights;   // a built graph's injected weights: freed after the session
 
     private OnnxDecoder(InferenceSession session, KvLayout layout, TensorElementType kvType, int vocabSize,
         string[] pastNames, string[] presentNames, bool hasAttentionMask, bool hasPositionIds, string? logitsToKeepName,
@@ -80,8 +79,8 @@ public sealed partial class OnnxDecoder : IDisposable
 
     /// <summary>
     /// Creates a decoder over a graph built in C# (<see cref="DecoderGraphBuilder"/>), giving ONNX Runtime its weights
-    /// as external initializers (no copy of them is made here). The decoder takes over <paramref name="graph"/> and
-    /// disposes it after its session.
+    /// as in-memory external-data files. ONNX Runtime copies them into the session, so <paramref name="graph"/> (its
+    /// native buffers and memory maps) is disposed as soon as the session exists, or on failure.
     /// </summary>
     /// <param name="graph">The built graph and its weights.</param>
     /// <param name="config">The model's config.json.</param>
@@ -99,11 +98,13 @@ public sealed partial class OnnxDecoder : IDisposable
             }
             OrtNativeApi.AddExternalInitializersFromFilesInMemory(sessionOptions, graph.Weights.FileNames, graph.Weights.FileAddresses, graph.Weights.FileLengths);
             var session = new InferenceSession(graph.Model, sessionOptions);
+            // ONNX Runtime copies initializers out of in-memory external-data files when it creates the session
+            // (measured: poisoning our buffers afterwards leaves the logits unchanged), so ours are released now and
+            // the weights live once, in ONNX Runtime's memory, for the life of the session.
+            graph.Dispose();
             try
             {
-                var decoder = Create(session, config);
-                decoder._weights = graph;
-                return decoder;
+                return Create(session, config);
             }
             catch
             {
@@ -318,7 +319,6 @@ public sealed partial class OnnxDecoder : IDisposable
     {
         _session.Dispose();
         _runOptions.Dispose();
-        Interlocked.Exchange(ref _weights, null)?.Dispose();
     }
 
     [GeneratedRegex(@"^past_key_values\.(\d+)\.key$", RegexOptions.CultureInvariant)]

@@ -6,13 +6,13 @@ namespace LMCache.Inference.Models.Graph;
 /// <c>dynamic</c>, <c>llama3</c> and <c>longrope</c>.
 /// </summary>
 /// <remarks>
-/// transformers picks the dynamic-NTK base and longrope's short/long factors per forward pass from the longest
-/// sequence in it. A KV-cached engine reuses keys computed in earlier passes (and chunks from other requests), so a
-/// key's rotation must depend on its own position only. Here both are chosen <b>per position</b>: longrope rotates
-/// position p with the long factors when p ≥ <c>original_max_position_embeddings</c> (i.e. when a sequence of p + 1
-/// tokens would use them), dynamic NTK uses the base for a sequence of p + 1 tokens. Within the original context
-/// both equal transformers exactly; beyond it, a single long prompt differs from transformers' whole-prompt choice
-/// for its early positions (token-by-token generation that crosses the threshold matches it).
+/// transformers picks the dynamic-NTK base and longrope's short/long factors once per forward pass, from its sequence
+/// length max(position_ids) + 1. The graph does the same per row (so a row's result never depends on the others in
+/// a batch): a one-pass prompt and token-by-token decoding match transformers exactly, also past the original
+/// context. The price, in a KV-cached engine, is that beyond <c>original_max_position_embeddings</c> (longrope) or
+/// <c>max_position_embeddings</c> (dynamic) a key's rotation depends on the pass that computed it: a prompt prefilled
+/// in several steps, or partly loaded from the cache, can rotate the positions just below the threshold differently
+/// from a one-pass run (transformers and vLLM have the same property). Within those limits nothing changes.
 /// </remarks>
 internal sealed class RotaryEmbedding
 {
@@ -29,10 +29,10 @@ internal sealed class RotaryEmbedding
     /// <summary>Inverse frequencies (<see cref="RotaryDim"/> / 2) for positions within the original context.</summary>
     public float[] InvFreq { get; }
 
-    /// <summary>Longrope: the inverse frequencies with the long factors, used from <see cref="LongFromPosition"/> on.</summary>
+    /// <summary>Longrope: the inverse frequencies with the long factors, used by passes longer than <see cref="LongFromPosition"/>.</summary>
     public float[]? LongInvFreq { get; private init; }
 
-    /// <summary>Longrope: the first position rotated with <see cref="LongInvFreq"/>.</summary>
+    /// <summary>Longrope: <c>original_max_position_embeddings</c>; a pass whose length exceeds it uses <see cref="LongInvFreq"/>.</summary>
     public int LongFromPosition { get; private init; }
 
     /// <summary>Dynamic NTK: (factor, max_position_embeddings, theta); null otherwise.</summary>
