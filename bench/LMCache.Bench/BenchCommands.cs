@@ -42,5 +42,7 @@ internal static class BenchCommands
         yield return TtftBench.Create();
         yield return ServeBench.Create();
         yield return SerdeBench.Create();
+        yield return EngineBench.Create();
+        yield return MakeModelCommand.Create();
     }
 }

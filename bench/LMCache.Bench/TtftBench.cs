@@ -183,7 +183,7 @@ internal static class TtftBench
     }
 
     /// <summary>Deterministic prompt of exactly <paramref name="tokens"/> ids, avoiding special and EOS tokens.</summary>
-    private static int[] MakePrompt(LanguageModel model, int tokens, int seed)
+    internal static int[] MakePrompt(LanguageModel model, int tokens, int seed)
     {
         var random = new Random(seed);
         var limit = Math.Min(model.Decoder.VocabSize, model.Tokenizer.VocabularySize);

@@ -135,16 +135,24 @@ public static class DemoModel
             ["eos_token"] = SpecialTokens[4],
             ["model_max_length"] = spec.MaxPositions,
         });
-        File.WriteAllText(Path.Combine(folder, "chat_template.jinja"),
-            "{{ bos_token }}{% for message in messages %}{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + message['content'] | trim + '<|eot_id|>' }}{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}");
+        File.WriteAllText(Path.Combine(folder, "chat_template.jinja"), ChatTemplateText);
         WriteTokenizer(Path.Combine(folder, "tokenizer.json"));
         WriteOnnx(spec, vocab, Path.Combine(folder, "onnx"), progress);
     }
 
-    private static void WriteJson(string path, object value) =>
+    /// <summary>The demo's Llama-3-style chat template (chat_template.jinja), over <see cref="SpecialTokens"/>.</summary>
+    internal const string ChatTemplateText =
+        "{{ bos_token }}{% for message in messages %}{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + message['content'] | trim + '<|eot_id|>' }}{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}";
+
+    internal static void WriteJson(string path, object value) =>
         File.WriteAllText(path, JsonSerializer.Serialize(value, new JsonSerializerOptions { WriteIndented = true }));
 
-    private static void WriteTokenizer(string path)
+    /// <summary>
+    /// Writes the demo's byte-level BPE tokenizer.json: the 256 byte tokens (ids 0..255, no merges) and
+    /// <see cref="SpecialTokens"/> (256..260), with a post-processor that prepends <c>&lt;|begin_of_text|&gt;</c>.
+    /// Shared with <see cref="RandomWeightsModel"/>, whose random folders use the same tokenizer.
+    /// </summary>
+    internal static void WriteTokenizer(string path)
     {
         var vocab = new Dictionary<string, int>(StringComparer.Ordinal);
         for (var b = 0; b < 256; b++)
