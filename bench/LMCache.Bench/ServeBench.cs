@@ -9,7 +9,6 @@ using LMCache.Core.Configuration;
 using LMCache.Core.Diagnostics;
 using LMCache.Core.Simd;
 using LMCache.Hosting;
-using LMCache.Inference.Demo;
 using LMCache.Inference.Generation;
 using LMCache.Inference.Models;
 using LMCache.Serving;
@@ -36,7 +35,7 @@ internal static class ServeBench
     public static Command Create()
     {
         var json = BenchOptions.Json();
-        var model = new Option<DirectoryInfo?>("--model") { Description = "Model folder (default: the built-in demo model)." };
+        var model = new Option<DirectoryInfo?>("--model") { Description = "Model folder (default: the built-in model named by --demo-model)." };
         var clients = new Option<string>("--clients") { Description = "Comma-separated client counts to run.", DefaultValueFactory = _ => "1,4,8,16" };
         var defaults = new ServeWorkloadShape();
         var requestsPerClient = new Option<int>("--requests-per-client") { Description = "Requests each client sends one after another; every fourth is a long document, the others shared-prefix chats.", DefaultValueFactory = _ => defaults.RequestsPerClient };
@@ -52,12 +51,18 @@ internal static class ServeBench
         var threads = new Option<int>("--threads") { Description = "ONNX Runtime intra-op threads (0 = one per core).", DefaultValueFactory = _ => 0 };
         var quantize = new Option<string>("--quantize") { Description = "Weight quantization of the model's built graph: none, int8 or int4.", DefaultValueFactory = _ => "none" };
         quantize.AcceptOnlyFromAmong("none", "int8", "int4");
+        var demoModel = new Option<string>("--demo-model")
+        {
+            Description = "Built-in model without --model: 'trained' (lmcache-demo-coder) or 'random' (lmcache-demo-llama, random weights, bigger).",
+            DefaultValueFactory = _ => "trained",
+        };
+        demoModel.AcceptOnlyFromAmong("trained", "random");
         var engineDefaults = new InferenceEngineOptions();
         var maxNumSeqs = new Option<int>("--max-num-seqs") { Description = "The batched mode's most sequences running at once (the baseline runs 1).", DefaultValueFactory = _ => engineDefaults.MaxNumSeqs };
         var maxNumBatchedTokens = new Option<int>("--max-num-batched-tokens") { Description = "The batched mode's token budget of one scheduler step.", DefaultValueFactory = _ => engineDefaults.MaxNumBatchedTokens };
         var command = new Command("serve", "The OpenAI server under load: throughput, TTFT, ITL and cached-token share per client count, batched versus one at a time.")
         {
-            json, model, clients, requestsPerClient, maxTokens, prefixTokens, questionTokens, documentMin, documentMax, decodeTokens, longPrompt, shortChats, shortChatTokens, threads, quantize,
+            json, model, clients, requestsPerClient, maxTokens, prefixTokens, questionTokens, documentMin, documentMax, decodeTokens, longPrompt, shortChats, shortChatTokens, threads, quantize, demoModel,
             maxNumSeqs, maxNumBatchedTokens,
         };
         command.SetAction(async (parse, cancellationToken) =>
@@ -87,10 +92,11 @@ internal static class ServeBench
                 return 2;
             }
             var given = parse.GetValue(model)?.FullName;
-            var folder = given ?? DemoModel.EnsureCreated(progress: step => BenchOutput.Progress($"generating the demo model (first run only): {step}"));
+            var builtIn = BuiltInModels.Parse(parse.GetValue(demoModel)!);
+            var folder = given ?? BuiltInModels.Resolve(builtIn, step => BenchOutput.Progress($"generating the demo model (first run only): {step}"));
             var load = new ModelLoadOptions
             {
-                ServedName = given is null ? LMCacheHost.DemoModelName : null,
+                ServedName = given is null ? BuiltInModels.NameOf(builtIn) : null,
                 IntraOpThreads = parse.GetValue(threads),
                 Quantization = parse.GetValue(quantize) switch { "int8" => WeightQuantization.Int8, "int4" => WeightQuantization.Int4, _ => WeightQuantization.None },
                 Progress = line => BenchOutput.Progress($"loading the model: {line}"),
