@@ -33,9 +33,9 @@ public sealed class SafetensorsWriterTests
         // lmcache-demo-coder: float16, tied embeddings, two shards and an index from transformers 5.17. Its split
         // (layer 3's attention in shard 1, its MLP in shard 2) is what max_shard_size="14MB" gives.
         var names = new[] { "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors" };
-        var originals = names.Select(n => File.ReadAllBytes(RepositoryFixtures.File("test", "fixtures", "lmcache-demo-coder", n))).ToArray();
+        var originals = names.Select(n => File.ReadAllBytes(RepositoryFixtures.File("models", "lmcache-demo-coder", n))).ToArray();
         var values = RawFile.Parse(originals);
-        var config = File.ReadAllText(RepositoryFixtures.File("test", "fixtures", "lmcache-demo-coder", "config.json"));
+        var config = File.ReadAllText(RepositoryFixtures.File("models", "lmcache-demo-coder", "config.json"));
         var tensors = RandomWeightsModel.LlamaTensors(config, SafetensorsDType.F16);
         Assert.DoesNotContain(tensors, t => t.Name == "lm_head.weight");   // tie_word_embeddings
 
@@ -48,7 +48,7 @@ public sealed class SafetensorsWriterTests
         {
             Assert.True(originals[i].AsSpan().SequenceEqual(File.ReadAllBytes(folder.Combine(names[i]))), $"{names[i]} differs from the fixture");
         }
-        Assert.Equal(File.ReadAllText(RepositoryFixtures.File("test", "fixtures", "lmcache-demo-coder", SafetensorsWriter.IndexFileName)),
+        Assert.Equal(File.ReadAllText(RepositoryFixtures.File("models", "lmcache-demo-coder", SafetensorsWriter.IndexFileName)),
             File.ReadAllText(folder.Combine(SafetensorsWriter.IndexFileName)));
         Assert.Equal(22_030_080, result.TotalSize);
         Assert.Equal(11_015_040, result.TotalParameters);
