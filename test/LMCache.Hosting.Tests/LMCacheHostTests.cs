@@ -162,6 +162,50 @@ public sealed class LMCacheHostTests
         Assert.Equal("served-by-arguments", models!["data"]![0]!["id"]!.GetValue<string>());
     }
 
+    [Fact]
+    public async Task Quantize_from_arguments_serves_the_graph_built_from_safetensors_and_logs_its_progress()
+    {
+        var logs = new HostLogRecorder();
+        using var loggerFactory = LoggerFactory.Create(b => b.AddProvider(logs));
+        await using var host = await LMCacheHost.StartAsync(new LMCacheServeArguments
+        {
+            ModelFolder = RepositoryFixtures.TinyLlama,
+            Host = "127.0.0.1",
+            Port = 0,
+            Threads = 1,
+            Quantize = Inference.Models.WeightQuantization.Int8,
+        }, loggerFactory, Ct);
+
+        Assert.True(host.Model.IsBuiltGraph);
+        Assert.Equal(Inference.Models.WeightQuantization.Int8, host.Model.Quantization);
+        Assert.Contains(logs.Messages, m => m.Contains("loading weights: layer 4/4", StringComparison.Ordinal));
+        using var http = new HttpClient { BaseAddress = host.Server!.Address, Timeout = TimeSpan.FromMinutes(5) };
+        using var response = await http.PostAsJsonAsync("/v1/completions",
+            new { model = host.Model.Name, prompt = "the cache keeps every chunk", max_tokens = 4, temperature = 0 }, Ct);
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        var body = await response.Content.ReadFromJsonAsync<JsonObject>(Ct);
+        Assert.Equal(4, body!["usage"]!["completion_tokens"]!.GetValue<int>());
+    }
+
+    [Fact]
+    public async Task An_unsupported_architecture_fails_the_start_with_the_folder_and_the_supported_list()
+    {
+        using var folder = new TempFolder();
+        foreach (var file in Directory.EnumerateFiles(RepositoryFixtures.TinyLlama))
+        {
+            File.Copy(file, Path.Combine(folder.Path, Path.GetFileName(file)));
+        }
+        var config = JsonNode.Parse(await File.ReadAllTextAsync(Path.Combine(folder.Path, "config.json"), Ct))!.AsObject();
+        config["architectures"] = new JsonArray("FalconForCausalLM");
+        await File.WriteAllTextAsync(Path.Combine(folder.Path, "config.json"), config.ToJsonString(), Ct);
+        using var loggerFactory = LoggerFactory.Create(_ => { });
+        var error = await Assert.ThrowsAsync<LMCacheException>(async () => await LMCacheHost.StartAsync(
+            new LMCacheServeArguments { ModelFolder = folder.Path, Host = "127.0.0.1", Port = 0, Threads = 1 }, loggerFactory, Ct));
+        Assert.Contains(folder.Path, error.Message, StringComparison.Ordinal);
+        Assert.Contains("FalconForCausalLM", error.Message, StringComparison.Ordinal);
+        Assert.Contains("Qwen3ForCausalLM", error.Message, StringComparison.Ordinal);
+    }
+
     private static async Task WaitForWorkerCountAsync(HttpClient controller, int expected, string what)
     {
         var deadline = DateTime.UtcNow + Eventually.DefaultDeadline;
