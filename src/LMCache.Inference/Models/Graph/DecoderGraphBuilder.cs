@@ -341,10 +341,10 @@ public static class DecoderGraphBuilder
                 // the Present graph), one softmax, then context = P_past·V_past + P_new·V_new. Only the new KV is output.
                 _g.Node("Identity", [kRotated], [$"new_key_values.{l}.key"]);
                 _g.Node("Identity", [vt], [$"new_key_values.{l}.value"]);
-                var transposeLast = ("perm", (object)new long[] { 0, 1, 2, 4, 3 });
-                var kPast5 = _g.Op("Transpose", [_g.Op("Unsqueeze", $"past_key_values.{l}.key", _g.Int64s(2))], transposeLast);   // [B, kv, 1, hd, P]
-                var kNew5 = _g.Op("Transpose", [_g.Op("Unsqueeze", kRotated, _g.Int64s(2))], transposeLast);                      // [B, kv, 1, hd, T]
-                var scores = _g.Op("Concat", [_g.Op("MatMul", q5, kPast5), _g.Op("MatMul", q5, kNew5)], ("axis", -1L));
+                // com.microsoft FusedMatMul with transB: K is read as stored ([B, kv, 1, P, hd]), never transposed into a copy.
+                var scoresPast = MatMulTransposedB(q5, _g.Op("Unsqueeze", $"past_key_values.{l}.key", _g.Int64s(2)));   // [B, kv, rep, T, P]
+                var scoresNew = MatMulTransposedB(q5, _g.Op("Unsqueeze", kRotated, _g.Int64s(2)));                      // [B, kv, rep, T, T]
+                var scores = _g.Op("Concat", [scoresPast, scoresNew], ("axis", -1L));
                 var probs = _g.Op("Softmax", [_g.Op("Add", scores, mask)], ("axis", -1L));
                 var lastAxis = _g.Int64s(-1);
                 var probsPast = _g.Op("Slice", probs, _g.Int64s(0), _pastLength, lastAxis);
@@ -375,6 +375,14 @@ public static class DecoderGraphBuilder
             var activated = _g.Op("Mul", _g.Op("Mul", gate, _g.Op("Sigmoid", gate)), up);
             var down = Linear(activated, p + "mlp.down_proj.weight", a.MlpBias ? p + "mlp.down_proj.bias" : null, h, f);
             return _g.Op("Add", afterAttention, down);
+        }
+
+        /// <summary>a · bᵀ over the last two axes (batch axes broadcast), without materializing the transpose.</summary>
+        private string MatMulTransposedB(string a, string b)
+        {
+            var output = _g.Name("fusedmatmul");
+            _g.Node("FusedMatMul", "com.microsoft", [a, b], [output], ("transB", 1L), ("alpha", 1f));
+            return output;
         }
 
         /// <summary>HF rotate_half RoPE on the first RotaryDim dimensions of [B, heads, T, hd].</summary>
