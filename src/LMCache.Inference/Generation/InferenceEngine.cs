@@ -642,7 +642,7 @@ public sealed partial class InferenceEngine : IAsyncDisposable
             return;
         }
         UnpackBatch();
-        _batch = DecodeBatch.Gather([.. decoding.Select(s => s.Kv)], _model.Decoder.KvElementType);
+        _batch = DecodeBatch.Gather([.. decoding.Select(s => s.Kv)], _model.Decoder.KvElementType, _model.Decoder.DecodesInPlace);
         _batchRows.AddRange(decoding);
         for (var b = 0; b < decoding.Count; b++)
         {

@@ -165,7 +165,9 @@ public sealed class LanguageModel : IDisposable
                 throw;
             }
             var started = System.Diagnostics.Stopwatch.GetTimestamp();
-            var graph = DecoderGraphBuilder.Build(config, weights, options.Quantization, options.Progress);
+            // The graph outputs only the new KV and reads the past in place, so a batched decode step never copies the
+            // batch's past (docs/serving.md, "Scheduler"); the KV it computes is the Present graph's.
+            var graph = DecoderGraphBuilder.Build(config, weights, options.Quantization, options.Progress, DecoderGraphOutputs.NewOnly);
             decoder = OnnxDecoder.Create(graph, config, intraOpThreads);
             options.Progress?.Invoke(string.Create(CultureInfo.InvariantCulture,
                 $"decoder graph built: {graph.Architecture.Name}, {graph.Weights.Bytes / (1024.0 * 1024.0):F1} MiB of weights ({graph.Quantization.ToString().ToLowerInvariant()}) in {System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalSeconds:F2} s"));

@@ -99,6 +99,35 @@ public sealed class KvSequence : IKvCacheAdapter, IDisposable
         return tensors;
     }
 
+    /// <summary>Allocates the new-KV outputs (<c>[1, kv, count, hd]</c>) of a run of a graph that outputs only the new tokens' KV.</summary>
+    internal OrtValue[] AllocateNew(int count) => Allocate(count);
+
+    /// <summary>
+    /// Writes concat(this sequence's KV, <paramref name="newKv"/>) into <paramref name="presents"/>
+    /// (<see cref="Allocate"/>d for <see cref="Length"/> + <paramref name="count"/> tokens), tensor by tensor.
+    /// </summary>
+    internal void Concatenate(IReadOnlyList<OrtValue> newKv, OrtValue[] presents, int count)
+    {
+        var rowBytes = _layout.HeadDim * _layout.DType.ItemSize();
+        var past = Length;
+        var total = past + count;
+        for (var t = 0; t < presents.Length; t++)
+        {
+            var pastData = past == 0 ? Span<byte>.Empty : _tensors[t].GetTensorMutableRawData();
+            var newData = newKv[t].GetTensorMutableRawData();
+            var destination = presents[t].GetTensorMutableRawData();
+            for (var h = 0; h < _layout.NumKvHeads; h++)
+            {
+                var head = destination.Slice(h * total * rowBytes, total * rowBytes);
+                if (past > 0)
+                {
+                    pastData.Slice(h * past * rowBytes, past * rowBytes).CopyTo(head);
+                }
+                newData.Slice(h * count * rowBytes, count * rowBytes).CopyTo(head[(past * rowBytes)..]);
+            }
+        }
+    }
+
     /// <summary>A retrieve is about to load <paramref name="tokens"/> tokens: allocates exactly that much past (<see cref="Reset"/>).</summary>
     public void PrepareForRetrieve(int tokens) => Reset(tokens);
 

@@ -21,7 +21,8 @@ public sealed partial class OnnxDecoder : IDisposable
     private readonly InferenceSession _session;
     private readonly RunOptions _runOptions = new();
     private readonly string[] _pastNames;      // [kv * layers + layer]
-    private readonly string[] _presentNames;   // same order
+    private readonly string[] _presentNames;   // same order: present.* or, for a NewOnly graph, new_key_values.*
+    private readonly bool _newKvOnly;
     private readonly bool _hasAttentionMask;
     private readonly bool _hasPositionIds;
     private readonly string? _logitsToKeepName;
@@ -30,9 +31,10 @@ public sealed partial class OnnxDecoder : IDisposable
 
     private OnnxDecoder(InferenceSession session, KvLayout layout, TensorElementType kvType, int vocabSize,
         string[] pastNames, string[] presentNames, bool hasAttentionMask, bool hasPositionIds, string? logitsToKeepName,
-        bool lastLogitsOnly, TensorElementType logitsType)
+        bool lastLogitsOnly, TensorElementType logitsType, bool newKvOnly)
     {
         _session = session;
+        _newKvOnly = newKvOnly;
         Layout = layout;
         KvElementType = kvType;
         VocabSize = vocabSize;
@@ -161,12 +163,15 @@ public sealed partial class OnnxDecoder : IDisposable
         }
         var pastNames = new string[2 * layers];
         var presentNames = new string[2 * layers];
+        // A built graph of DecoderGraphOutputs.NewOnly outputs only the new tokens' KV; every other graph, the present.
+        var newKvOnly = outputs.ContainsKey("new_key_values.0.key") && !outputs.ContainsKey("present.0.key");
+        var outputPrefix = newKvOnly ? "new_key_values" : "present";
         for (var l = 0; l < layers; l++)
         {
             pastNames[l] = $"past_key_values.{l}.key";
             pastNames[layers + l] = $"past_key_values.{l}.value";
-            presentNames[l] = $"present.{l}.key";
-            presentNames[layers + l] = $"present.{l}.value";
+            presentNames[l] = $"{outputPrefix}.{l}.key";
+            presentNames[layers + l] = $"{outputPrefix}.{l}.value";
         }
         foreach (var name in pastNames)
         {
@@ -205,8 +210,15 @@ public sealed partial class OnnxDecoder : IDisposable
         }
         return new OnnxDecoder(session, layout, kvType, vocab, pastNames, presentNames,
             inputs.ContainsKey("attention_mask"), inputs.ContainsKey("position_ids"), logitsToKeep,
-            lastOnly || logitsToKeep is not null, logits.ElementDataType);
+            lastOnly || logitsToKeep is not null, logits.ElementDataType, newKvOnly);
     }
+
+    /// <summary>
+    /// Whether the graph outputs only the new tokens' KV and reads the past in place
+    /// (<see cref="DecoderGraphOutputs.NewOnly"/>): decode batches are then gathered with spare columns and a step
+    /// never copies the past (<see cref="DecodeBatch"/>).
+    /// </summary>
+    public bool DecodesInPlace => _newKvOnly;
 
     /// <summary>
     /// Runs the model on <paramref name="tokens"/> at positions <c>sequence.Length ..</c>, extends
@@ -264,9 +276,25 @@ public sealed partial class OnnxDecoder : IDisposable
             outputValues.Add(logits);
             presents = sequence.Allocate(total);
             outputNames.AddRange(_presentNames);
-            outputValues.AddRange(presents);
+            if (_newKvOnly)
+            {
+                foreach (var value in sequence.AllocateNew(count))
+                {
+                    owned.Add(value);
+                    outputValues.Add(value);
+                }
+            }
+            else
+            {
+                outputValues.AddRange(presents);
+            }
 
             _session.Run(_runOptions, inputNames, inputValues, outputNames, outputValues);
+            if (_newKvOnly)
+            {
+                // present = concat(past, new), done here instead of in the graph (a prefill chunk copies its past once).
+                sequence.Concatenate(outputValues.GetRange(1, presents.Length), presents, count);
+            }
 
             var row = (logitRows - 1) * VocabSize;
             if (_logitsType == TensorElementType.Float)
@@ -338,17 +366,41 @@ public sealed partial class OnnxDecoder : IDisposable
         {
             throw new ArgumentException($"Expected {rows} tokens and {rows * VocabSize} logits.", nameof(tokens));
         }
-        var columns = batch.Columns + 1;
+        if (batch.InPlace != _newKvOnly)
+        {
+            throw new InvalidOperationException(_newKvOnly
+                ? "This graph reads the past in place: gather the decode batch with inPlace = true."
+                : "This graph outputs the whole present: gather the decode batch with inPlace = false.");
+        }
+        if (_newKvOnly)
+        {
+            batch.EnsureSpareColumn();
+        }
+        var columns = _newKvOnly ? batch.Capacity + 1 : batch.Columns + 1;
         var ids = new long[rows];
         var positions = new long[rows];
-        var mask = new long[rows * columns];
-        var pastMask = batch.Mask;
-        for (var b = 0; b < rows; b++)
+        long[] mask;
+        if (_newKvOnly)
         {
-            ids[b] = tokens[b];
-            positions[b] = batch.Length(b);
-            pastMask.Slice(b * batch.Columns, batch.Columns).CopyTo(mask.AsSpan(b * columns));
-            mask[(b * columns) + columns - 1] = 1;
+            // The batch's own mask: its storage columns (spare ones 0) and a last column of ones for the new token.
+            mask = batch.MaskArray;
+            for (var b = 0; b < rows; b++)
+            {
+                ids[b] = tokens[b];
+                positions[b] = batch.Length(b);
+            }
+        }
+        else
+        {
+            mask = new long[rows * columns];
+            var pastMask = batch.Mask;
+            for (var b = 0; b < rows; b++)
+            {
+                ids[b] = tokens[b];
+                positions[b] = batch.Length(b);
+                pastMask.Slice(b * batch.Columns, batch.Columns).CopyTo(mask.AsSpan(b * columns));
+                mask[(b * columns) + columns - 1] = 1;
+            }
         }
         var inputNames = new List<string>(4 + _pastNames.Length);
         var inputValues = new List<OrtValue>(4 + _pastNames.Length);
@@ -370,11 +422,21 @@ public sealed partial class OnnxDecoder : IDisposable
             }
             var output = OrtValue.CreateAllocatedTensorValue(OrtAllocator.DefaultInstance, _logitsType, [rows, 1, VocabSize]);
             owned.Add(output);
-            presents = batch.Allocate(columns);
             var outputNames = new List<string>(1 + _presentNames.Length) { "logits" };
             outputNames.AddRange(_presentNames);
             var outputValues = new List<OrtValue>(1 + _presentNames.Length) { output };
-            outputValues.AddRange(presents);
+            if (_newKvOnly)
+            {
+                for (var i = 0; i < _presentNames.Length; i++)
+                {
+                    outputValues.Add(batch.NewTensor(i));
+                }
+            }
+            else
+            {
+                presents = batch.Allocate(columns);
+                outputValues.AddRange(presents);
+            }
 
             _session.Run(_runOptions, inputNames, inputValues, outputNames, outputValues);
 
@@ -394,8 +456,15 @@ public sealed partial class OnnxDecoder : IDisposable
             {
                 throw new NotSupportedException($"logits element type {_logitsType} is not supported.");
             }
-            batch.Append(presents, mask);
-            presents = null;
+            if (_newKvOnly)
+            {
+                batch.AppendNew();
+            }
+            else
+            {
+                batch.Append(presents!, mask);
+                presents = null;
+            }
         }
         finally
         {

@@ -10,13 +10,17 @@ namespace LMCache.Inference.Models.Graph;
 /// <summary>A decoder graph built from config.json and safetensors: the proto bytes (no weights) and the weights to inject.</summary>
 public sealed class BuiltDecoderGraph : IDisposable
 {
-    internal BuiltDecoderGraph(byte[] model, NativeWeights weights, DecoderArchitecture architecture, WeightQuantization quantization)
+    internal BuiltDecoderGraph(byte[] model, NativeWeights weights, DecoderArchitecture architecture, WeightQuantization quantization, DecoderGraphOutputs outputs)
     {
         Model = model;
         Weights = weights;
         Architecture = architecture;
         Quantization = quantization;
+        Outputs = outputs;
     }
+
+    /// <summary>Which KV the graph outputs: the whole present, or only the new tokens' KV.</summary>
+    public DecoderGraphOutputs Outputs { get; }
 
     /// <summary>The serialized ONNX <c>ModelProto</c>; every weight is an external initializer found in <see cref="Weights"/>.</summary>
     public byte[] Model { get; }
@@ -32,6 +36,23 @@ public sealed class BuiltDecoderGraph : IDisposable
 
     /// <inheritdoc />
     public void Dispose() => Weights.Dispose();
+}
+
+/// <summary>The KV outputs of a built decoder graph.</summary>
+public enum DecoderGraphOutputs
+{
+    /// <summary>
+    /// The optimum convention: <c>present.{i}.key/value</c> <c>[batch, kv_heads, past + seq, head_dim]</c> =
+    /// concat(past, new). Every run copies the whole past.
+    /// </summary>
+    Present,
+
+    /// <summary>
+    /// Only the new tokens' KV: <c>new_key_values.{i}.key/value</c> <c>[batch, kv_heads, seq, head_dim]</c>. Attention
+    /// reads the past where it lies (scores against past and new keys are concatenated, and the context is the sum of
+    /// the two parts), so a run never copies the past; the caller appends the new KV to its own buffer.
+    /// </summary>
+    NewOnly,
 }
 
 /// <summary>
@@ -59,7 +80,7 @@ public static class DecoderGraphBuilder
     /// <exception cref="ModelArchitectureException">Unsupported architecture or RoPE.</exception>
     /// <exception cref="SafetensorsException">A tensor is missing, has the wrong shape or an unsupported dtype.</exception>
     public static BuiltDecoderGraph Build(ModelConfig config, SafetensorsWeights weights, WeightQuantization quantization = WeightQuantization.None,
-        Action<string>? progress = null)
+        Action<string>? progress = null, DecoderGraphOutputs outputs = DecoderGraphOutputs.Present)
     {
         var native = new NativeWeights();
         native.KeepAlive(weights);
@@ -67,7 +88,7 @@ public static class DecoderGraphBuilder
         {
             var architecture = DecoderArchitecture.For(config);
             var rope = RotaryEmbedding.For(config);
-            var builder = new Builder(config, architecture, rope, weights, native, quantization, progress);
+            var builder = new Builder(config, architecture, rope, weights, native, quantization, progress, outputs);
             var graph = builder.Build();
             var model = new ModelProto
             {
@@ -81,7 +102,7 @@ public static class DecoderGraphBuilder
                     new OperatorSetIdProto { Domain = "com.microsoft", Version = 1 },
                 },
             };
-            return new BuiltDecoderGraph(model.ToByteArray(), native, architecture, quantization);
+            return new BuiltDecoderGraph(model.ToByteArray(), native, architecture, quantization, outputs);
         }
         catch
         {
@@ -99,6 +120,7 @@ public static class DecoderGraphBuilder
         private readonly NativeWeights _native;
         private readonly WeightQuantization _quantization;
         private readonly Action<string>? _progress;
+        private readonly DecoderGraphOutputs _outputs;
         private readonly OnnxGraphWriter _g = new("lmcache-decoder");
         private float[] _scratch = [];
 
@@ -108,11 +130,13 @@ public static class DecoderGraphBuilder
         private string _qShape = "";
         private string _kvShape = "";
         private string _eps = "";
+        private string _pastLength = "";   // [1]: the past's column count (NewOnly graphs split the probabilities there)
         private readonly Dictionary<int, string> _masks = [];   // window (0 = full) -> additive bias [B, 1, 1, T, S]
 
         public Builder(ModelConfig config, DecoderArchitecture architecture, RotaryEmbedding rope, SafetensorsWeights weights,
-            NativeWeights native, WeightQuantization quantization, Action<string>? progress)
+            NativeWeights native, WeightQuantization quantization, Action<string>? progress, DecoderGraphOutputs outputs)
         {
+            _outputs = outputs;
             _config = config;
             _architecture = architecture;
             _rope = rope;
@@ -141,14 +165,23 @@ public static class DecoderGraphBuilder
             _g.Output("logits", DataType.Float, "batch", 1, vocab);
             for (var l = 0; l < layers; l++)
             {
-                _g.Output($"present.{l}.key", DataType.Float, "batch", nkv, "total", hd);
-                _g.Output($"present.{l}.value", DataType.Float, "batch", nkv, "total", hd);
+                if (_outputs == DecoderGraphOutputs.Present)
+                {
+                    _g.Output($"present.{l}.key", DataType.Float, "batch", nkv, "total", hd);
+                    _g.Output($"present.{l}.value", DataType.Float, "batch", nkv, "total", hd);
+                }
+                else
+                {
+                    _g.Output($"new_key_values.{l}.key", DataType.Float, "batch", nkv, "seq", hd);
+                    _g.Output($"new_key_values.{l}.value", DataType.Float, "batch", nkv, "seq", hd);
+                }
             }
 
             _eps = _g.Scalar((float)c.RmsNormEps);
             var idsShape = _g.Op("Shape", "input_ids");
             _qShape = _g.Op("Concat", [idsShape, _g.Int64s(nh, hd)], ("axis", 0L));
             _kvShape = _g.Op("Concat", [idsShape, _g.Int64s(nkv, hd)], ("axis", 0L));
+            _pastLength = _g.Op("Shape", ["past_key_values.0.key"], ("start", 2L), ("end", 3L));
             BuildRope();
 
             _progress?.Invoke("loading weights: embeddings");
@@ -287,17 +320,39 @@ public static class DecoderGraphBuilder
             var vt = _g.Op("Transpose", [v4], perm);
             var qScaled = _g.Op("Mul", Rope(qt), _g.Scalar((float)(1.0 / Math.Sqrt(hd))));
             var kRotated = Rope(kt);
-            var presentKey = $"present.{l}.key";
-            var presentValue = $"present.{l}.value";
-            _g.Node("Concat", [$"past_key_values.{l}.key", kRotated], [presentKey], ("axis", 2L));
-            _g.Node("Concat", [$"past_key_values.{l}.value", vt], [presentValue], ("axis", 2L));
-
             // Grouped-query attention without repeating K/V: q [B, kv, rep, T, hd] x k [B, kv, 1, hd, S].
             var q5 = _g.Op("Reshape", qScaled, _g.Int64s(0, nkv, nh / nkv, -1, hd));
-            var k5 = _g.Op("Unsqueeze", _g.Op("Transpose", [presentKey], ("perm", new long[] { 0, 1, 3, 2 })), _g.Int64s(2));
-            var scores = _g.Op("Add", _g.Op("MatMul", q5, k5), Mask(a.LayerWindows[l] ?? 0));
-            var probs = _g.Op("Softmax", [scores], ("axis", -1L));
-            var context = _g.Op("MatMul", probs, _g.Op("Unsqueeze", presentValue, _g.Int64s(2)));     // [B, kv, rep, T, hd]
+            var mask = Mask(a.LayerWindows[l] ?? 0);
+            string context;
+            if (_outputs == DecoderGraphOutputs.Present)
+            {
+                var presentKey = $"present.{l}.key";
+                var presentValue = $"present.{l}.value";
+                _g.Node("Concat", [$"past_key_values.{l}.key", kRotated], [presentKey], ("axis", 2L));
+                _g.Node("Concat", [$"past_key_values.{l}.value", vt], [presentValue], ("axis", 2L));
+                var k5 = _g.Op("Unsqueeze", _g.Op("Transpose", [presentKey], ("perm", new long[] { 0, 1, 3, 2 })), _g.Int64s(2));
+                var scores = _g.Op("Add", _g.Op("MatMul", q5, k5), mask);
+                var probs = _g.Op("Softmax", [scores], ("axis", -1L));
+                context = _g.Op("MatMul", probs, _g.Op("Unsqueeze", presentValue, _g.Int64s(2)));     // [B, kv, rep, T, hd]
+            }
+            else
+            {
+                // The past is read where it lies: scores = [q·K_pastᵀ | q·K_newᵀ] (the mask covers past + new as in
+                // the Present graph), one softmax, then context = P_past·V_past + P_new·V_new. Only the new KV is output.
+                _g.Node("Identity", [kRotated], [$"new_key_values.{l}.key"]);
+                _g.Node("Identity", [vt], [$"new_key_values.{l}.value"]);
+                // com.microsoft FusedMatMul with transB: K is read as stored ([B, kv, 1, P, hd]), never transposed into a copy.
+                var scoresPast = MatMulTransposedB(q5, _g.Op("Unsqueeze", $"past_key_values.{l}.key", _g.Int64s(2)));   // [B, kv, rep, T, P]
+                var scoresNew = MatMulTransposedB(q5, _g.Op("Unsqueeze", kRotated, _g.Int64s(2)));                      // [B, kv, rep, T, T]
+                var scores = _g.Op("Concat", [scoresPast, scoresNew], ("axis", -1L));
+                var probs = _g.Op("Softmax", [_g.Op("Add", scores, mask)], ("axis", -1L));
+                var lastAxis = _g.Int64s(-1);
+                var probsPast = _g.Op("Slice", probs, _g.Int64s(0), _pastLength, lastAxis);
+                var probsNew = _g.Op("Slice", probs, _pastLength, _g.Int64s(long.MaxValue), lastAxis);
+                context = _g.Op("Add",
+                    _g.Op("MatMul", probsPast, _g.Op("Unsqueeze", $"past_key_values.{l}.value", _g.Int64s(2))),
+                    _g.Op("MatMul", probsNew, _g.Op("Unsqueeze", vt, _g.Int64s(2))));                        // [B, kv, rep, T, hd]
+            }
             var context4 = _g.Op("Transpose", [_g.Op("Reshape", context, _g.Int64s(0, nh, -1, hd))], perm);
             var context2 = _g.Op("Reshape", context4, _g.Int64s(-1, nh * hd));
             var attention = Linear(context2, p + "self_attn.o_proj.weight", a.OutputBias ? p + "self_attn.o_proj.bias" : null, h, nh * hd);
@@ -320,6 +375,14 @@ public static class DecoderGraphBuilder
             var activated = _g.Op("Mul", _g.Op("Mul", gate, _g.Op("Sigmoid", gate)), up);
             var down = Linear(activated, p + "mlp.down_proj.weight", a.MlpBias ? p + "mlp.down_proj.bias" : null, h, f);
             return _g.Op("Add", afterAttention, down);
+        }
+
+        /// <summary>a · bᵀ over the last two axes (batch axes broadcast), without materializing the transpose.</summary>
+        private string MatMulTransposedB(string a, string b)
+        {
+            var output = _g.Name("fusedmatmul");
+            _g.Node("FusedMatMul", "com.microsoft", [a, b], [output], ("transB", 1L), ("alpha", 1f));
+            return output;
         }
 
         /// <summary>HF rotate_half RoPE on the first RotaryDim dimensions of [B, heads, T, hd].</summary>
