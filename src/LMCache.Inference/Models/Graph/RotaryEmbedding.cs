@@ -70,15 +70,15 @@ internal sealed class RotaryEmbedding
             case "default":
                 return new RotaryEmbedding(rotaryDim, baseInv, 1f);
             case "linear":
-            {
-                var factor = (float)Require(scaling.Factor, "factor", "linear");
-                return new RotaryEmbedding(rotaryDim, baseInv.Select(f => f / factor).ToArray(), 1f);
-            }
+                {
+                    var factor = (float)Require(scaling.Factor, "factor", "linear");
+                    return new RotaryEmbedding(rotaryDim, baseInv.Select(f => f / factor).ToArray(), 1f);
+                }
             case "dynamic":
-            {
-                var factor = Require(scaling.Factor, "factor", "dynamic");
-                return new RotaryEmbedding(rotaryDim, baseInv, 1f) { Dynamic = (factor, config.MaxPositionEmbeddings, theta) };
-            }
+                {
+                    var factor = Require(scaling.Factor, "factor", "dynamic");
+                    return new RotaryEmbedding(rotaryDim, baseInv, 1f) { Dynamic = (factor, config.MaxPositionEmbeddings, theta) };
+                }
             case "llama3":
                 return new RotaryEmbedding(rotaryDim, Llama3InvFreq(baseInv,
                     (float)Require(scaling.Factor, "factor", "llama3"),
