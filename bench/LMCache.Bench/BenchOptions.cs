@@ -13,6 +13,18 @@ internal static class BenchOptions
     /// <summary><c>--json</c>: print one JSON object instead of text.</summary>
     public static Option<bool> Json() => new("--json") { Description = "Print one JSON object instead of text." };
 
+    /// <summary><c>--demo-model trained|random</c>: the built-in model a bench runs without <c>--model</c> (see <see cref="BuiltInModels.Parse"/>).</summary>
+    public static Option<string> DemoModel()
+    {
+        var option = new Option<string>("--demo-model")
+        {
+            Description = "Built-in model without --model: 'trained' (lmcache-demo-coder) or 'random' (lmcache-demo-llama, random weights, bigger).",
+            DefaultValueFactory = _ => "trained",
+        };
+        option.AcceptOnlyFromAmong("trained", "random");
+        return option;
+    }
+
     /// <summary><c>--config FILE</c>: a YAML file, instead of the one named by LMCACHE_CONFIG_FILE.</summary>
     public static Option<FileInfo?> Config() => new("--config")
     {

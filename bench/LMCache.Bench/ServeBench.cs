@@ -51,12 +51,7 @@ internal static class ServeBench
         var threads = new Option<int>("--threads") { Description = "ONNX Runtime intra-op threads (0 = one per core).", DefaultValueFactory = _ => 0 };
         var quantize = new Option<string>("--quantize") { Description = "Weight quantization of the model's built graph: none, int8 or int4.", DefaultValueFactory = _ => "none" };
         quantize.AcceptOnlyFromAmong("none", "int8", "int4");
-        var demoModel = new Option<string>("--demo-model")
-        {
-            Description = "Built-in model without --model: 'trained' (lmcache-demo-coder) or 'random' (lmcache-demo-llama, random weights, bigger).",
-            DefaultValueFactory = _ => "trained",
-        };
-        demoModel.AcceptOnlyFromAmong("trained", "random");
+        var demoModel = BenchOptions.DemoModel();
         var engineDefaults = new InferenceEngineOptions();
         var maxNumSeqs = new Option<int>("--max-num-seqs") { Description = "The batched mode's most sequences running at once (the baseline runs 1).", DefaultValueFactory = _ => engineDefaults.MaxNumSeqs };
         var maxNumBatchedTokens = new Option<int>("--max-num-batched-tokens") { Description = "The batched mode's token budget of one scheduler step.", DefaultValueFactory = _ => engineDefaults.MaxNumBatchedTokens };

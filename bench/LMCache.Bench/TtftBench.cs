@@ -21,12 +21,7 @@ internal static class TtftBench
     {
         var json = BenchOptions.Json();
         var model = new Option<DirectoryInfo?>("--model") { Description = "Model folder (default: the built-in model named by --demo-model)." };
-        var demoModel = new Option<string>("--demo-model")
-        {
-            Description = "Built-in model without --model: 'trained' (lmcache-demo-coder) or 'random' (lmcache-demo-llama, random weights, bigger).",
-            DefaultValueFactory = _ => "trained",
-        };
-        demoModel.AcceptOnlyFromAmong("trained", "random");
+        var demoModel = BenchOptions.DemoModel();
         var promptTokens = new Option<int>("--prompt-tokens") { Description = "Prompt length in tokens.", DefaultValueFactory = _ => 4000 };
         var remoteUrl = new Option<string?>("--remote-url") { Description = "Also measure warm TTFT from this remote (e.g. redis://127.0.0.1:6379)." };
         var repeat = new Option<int>("--repeat") { Description = "Measurements per case; the best is reported.", DefaultValueFactory = _ => 2 };

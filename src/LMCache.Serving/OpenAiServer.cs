@@ -351,26 +351,10 @@ public sealed partial class OpenAiServer : IAsyncDisposable
     }
 
     /// <summary>A non-streaming generation, collected as the engine produces it, timing its tokens like a stream.</summary>
-    private async Task<GenerationResult> CollectAsync(GenerationRequest request, CancellationToken cancellationToken)
+    private Task<GenerationResult> CollectAsync(GenerationRequest request, CancellationToken cancellationToken)
     {
-        var tokens = new List<TokenEvent>();
-        var text = new System.Text.StringBuilder();
         var timer = new TokenTimer(_metrics);
-        await foreach (var e in _engine.GenerateAsync(request, cancellationToken).ConfigureAwait(false))
-        {
-            switch (e)
-            {
-                case TokenEvent t:
-                    timer.Token();
-                    tokens.Add(t);
-                    text.Append(t.TextDelta);
-                    break;
-                case CompletedEvent c:
-                    text.Append(c.TrailingText);
-                    return new GenerationResult(text.ToString(), tokens, c);
-            }
-        }
-        throw new InvalidOperationException("Generation ended without a completion event.");
+        return _engine.GenerateToEndAsync(request, _ => timer.Token(), cancellationToken);
     }
 
     /// <summary>Records the inter-token latency of one request's tokens as the server receives them.</summary>

@@ -240,7 +240,12 @@ public sealed partial class InferenceEngine : IAsyncDisposable
 
     /// <summary>Runs a request to the end and collects its tokens.</summary>
     /// <exception cref="EngineOverloadedException">The waiting queue is full.</exception>
-    public async Task<GenerationResult> GenerateToEndAsync(GenerationRequest request, CancellationToken cancellationToken = default)
+    public Task<GenerationResult> GenerateToEndAsync(GenerationRequest request, CancellationToken cancellationToken = default) =>
+        GenerateToEndAsync(request, onToken: null, cancellationToken);
+
+    /// <summary>Runs a request to the end and collects its tokens, calling <paramref name="onToken"/> as each one is produced.</summary>
+    /// <exception cref="EngineOverloadedException">The waiting queue is full.</exception>
+    public async Task<GenerationResult> GenerateToEndAsync(GenerationRequest request, Action<TokenEvent>? onToken, CancellationToken cancellationToken = default)
     {
         var tokens = new List<TokenEvent>();
         var text = new StringBuilder();
@@ -249,6 +254,7 @@ public sealed partial class InferenceEngine : IAsyncDisposable
             switch (e)
             {
                 case TokenEvent t:
+                    onToken?.Invoke(t);
                     tokens.Add(t);
                     text.Append(t.TextDelta);
                     break;

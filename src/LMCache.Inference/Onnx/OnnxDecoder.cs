@@ -296,23 +296,7 @@ public sealed partial class OnnxDecoder : IDisposable
                 sequence.Concatenate(outputValues.GetRange(1, presents.Length), presents, count);
             }
 
-            var row = (logitRows - 1) * VocabSize;
-            if (_logitsType == TensorElementType.Float)
-            {
-                logits.GetTensorDataAsSpan<float>().Slice(row, VocabSize).CopyTo(lastLogits);
-            }
-            else if (_logitsType == TensorElementType.Float16)
-            {
-                var half = logits.GetTensorDataAsSpan<Float16>().Slice(row, VocabSize);
-                for (var i = 0; i < VocabSize; i++)
-                {
-                    lastLogits[i] = (float)half[i];
-                }
-            }
-            else
-            {
-                throw new NotSupportedException($"logits element type {_logitsType} is not supported.");
-            }
+            CopyLogits(logits, (logitRows - 1) * VocabSize, VocabSize, lastLogits);
             sequence.Replace(presents, total);
             presents = null;
         }
@@ -440,22 +424,7 @@ public sealed partial class OnnxDecoder : IDisposable
 
             _session.Run(_runOptions, inputNames, inputValues, outputNames, outputValues);
 
-            if (_logitsType == TensorElementType.Float)
-            {
-                output.GetTensorDataAsSpan<float>()[..(rows * VocabSize)].CopyTo(logits);
-            }
-            else if (_logitsType == TensorElementType.Float16)
-            {
-                var half = output.GetTensorDataAsSpan<Float16>();
-                for (var i = 0; i < rows * VocabSize; i++)
-                {
-                    logits[i] = (float)half[i];
-                }
-            }
-            else
-            {
-                throw new NotSupportedException($"logits element type {_logitsType} is not supported.");
-            }
+            CopyLogits(output, 0, rows * VocabSize, logits);
             if (_newKvOnly)
             {
                 batch.AppendNew();
@@ -486,6 +455,27 @@ public sealed partial class OnnxDecoder : IDisposable
             inputNames.Add(name);
             inputValues.Add(value);
             owned.Add(value);
+        }
+    }
+
+    /// <summary>Copies <paramref name="count"/> logits from <paramref name="offset"/> of a run's output, widening fp16.</summary>
+    private void CopyLogits(OrtValue output, int offset, int count, Span<float> destination)
+    {
+        if (_logitsType == TensorElementType.Float)
+        {
+            output.GetTensorDataAsSpan<float>().Slice(offset, count).CopyTo(destination);
+        }
+        else if (_logitsType == TensorElementType.Float16)
+        {
+            var half = output.GetTensorDataAsSpan<Float16>().Slice(offset, count);
+            for (var i = 0; i < count; i++)
+            {
+                destination[i] = (float)half[i];
+            }
+        }
+        else
+        {
+            throw new NotSupportedException($"logits element type {_logitsType} is not supported.");
         }
     }
 
